@@ -1,0 +1,64 @@
+//! Discovery: `/versions`, `/capabilities`, `/.well-known/matrix/*`.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use ruma::api::client::discovery::{discover_homeserver, get_capabilities, get_supported_versions};
+
+use crate::{
+    Error, Result,
+    api::router::{Anonymous, Router, User},
+    services::Services,
+};
+
+pub fn register(router: &mut Router) {
+    router
+        .add(get_supported_versions)
+        .add(get_capabilities)
+        .add(discover_homeserver);
+}
+
+/// The spec versions whose endpoints Hearth serves as far as its README states.
+const VERSIONS: [&str; 4] = ["v1.1", "v1.2", "v1.3", "v1.4"];
+
+async fn get_supported_versions(
+    _: Arc<Services>,
+    _: Option<User>,
+    _: get_supported_versions::Request,
+) -> Result<get_supported_versions::Response> {
+    let versions = VERSIONS.iter().map(|v| (*v).to_owned()).collect();
+    let mut response = get_supported_versions::Response::new(versions);
+    response.unstable_features = BTreeMap::new();
+    Ok(response)
+}
+
+async fn get_capabilities(
+    services: Arc<Services>,
+    _: User,
+    _: get_capabilities::v3::Request,
+) -> Result<get_capabilities::v3::Response> {
+    use ruma::api::client::discovery::get_capabilities::v3::{
+        Capabilities, RoomVersionStability, RoomVersionsCapability,
+    };
+    let available = crate::rooms::create::CREATABLE_VERSIONS
+        .iter()
+        .filter_map(|v| ruma::RoomVersionId::try_from(*v).ok())
+        .map(|v| (v, RoomVersionStability::Stable))
+        .collect();
+    let default = crate::rooms::create::DEFAULT_VERSION.try_into().map_err(|_| anyhow::anyhow!("bad default room version"))?;
+    let mut capabilities = Capabilities::new();
+    capabilities.room_versions = RoomVersionsCapability::new(default, available);
+    let _ = &services;
+    Ok(get_capabilities::v3::Response::new(capabilities))
+}
+
+async fn discover_homeserver(
+    services: Arc<Services>,
+    _: Anonymous,
+    _: discover_homeserver::Request,
+) -> Result<discover_homeserver::Response> {
+    let base_url = &services.config.well_known.client;
+    if base_url.is_empty() {
+        return Err(Error::not_found("No client discovery information is configured"));
+    }
+    Ok(discover_homeserver::Response::new(discover_homeserver::HomeserverInfo::new(base_url.clone())))
+}

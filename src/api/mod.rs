@@ -1,0 +1,219 @@
+//! HTTP: the only module that knows warp. It reads a request, finds its handler in the route
+//! table, and turns the handler's result (or error) into a response with the spec's CORS headers.
+//!
+//! Every request runs under a span named by its route template, never the raw path (which holds
+//! IDs and, with `?access_token=`, secrets). A panic in a handler becomes an opaque 500 for that
+//! request alone.
+
+pub mod client;
+pub mod ratelimit;
+pub mod router;
+
+use std::{future::Future, net::IpAddr, sync::Arc, time::Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures::{FutureExt as _, StreamExt as _};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use tracing::Instrument as _;
+use warp::Filter as _;
+
+use self::router::{Matched, RequestMeta, Router};
+use crate::{Error, services::Services};
+
+/// Serves HTTP on `listener` until `shutdown` resolves.
+pub async fn serve(
+    services: Arc<Services>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let router = Arc::new(routes());
+    let filter = warp::any()
+        .and(warp::method())
+        .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::header::headers_cloned())
+        .and(warp::addr::remote())
+        .and(warp::body::stream())
+        .then(move |method, path: warp::path::FullPath, query, headers, remote: Option<std::net::SocketAddr>, body| {
+            let incoming = Incoming {
+                method,
+                path: path.as_str().to_owned(),
+                query,
+                headers,
+                origin: remote.map_or(IpAddr::from([127, 0, 0, 1]), |addr| addr.ip()),
+            };
+            handle(services.clone(), router.clone(), incoming, body)
+        });
+    warp::serve(filter).incoming(listener).graceful(shutdown).run().await;
+}
+
+/// Every route Hearth serves.
+pub fn routes() -> Router {
+    let mut router = Router::default();
+    client::register(&mut router);
+    router
+}
+
+struct Incoming {
+    method: Method,
+    path: String,
+    query: String,
+    headers: HeaderMap,
+    origin: IpAddr,
+}
+
+async fn handle<S, B>(
+    services: Arc<Services>,
+    router: Arc<Router>,
+    incoming: Incoming,
+    body: S,
+) -> http::Response<Vec<u8>>
+where
+    S: futures::Stream<Item = Result<B, warp::Error>> + Send,
+    B: bytes::Buf,
+{
+    let started = Instant::now();
+    if incoming.method == Method::OPTIONS {
+        return with_cors(preflight(&router, &incoming.path));
+    }
+    let (template, response) = match router.find(&incoming.method, &incoming.path) {
+        Matched::NotFound => ("unknown".to_owned(), Error::unrecognized().to_http_response()),
+        Matched::MethodNotAllowed { template } => {
+            (template, Error::method_not_allowed().to_http_response())
+        }
+        Matched::Found { template, handler, path_args } => {
+            let span = tracing::debug_span!("request", method = %incoming.method, route = %template);
+            let limit = services.config.limits.max_request_bytes;
+            let response = async {
+                let body = read_body(body, limit).await?;
+                let meta = RequestMeta {
+                    access_token: access_token(&incoming.headers, &incoming.query),
+                    origin: incoming.origin,
+                };
+                let request = build_request(&incoming, body)?;
+                std::panic::AssertUnwindSafe(handler(services.clone(), request, path_args, meta))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| Err(Error::Internal(anyhow::anyhow!("handler panicked"))))
+            }
+            .instrument(span)
+            .await;
+            (template, response.unwrap_or_else(|error| error_response(&error)))
+        }
+    };
+    tracing::debug!(
+        method = %incoming.method,
+        route = %template,
+        status = response.status().as_u16(),
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "request done"
+    );
+    with_cors(response)
+}
+
+/// Builds the error reply, logging internal causes once with their whole chain.
+fn error_response(error: &Error) -> http::Response<Vec<u8>> {
+    if let Error::Internal(cause) = error {
+        tracing::error!(error = format!("{cause:#}"), "internal error");
+    }
+    error.to_http_response()
+}
+
+/// Reads the body, refusing with 413 once it exceeds `limit` bytes.
+async fn read_body<S, B>(body: S, limit: u64) -> crate::Result<Bytes>
+where
+    S: futures::Stream<Item = Result<B, warp::Error>>,
+    B: bytes::Buf,
+{
+    futures::pin_mut!(body);
+    let mut collected = BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(|_| Error::bad_request("The request body could not be read"))?;
+        if (collected.len() + chunk.remaining()) as u64 > limit {
+            return Err(Error::too_large(format!("The request body exceeds {limit} bytes")));
+        }
+        while chunk.has_remaining() {
+            let piece = chunk.chunk();
+            collected.extend_from_slice(piece);
+            let n = piece.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(collected.freeze())
+}
+
+fn build_request(incoming: &Incoming, body: Bytes) -> crate::Result<http::Request<Bytes>> {
+    let uri = if incoming.query.is_empty() {
+        incoming.path.clone()
+    } else {
+        format!("{}?{}", incoming.path, incoming.query)
+    };
+    let mut request = http::Request::builder()
+        .method(incoming.method.clone())
+        .uri(uri)
+        .body(body)
+        .map_err(|_| Error::invalid_param("Malformed request URI"))?;
+    *request.headers_mut() = incoming.headers.clone();
+    Ok(request)
+}
+
+/// The access token from `Authorization: Bearer` or the deprecated `access_token` query parameter.
+fn access_token(headers: &HeaderMap, query: &str) -> Option<String> {
+    if let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        return value.strip_prefix("Bearer ").map(|token| token.trim().to_owned());
+    }
+    form_urlencoded_token(query)
+}
+
+fn form_urlencoded_token(query: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let value = pair.strip_prefix("access_token=")?;
+        Some(percent_encoding::percent_decode_str(value).decode_utf8_lossy().into_owned())
+    })
+}
+
+fn preflight(router: &Router, path: &str) -> http::Response<Vec<u8>> {
+    if !router.knows_path(path) {
+        return Error::unrecognized().to_http_response();
+    }
+    let mut response = http::Response::new(b"{}".to_vec());
+    *response.status_mut() = StatusCode::OK;
+    response
+}
+
+/// Adds the CORS headers the spec asks every response to carry.
+fn with_cors(mut response: http::Response<Vec<u8>>) -> http::Response<Vec<u8>> {
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, PUT, DELETE, OPTIONS"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("X-Requested-With, Content-Type, Authorization"),
+    );
+    if !headers.contains_key(header::CONTENT_TYPE) {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_route_table_has_no_conflicts() {
+        let router = routes();
+        assert!(router.conflicts.is_empty(), "{:#?}", router.conflicts);
+    }
+
+    #[test]
+    fn tokens_come_from_the_header_or_the_query() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(access_token(&headers, "a=1&access_token=abc%2B"), Some("abc+".into()));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer xyz"));
+        assert_eq!(access_token(&headers, "access_token=abc"), Some("xyz".into()));
+    }
+}

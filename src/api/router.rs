@@ -1,0 +1,220 @@
+//! Routes requests to typed handlers by the path templates ruma declares for each endpoint.
+//!
+//! A handler is registered with its ruma request type; the router takes every path (stable and
+//! unstable) from the type's metadata, so a handler named after its endpoint is reachable by the
+//! exact paths the spec gives, and an unknown path or method gets the spec's `M_UNRECOGNIZED`.
+
+use std::{collections::BTreeMap, future::Future, net::IpAddr, pin::Pin, sync::Arc};
+
+use bytes::Bytes;
+use http::Method;
+use ruma::{
+    OwnedDeviceId, OwnedUserId,
+    api::{
+        IncomingRequest, IncomingRequestExt as _, OutgoingResponseExt as _,
+        error::{DeserializationError, FromHttpRequestError},
+        path_builder::PathBuilder as _,
+    },
+};
+
+use crate::{Error, Result, services::Services};
+
+/// What a handler needs besides the parsed body.
+pub struct RequestMeta {
+    pub access_token: Option<String>,
+    pub origin: IpAddr,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+type Handler =
+    Arc<dyn Fn(Arc<Services>, http::Request<Bytes>, Vec<String>, RequestMeta) -> BoxFuture<Result<http::Response<Vec<u8>>>> + Send + Sync>;
+
+/// The authenticated user and device of a request that requires an access token.
+#[derive(Clone, Debug)]
+pub struct User {
+    pub user_id: OwnedUserId,
+    pub device_id: OwnedDeviceId,
+}
+
+/// The client of a request that needs no access token.
+#[derive(Clone, Debug)]
+pub struct Anonymous {
+    pub origin: IpAddr,
+}
+
+/// How a handler's first argument is obtained from the request.
+pub trait Authenticate: Sized + Send + 'static {
+    fn authenticate(
+        services: Arc<Services>,
+        meta: RequestMeta,
+    ) -> impl Future<Output = Result<Self>> + Send;
+}
+
+impl Authenticate for User {
+    async fn authenticate(services: Arc<Services>, meta: RequestMeta) -> Result<Self> {
+        let token = meta.access_token.ok_or_else(Error::missing_token)?;
+        let session = services.users.authenticate(&token).await?;
+        Ok(Self { user_id: session.user_id, device_id: session.device_id.into() })
+    }
+}
+
+impl Authenticate for Option<User> {
+    async fn authenticate(services: Arc<Services>, meta: RequestMeta) -> Result<Self> {
+        if meta.access_token.is_none() {
+            return Ok(None);
+        }
+        User::authenticate(services, meta).await.map(Some)
+    }
+}
+
+impl Authenticate for Anonymous {
+    async fn authenticate(_: Arc<Services>, meta: RequestMeta) -> Result<Self> {
+        Ok(Self { origin: meta.origin })
+    }
+}
+
+/// One path template and the handlers per method.
+struct Route {
+    template: String,
+    /// Arguments appended to the path's own (for aliases such as an empty state key).
+    extra_args: Vec<String>,
+    handlers: BTreeMap<String, Handler>,
+}
+
+/// The routing table.
+#[derive(Default)]
+pub struct Router {
+    matcher: matchit::Router<usize>,
+    routes: Vec<Route>,
+    /// Templates that could not be registered because they clash with another.
+    pub conflicts: Vec<String>,
+}
+
+/// A matched route: the template (for logs) and how to run it.
+pub enum Matched {
+    Found { template: String, handler: Handler, path_args: Vec<String> },
+    MethodNotAllowed { template: String },
+    NotFound,
+}
+
+impl Router {
+    /// Registers `handler` for every path of the endpoint `R`.
+    pub fn add<R, A, F, Fut>(&mut self, handler: F) -> &mut Self
+    where
+        R: IncomingRequest + Send + 'static,
+        A: Authenticate,
+        F: Fn(Arc<Services>, A, R) -> Fut + Send + Sync + Copy + 'static,
+        Fut: Future<Output = Result<R::OutgoingResponse>> + Send + 'static,
+    {
+        let handler: Handler = Arc::new(move |services, request, path_args, meta| {
+            Box::pin(run_handler::<R, A, F, Fut>(handler, services, request, path_args, meta))
+        });
+        for path in R::PATH_BUILDER.all_paths() {
+            self.insert(path, Vec::new(), R::METHOD, handler.clone());
+            // `PUT /state/{eventType}/{stateKey}` also serves an empty state key, written with
+            // or without the trailing slash.
+            if let Some(prefix) = path.strip_suffix("/{stateKey}") {
+                self.insert(prefix, vec![String::new()], R::METHOD, handler.clone());
+                self.insert(&format!("{prefix}/"), vec![String::new()], R::METHOD, handler.clone());
+            }
+        }
+        self
+    }
+
+    fn insert(&mut self, template: &str, extra_args: Vec<String>, method: Method, handler: Handler) {
+        let index = match self.matcher.at(template) {
+            Ok(found) if self.routes[*found.value].template == template => *found.value,
+            _ => {
+                self.routes.push(Route {
+                    template: template.to_owned(),
+                    extra_args,
+                    handlers: BTreeMap::new(),
+                });
+                let index = self.routes.len() - 1;
+                if let Err(error) = self.matcher.insert(template, index) {
+                    // A bug in the route table: a test asserts there are none.
+                    tracing::error!(%error, template, "conflicting route template");
+                    self.conflicts.push(format!("{template}: {error}"));
+                    self.routes.pop();
+                    return;
+                }
+                index
+            }
+        };
+        self.routes[index].handlers.insert(method.as_str().to_owned(), handler);
+        if method == Method::GET {
+            let get = self.routes[index].handlers["GET"].clone();
+            self.routes[index].handlers.entry("HEAD".to_owned()).or_insert(get);
+        }
+    }
+
+    /// Finds the handler for a request path and method.
+    pub fn find(&self, method: &Method, path: &str) -> Matched {
+        let Ok(found) = self.matcher.at(path) else { return Matched::NotFound };
+        let route = &self.routes[*found.value];
+        let Some(handler) = route.handlers.get(method.as_str()) else {
+            return Matched::MethodNotAllowed { template: route.template.clone() };
+        };
+        let mut path_args: Vec<String> = found
+            .params
+            .iter()
+            .map(|(_, value)| percent_encoding::percent_decode_str(value).decode_utf8_lossy().into_owned())
+            .collect();
+        path_args.extend(route.extra_args.iter().cloned());
+        Matched::Found { template: route.template.clone(), handler: handler.clone(), path_args }
+    }
+
+    /// Whether any route serves this path (for CORS preflight).
+    pub fn knows_path(&self, path: &str) -> bool {
+        self.matcher.at(path).is_ok()
+    }
+}
+
+async fn run_handler<R, A, F, Fut>(
+    handler: F,
+    services: Arc<Services>,
+    request: http::Request<Bytes>,
+    path_args: Vec<String>,
+    meta: RequestMeta,
+) -> Result<http::Response<Vec<u8>>>
+where
+    R: IncomingRequest + Send + 'static,
+    A: Authenticate,
+    F: Fn(Arc<Services>, A, R) -> Fut,
+    Fut: Future<Output = Result<R::OutgoingResponse>>,
+{
+    let auth = A::authenticate(services.clone(), meta).await?;
+    let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
+    let (parts, body) = request.into_parts();
+    let request = http::Request::from_parts(parts, body.as_ref());
+    let parsed = R::try_from_http_request(request, &args).map_err(request_error)?;
+    let response = handler(services, auth, parsed).await?;
+    response
+        .try_into_http_response::<Vec<u8>>()
+        .map_err(|error| Error::Internal(anyhow::anyhow!("cannot serialize a response: {error}")))
+}
+
+/// Turns ruma's parse failure into the spec's error: not JSON, JSON of the wrong shape, or a bad
+/// parameter.
+fn request_error(error: FromHttpRequestError) -> Error {
+    match error {
+        FromHttpRequestError::Deserialization(DeserializationError::Json(error)) => {
+            if error.is_syntax() || error.is_eof() {
+                Error::not_json("The request body is not valid JSON")
+            } else {
+                Error::bad_json(format!("The request body does not match the endpoint: {error}"))
+            }
+        }
+        FromHttpRequestError::Deserialization(DeserializationError::Ident(error)) => {
+            Error::invalid_param(format!("Invalid identifier in the request: {error}"))
+        }
+        FromHttpRequestError::Deserialization(DeserializationError::Query(error)) => {
+            Error::invalid_param(format!("Invalid query parameters: {error}"))
+        }
+        FromHttpRequestError::Deserialization(error) => {
+            Error::bad_json(format!("The request does not match the endpoint: {error}"))
+        }
+        FromHttpRequestError::MethodMismatch { .. } => Error::method_not_allowed(),
+        _ => Error::bad_json("The request does not match the endpoint"),
+    }
+}

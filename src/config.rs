@@ -1,0 +1,319 @@
+//! Hearth's configuration: the `hearth.toml` file in the data directory, its commented template,
+//! and the per-OS default data directory.
+//!
+//! This module parses and validates; it never opens sockets or databases. A file that does not
+//! parse is reported with its path, line and reason, and the server does not start.
+
+use std::{
+    fmt, fs,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, bail};
+use ruma::{OwnedServerName, ServerName};
+use serde::{Deserialize, Serialize};
+
+/// The name of the configuration file inside the data directory.
+pub const CONFIG_FILE: &str = "hearth.toml";
+
+/// Who may create an account through the client-server API.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistrationMode {
+    /// Only an administrator creates accounts (`hearth user add`).
+    #[default]
+    Closed,
+    /// Anyone holding one of the configured registration tokens.
+    Token,
+    /// Anyone who can reach the server.
+    Open,
+}
+
+impl fmt::Display for RegistrationMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Closed => "closed",
+            Self::Token => "token",
+            Self::Open => "open",
+        })
+    }
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The server name: the part after the colon in user IDs. Fixed after the first run.
+    pub server_name: OwnedServerName,
+    /// The address the HTTP listener binds to.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub registration: RegistrationConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub well_known: WellKnownConfig,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+}
+
+/// `[registration]`: who may sign up.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationConfig {
+    #[serde(default)]
+    pub mode: RegistrationMode,
+    /// Tokens accepted by `m.login.registration_token` when `mode = "token"`.
+    #[serde(default)]
+    pub tokens: Vec<String>,
+}
+
+/// `[log]`: how much is logged.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `hearth=debug,info`. `RUST_LOG` overrides it.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: default_log_level() }
+    }
+}
+
+/// `[limits]`: protection against oversized or abusive requests.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// The largest request body accepted, in bytes.
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: u64,
+    /// Login and registration attempts allowed per client address per minute.
+    #[serde(default = "default_login_per_minute")]
+    pub login_attempts_per_minute: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: default_max_request_bytes(),
+            login_attempts_per_minute: default_login_per_minute(),
+        }
+    }
+}
+
+/// `[well_known]`: what `/.well-known/matrix/*` advertises.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WellKnownConfig {
+    /// The base URL clients should use, e.g. `https://matrix.example.org`. Empty: not served.
+    #[serde(default)]
+    pub client: String,
+    /// The `host:port` other servers should use to reach this one. Empty: not served.
+    #[serde(default)]
+    pub server: String,
+}
+
+/// `[database]`: where the data lives.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite` (the default, one file in the data directory). PostgreSQL is not served yet.
+    #[serde(default = "default_backend")]
+    pub backend: String,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { backend: default_backend() }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8008))
+}
+
+fn default_log_level() -> String {
+    "info".to_owned()
+}
+
+fn default_max_request_bytes() -> u64 {
+    1024 * 1024
+}
+
+fn default_login_per_minute() -> u32 {
+    30
+}
+
+fn default_backend() -> String {
+    "sqlite".to_owned()
+}
+
+/// The values a first run writes into a fresh configuration file.
+#[derive(Clone, Debug)]
+pub struct FirstRunSettings {
+    pub server_name: OwnedServerName,
+    pub listen: SocketAddr,
+    pub registration: RegistrationMode,
+}
+
+impl Config {
+    /// Reads and validates the configuration file at `path`.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = fs::read_to_string(path)
+            .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("invalid configuration file {}", path.display()))
+    }
+
+    /// Parses and validates configuration text. Errors name the line and the reason.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let config: Self = toml::from_str(text).map_err(|error| anyhow::anyhow!("{error}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.database.backend != "sqlite" {
+            bail!(
+                "[database] backend = {:?} is not supported yet; use \"sqlite\"",
+                self.database.backend
+            );
+        }
+        if self.registration.mode == RegistrationMode::Token && self.registration.tokens.is_empty()
+        {
+            bail!("[registration] mode = \"token\" needs at least one entry in `tokens`");
+        }
+        if self.limits.max_request_bytes < 1024 {
+            bail!("[limits] max_request_bytes must be at least 1024");
+        }
+        Ok(())
+    }
+
+    /// Loads the configuration from `data_dir`, writing the commented template first if the
+    /// directory has none yet.
+    pub fn load_or_create(data_dir: &Path, first_run: &FirstRunSettings) -> anyhow::Result<Self> {
+        let path = data_dir.join(CONFIG_FILE);
+        if !path.exists() {
+            let text = template(first_run);
+            fs::write(&path, text)
+                .with_context(|| format!("cannot write the configuration file {}", path.display()))?;
+            tracing::info!(path = %path.display(), "wrote a new configuration file");
+        }
+        Self::load(&path)
+    }
+}
+
+/// Renders the commented configuration file written on first run.
+pub fn template(settings: &FirstRunSettings) -> String {
+    format!(
+        r#"# Hearth configuration. Lines starting with '#' are comments.
+# Every option is listed with its default value.
+
+# The server name: the part after ':' in user IDs such as @alice:example.org.
+# It cannot change once users exist. An explicit port ("example.org:8448") or
+# an IP literal ("127.0.0.1:8448", "[::1]:8448") is allowed.
+server_name = "{server_name}"
+
+# The address and port the HTTP listener binds to.
+listen = "{listen}"
+
+[registration]
+# Who may create accounts: "closed" (only `hearth user add`), "token"
+# (anyone holding one of the tokens below) or "open" (anyone).
+mode = "{registration}"
+# Registration tokens accepted when mode = "token".
+tokens = []
+
+[log]
+# How much to log: error, warn, info, debug or trace, or a filter such as
+# "hearth=debug,info". The RUST_LOG environment variable overrides it.
+level = "info"
+
+[limits]
+# The largest request body accepted, in bytes.
+max_request_bytes = 1048576
+# Login and registration attempts allowed per client address per minute.
+login_attempts_per_minute = 30
+
+[well_known]
+# The base URL advertised at /.well-known/matrix/client, e.g.
+# "https://matrix.example.org". Empty: that document is not served.
+client = ""
+# The "host:port" advertised at /.well-known/matrix/server for federation.
+# Empty: that document is not served.
+server = ""
+
+[database]
+# Where the data lives: "sqlite" (one file, hearth.db, in the data directory).
+backend = "sqlite"
+"#,
+        server_name = settings.server_name,
+        listen = settings.listen,
+        registration = settings.registration,
+    )
+}
+
+/// The data directory used when `--data-dir` is not given: `%APPDATA%\Hearth` on Windows,
+/// `~/Library/Application Support/Hearth` on macOS, `$XDG_DATA_HOME/hearth` elsewhere.
+pub fn default_data_dir() -> anyhow::Result<PathBuf> {
+    let dirs = directories::ProjectDirs::from("", "", "Hearth")
+        .context("cannot find a home directory for the default data directory")?;
+    Ok(dirs.data_dir().to_owned())
+}
+
+/// Parses a server name following the spec's grammar (host, optional port, IP literals).
+pub fn parse_server_name(name: &str) -> anyhow::Result<OwnedServerName> {
+    <&ServerName>::try_from(name)
+        .map(ToOwned::to_owned)
+        .map_err(|error| anyhow::anyhow!("invalid server name {name:?}: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn first_run() -> FirstRunSettings {
+        FirstRunSettings {
+            server_name: parse_server_name("localhost:8448").unwrap(),
+            listen: default_listen(),
+            registration: RegistrationMode::Open,
+        }
+    }
+
+    #[test]
+    fn template_parses_back_to_the_first_run_settings() {
+        let config = Config::parse(&template(&first_run())).unwrap();
+        assert_eq!(config.server_name.as_str(), "localhost:8448");
+        assert_eq!(config.registration.mode, RegistrationMode::Open);
+        assert_eq!(config.limits.max_request_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn parse_errors_name_the_line() {
+        let error = Config::parse("server_name = \"localhost\"\nlisten = 5\n").unwrap_err();
+        let text = format!("{error:#}");
+        assert!(text.contains("line 2"), "{text}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let error = Config::parse("server_name = \"localhost\"\nlsiten = \"x\"\n").unwrap_err();
+        assert!(format!("{error:#}").contains("lsiten"));
+    }
+
+    #[test]
+    fn server_names_follow_the_spec_grammar() {
+        for good in ["localhost", "localhost:8448", "127.0.0.1:8448", "[::1]:8448", "a.b-c.org"] {
+            assert!(parse_server_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "has space", "host:port", "[::1", "under_score.org:99999999"] {
+            assert!(parse_server_name(bad).is_err(), "{bad}");
+        }
+    }
+}

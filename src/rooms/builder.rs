@@ -1,0 +1,297 @@
+//! The one path every new local event takes: build the PDU (prev events, auth events, depth),
+//! hash and sign it, authorize it against its auth events and the room's current state, and
+//! append it to the room.
+//!
+//! It runs inside a store room job, so it sees the room exactly as the writer does and two events
+//! of the same room can never be built on the same parent state.
+
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, EventId, MilliSecondsSinceUnixEpoch, OwnedEventId,
+    OwnedRoomId, OwnedUserId, RoomVersionId, UserId,
+    events::{StateEventType, TimelineEventType},
+    room_version_rules::RoomVersionRules,
+    signatures::{hash_and_sign_event, reference_hash},
+    state_res,
+};
+use serde_json::Value as JsonValue;
+
+use super::pdu::{Pdu, to_canonical_object};
+use crate::{
+    Error, Result,
+    federation::ServerKeys,
+    store::{AppendedEvent, EventRecord, NewEvent, RoomTxn, TransactionKey},
+};
+
+/// How many forward extremities a new event references at most.
+const MAX_PREV_EVENTS: usize = 20;
+
+/// A new event as a client or an operation asks for it, before it is a PDU.
+#[derive(Clone, Debug)]
+pub struct ProtoEvent {
+    pub room_id: OwnedRoomId,
+    pub sender: OwnedUserId,
+    pub event_type: String,
+    pub state_key: Option<String>,
+    pub content: JsonValue,
+    /// For `m.room.redaction`: the event it redacts.
+    pub redacts: Option<OwnedEventId>,
+    pub transaction: Option<TransactionKey>,
+}
+
+/// Builds, authorizes and appends a local event.
+pub fn build_and_append(txn: &dyn RoomTxn, keys: &ServerKeys, proto: ProtoEvent) -> Result<AppendedEvent> {
+    let version = txn
+        .room_version(&proto.room_id)?
+        .ok_or_else(|| Error::not_found("Unknown room"))?;
+    let rules = rules_for(&version)?;
+
+    let prev = newest_extremities(txn.forward_extremities(&proto.room_id)?);
+    let depth = prev.iter().map(|e| e.depth).max().unwrap_or(0) + 1;
+    let auth_events = select_auth_events(txn, &proto, &rules)?;
+
+    let mut object = base_object(&proto, &rules, depth)?;
+    object.insert("prev_events".into(), id_array(prev.iter().map(|e| e.event_id.as_ref())));
+    object.insert("auth_events".into(), id_array(auth_events.iter().map(|e| e.event_id.as_ref())));
+    let (event_id, pdu_json) = finish(object, keys, &rules)?;
+
+    let pdu = Pdu::parse(event_id.clone(), &pdu_json)?;
+    authorize(txn, &rules, &pdu, &auth_events)?;
+    if let Some(redacts) = &pdu.redacts {
+        apply_redaction(txn, &rules, &pdu, redacts)?;
+    }
+    append(txn, pdu, pdu_json, prev.iter().map(|e| e.event_id.clone()).collect(), proto.transaction)
+}
+
+/// Builds and appends the `m.room.create` event of a new room, creating the room itself.
+///
+/// For versions whose room ID is the create event's reference hash (12 and later), the room ID
+/// comes out of the event; otherwise `room_id` is used.
+pub fn create_room(
+    txn: &dyn RoomTxn,
+    keys: &ServerKeys,
+    version: &RoomVersionId,
+    sender: &UserId,
+    room_id: Option<OwnedRoomId>,
+    content: JsonValue,
+) -> Result<(OwnedRoomId, AppendedEvent)> {
+    let rules = rules_for(version)?;
+    let proto = ProtoEvent {
+        room_id: room_id.clone().unwrap_or_else(|| "!placeholder:x".try_into().unwrap()),
+        sender: sender.to_owned(),
+        event_type: TimelineEventType::RoomCreate.to_string(),
+        state_key: Some(String::new()),
+        content,
+        redacts: None,
+        transaction: None,
+    };
+    let mut object = base_object(&proto, &rules, 1)?;
+    if rules.authorization.room_create_event_id_as_room_id {
+        object.remove("room_id");
+    }
+    object.insert("prev_events".into(), CanonicalJsonValue::Array(Vec::new()));
+    object.insert("auth_events".into(), CanonicalJsonValue::Array(Vec::new()));
+    let (event_id, pdu_json) = finish(object, keys, &rules)?;
+
+    let room_id = match room_id {
+        Some(room_id) if !rules.authorization.room_create_event_id_as_room_id => room_id,
+        _ => OwnedRoomId::try_from(format!("!{}", &event_id.as_str()[1..]))
+            .map_err(|e| anyhow::anyhow!("derived room ID is invalid: {e}"))?,
+    };
+    let mut pdu = Pdu::parse(event_id, &pdu_json)?;
+    pdu.room_id = Some(room_id.clone());
+    state_res::check_state_independent_auth_rules(&rules.authorization, &pdu, |_: &EventId| {
+        None::<Pdu>
+    })
+    .map_err(|reason| Error::forbidden(format!("The room cannot be created: {reason}")))?;
+
+    txn.create_room(&room_id, version, pdu.origin_server_ts.get().into())?;
+    let appended = append(txn, pdu, pdu_json, Vec::new(), None)?;
+    Ok((room_id, appended))
+}
+
+/// The rules of a room version Hearth knows.
+pub fn rules_for(version: &RoomVersionId) -> Result<RoomVersionRules> {
+    version.rules().ok_or_else(|| {
+        Error::client(
+            http::StatusCode::BAD_REQUEST,
+            ruma::api::error::ErrorKind::UnsupportedRoomVersion,
+            format!("Room version {version} is not supported"),
+        )
+    })
+}
+
+fn newest_extremities(mut extremities: Vec<EventRecord>) -> Vec<EventRecord> {
+    // The store returns them oldest first; keep the newest if there are too many.
+    let excess = extremities.len().saturating_sub(MAX_PREV_EVENTS);
+    extremities.drain(..excess);
+    extremities
+}
+
+/// The auth events of a new event: the current state events its type requires.
+fn select_auth_events(txn: &dyn RoomTxn, proto: &ProtoEvent, rules: &RoomVersionRules) -> Result<Vec<EventRecord>> {
+    let content = serde_json::value::to_raw_value(&proto.content)
+        .map_err(|e| Error::bad_json(format!("Invalid content: {e}")))?;
+    let types = state_res::auth_types_for_event(
+        &TimelineEventType::from(proto.event_type.as_str()),
+        &proto.sender,
+        proto.state_key.as_deref(),
+        &content,
+        &rules.authorization,
+    )
+    .map_err(|reason| Error::bad_json(format!("Invalid event: {reason}")))?;
+
+    let mut events = Vec::with_capacity(types.len());
+    for (event_type, state_key) in types {
+        if let Some(event) = txn.current_state_event(&proto.room_id, &event_type.to_string(), &state_key)? {
+            events.push(event);
+        }
+    }
+    Ok(events)
+}
+
+/// The PDU keys every event has, before references, hashes and signatures.
+fn base_object(proto: &ProtoEvent, rules: &RoomVersionRules, depth: i64) -> Result<CanonicalJsonObject> {
+    let mut content = to_canonical_object(proto.content.clone())?;
+    let mut object = CanonicalJsonObject::new();
+    object.insert("room_id".into(), proto.room_id.as_str().into());
+    object.insert("sender".into(), proto.sender.as_str().into());
+    object.insert("type".into(), proto.event_type.as_str().into());
+    object.insert("origin_server_ts".into(), CanonicalJsonValue::Integer(ruma::Int::try_from(now()).unwrap_or_default()));
+    object.insert("depth".into(), CanonicalJsonValue::Integer(depth.try_into().unwrap_or_default()));
+    if let Some(state_key) = &proto.state_key {
+        object.insert("state_key".into(), state_key.as_str().into());
+    }
+    if let Some(redacts) = &proto.redacts {
+        // Room version 11 moved `redacts` into the content; older versions keep it top-level.
+        if rules.redaction.keep_room_redaction_redacts {
+            content.insert("redacts".into(), redacts.as_str().into());
+        } else {
+            object.insert("redacts".into(), redacts.as_str().into());
+        }
+    }
+    object.insert("content".into(), CanonicalJsonValue::Object(content));
+    Ok(object)
+}
+
+/// Hashes and signs the PDU and derives its event ID; returns the ID and the PDU's JSON.
+fn finish(
+    mut object: CanonicalJsonObject,
+    keys: &ServerKeys,
+    rules: &RoomVersionRules,
+) -> Result<(OwnedEventId, String)> {
+    hash_and_sign_event(keys.server_name.as_str(), keys.key_pair.as_ref(), &mut object, &rules.redaction)
+        .map_err(pdu_error)?;
+    let hash = reference_hash(&object, rules).map_err(pdu_error)?;
+    let event_id = OwnedEventId::try_from(format!("${hash}"))
+        .map_err(|e| anyhow::anyhow!("derived event ID is invalid: {e}"))?;
+    state_res::check_pdu_format(&object, &rules.event_format)
+        .map_err(|reason| Error::bad_json(format!("Invalid event: {reason}")))?;
+    let json = serde_json::to_string(&object).map_err(|e| anyhow::anyhow!(e))?;
+    Ok((event_id, json))
+}
+
+fn pdu_error(error: ruma::signatures::JsonError) -> Error {
+    match error {
+        ruma::signatures::JsonError::PduTooLarge => Error::too_large("The event exceeds 65536 bytes"),
+        other => Error::bad_json(format!("The event cannot be signed: {other}")),
+    }
+}
+
+/// Checks the event against its auth events and against the room's current state.
+fn authorize(txn: &dyn RoomTxn, rules: &RoomVersionRules, pdu: &Pdu, auth_events: &[EventRecord]) -> Result<()> {
+    let auth: Vec<Pdu> = auth_events.iter().map(Pdu::from_record).collect::<anyhow::Result<_>>()?;
+    let fetch_event = |id: &EventId| auth.iter().find(|e| e.event_id == id).cloned();
+    state_res::check_state_independent_auth_rules(&rules.authorization, pdu, fetch_event)
+        .map_err(|reason| Error::forbidden(reason))?;
+
+    let room_id = pdu.room_id.clone().unwrap_or_else(|| room_of(auth_events));
+    let fetch_state = |event_type: &StateEventType, state_key: &str| {
+        txn.current_state_event(&room_id, &event_type.to_string(), state_key)
+            .ok()
+            .flatten()
+            .and_then(|record| Pdu::from_record(&record).ok())
+    };
+    state_res::check_state_dependent_auth_rules(&rules.authorization, pdu, fetch_state)
+        .map_err(|reason| Error::forbidden(reason))
+}
+
+fn room_of(auth_events: &[EventRecord]) -> OwnedRoomId {
+    auth_events.first().map(|e| e.room_id.clone()).unwrap_or_else(|| "!unknown:x".try_into().unwrap())
+}
+
+/// Applies an authorized redaction: the target's stored PDU is replaced by its redacted form.
+///
+/// The client-server API lets a user redact their own events and, with enough power, anyone's;
+/// the authorization rules alone accept a redaction whose sender may not apply it.
+fn apply_redaction(txn: &dyn RoomTxn, rules: &RoomVersionRules, pdu: &Pdu, target_id: &EventId) -> Result<()> {
+    let Some(target) = txn.event(target_id)? else {
+        return Err(Error::not_found("The event to redact is unknown"));
+    };
+    if target.room_id.as_str() != pdu.room_id.as_ref().map_or("", |r| r.as_str()) {
+        return Err(Error::not_found("The event to redact is not in this room"));
+    }
+    let room_id = pdu.room_id.as_deref().ok_or_else(|| Error::bad_request("Redaction without a room"))?;
+    if target.sender != pdu.sender && !super::power::may_redact_others(txn, room_id, rules, &pdu.sender)? {
+        return Err(Error::forbidden("You may only redact your own events"));
+    }
+    if target.redacted_by.is_some() {
+        return Ok(());
+    }
+    let object: CanonicalJsonObject = serde_json::from_str(&target.pdu).map_err(|e| anyhow::anyhow!(e))?;
+    let redacted = ruma::canonical_json::redact(object, &rules.redaction, None)
+        .map_err(|e| anyhow::anyhow!("cannot redact {target_id}: {e}"))?;
+    let json = serde_json::to_string(&redacted).map_err(|e| anyhow::anyhow!(e))?;
+    txn.redact_event(target_id, &json, &pdu.event_id)?;
+    Ok(())
+}
+
+fn append(
+    txn: &dyn RoomTxn,
+    pdu: Pdu,
+    pdu_json: String,
+    prev_events: Vec<OwnedEventId>,
+    transaction: Option<TransactionKey>,
+) -> Result<AppendedEvent> {
+    let room_id = pdu.room_id.clone().ok_or_else(|| anyhow::anyhow!("event without room"))?;
+    let membership = (pdu.kind == TimelineEventType::RoomMember)
+        .then(|| membership_of(&pdu))
+        .flatten();
+    let event = NewEvent {
+        event_id: pdu.event_id.clone(),
+        room_id: room_id.clone(),
+        event_type: pdu.kind.to_string(),
+        state_key: pdu.state_key.clone(),
+        membership: membership.clone(),
+        sender: pdu.sender.clone(),
+        origin_server_ts: pdu.origin_server_ts.get().into(),
+        depth: pdu.depth,
+        prev_events,
+        pdu: pdu_json,
+        transaction,
+    };
+    let stream_position = txn.append_event(event)?;
+    Ok(AppendedEvent {
+        event_id: pdu.event_id,
+        room_id,
+        stream_position,
+        state_key: pdu.state_key,
+        event_type: pdu.kind.to_string(),
+        membership,
+    })
+}
+
+fn membership_of(pdu: &Pdu) -> Option<String> {
+    serde_json::from_str::<JsonValue>(pdu.content.get())
+        .ok()?
+        .get("membership")?
+        .as_str()
+        .map(ToOwned::to_owned)
+}
+
+fn id_array<'a>(ids: impl Iterator<Item = &'a EventId>) -> CanonicalJsonValue {
+    CanonicalJsonValue::Array(ids.map(|id| id.as_str().into()).collect())
+}
+
+fn now() -> u64 {
+    MilliSecondsSinceUnixEpoch::now().get().into()
+}

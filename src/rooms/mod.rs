@@ -1,0 +1,214 @@
+//! The event graph: creating rooms, sending events, membership changes, and reading events with
+//! history visibility applied.
+//!
+//! Every new event goes through [`builder::build_and_append`] inside a store room job, and every
+//! appended event is then published on the bus subject [`ROOM_EVENT_SUBJECT`] for the components
+//! that follow rooms (sync now, federation later). This module never speaks HTTP.
+
+pub mod builder;
+pub mod create;
+pub mod format;
+pub mod pdu;
+pub mod power;
+pub mod visibility;
+
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value as JsonValue, json};
+
+use self::{builder::ProtoEvent, visibility::HistoryView};
+use crate::{
+    Error, Result,
+    bus::Bus,
+    federation::ServerKeys,
+    store::{AppendedEvent, EventRecord, Store, TransactionKey},
+};
+
+/// The bus subject every appended room event is published on.
+pub const ROOM_EVENT_SUBJECT: &str = "roomserver.output.event";
+
+/// What is published on [`ROOM_EVENT_SUBJECT`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RoomEventOutput {
+    pub room_id: OwnedRoomId,
+    pub event_id: OwnedEventId,
+    pub stream_position: i64,
+    pub event_type: String,
+    pub state_key: Option<String>,
+    pub membership: Option<String>,
+}
+
+/// The room service.
+#[derive(Clone)]
+pub struct Rooms {
+    store: Store,
+    bus: Bus,
+    keys: ServerKeys,
+}
+
+/// A membership change asked for by a user.
+#[derive(Clone, Debug)]
+pub struct MembershipChange {
+    pub room_id: OwnedRoomId,
+    pub sender: OwnedUserId,
+    pub target: OwnedUserId,
+    pub membership: &'static str,
+    pub reason: Option<String>,
+    /// For invites: the `is_direct` flag.
+    pub is_direct: bool,
+}
+
+impl Rooms {
+    pub fn new(store: Store, bus: Bus, keys: ServerKeys) -> Self {
+        Self { store, bus, keys }
+    }
+
+    pub fn server_name(&self) -> &ruma::ServerName {
+        &self.keys.server_name
+    }
+
+    /// Sends an event (message-like or state); a repeated client transaction returns the event
+    /// it produced the first time.
+    pub async fn send(&self, proto: ProtoEvent) -> Result<OwnedEventId> {
+        if let Some(txn) = &proto.transaction
+            && let Some(event_id) =
+                self.store.transaction_event(&txn.user_id, &txn.device_id, &txn.txn_id).await?
+        {
+            return Ok(event_id);
+        }
+        let keys = self.keys.clone();
+        let appended = self
+            .store
+            .write_rooms(Box::new(move |txn| {
+                if let Some(key) = &proto.transaction
+                    && let Some(event_id) = txn.transaction_event(key)?
+                {
+                    return Ok(vec![already_sent(event_id, proto.room_id)]);
+                }
+                builder::build_and_append(txn, &keys, proto).map(|event| vec![event])
+            }))
+            .await?;
+        self.publish(&appended).await;
+        appended.into_iter().next().map(|e| e.event_id).ok_or_else(|| anyhow::anyhow!("no event").into())
+    }
+
+    /// Changes a membership: join, invite, leave, kick (leave of another), ban, unban.
+    pub async fn change_membership(&self, change: MembershipChange) -> Result<OwnedEventId> {
+        let mut content = json!({ "membership": change.membership });
+        if matches!(change.membership, "join" | "invite")
+            && let Some(profile) = self.store.user(&change.target).await?
+        {
+            if let Some(name) = profile.displayname {
+                content["displayname"] = name.into();
+            }
+            if let Some(url) = profile.avatar_url {
+                content["avatar_url"] = url.into();
+            }
+        }
+        if let Some(reason) = &change.reason {
+            content["reason"] = reason.as_str().into();
+        }
+        if change.is_direct {
+            content["is_direct"] = true.into();
+        }
+        self.send(ProtoEvent {
+            room_id: change.room_id,
+            sender: change.sender,
+            event_type: "m.room.member".into(),
+            state_key: Some(change.target.to_string()),
+            content,
+            redacts: None,
+            transaction: None,
+        })
+        .await
+    }
+
+    /// Whether the room exists on this server.
+    pub async fn exists(&self, room_id: &RoomId) -> Result<bool> {
+        Ok(self.store.room_version(room_id).await?.is_some())
+    }
+
+    /// The user's view of a room's history; `M_NOT_FOUND`-free: an unknown room is simply empty.
+    pub async fn history_view(&self, room_id: &RoomId, user_id: &UserId) -> Result<HistoryView> {
+        HistoryView::load(&self.store, room_id, user_id).await
+    }
+
+    /// Refuses with 403 unless the user may read the room's current state.
+    pub async fn require_readable(&self, room_id: &RoomId, user_id: &UserId) -> Result<HistoryView> {
+        let view = self.history_view(room_id, user_id).await?;
+        if !view.can_read_current() {
+            return Err(Error::forbidden("You are not a member of this room"));
+        }
+        Ok(view)
+    }
+
+    /// Refuses with 403 unless the user is joined to the room.
+    pub async fn require_joined(&self, room_id: &RoomId, user_id: &UserId) -> Result<()> {
+        let membership = self.store.membership(room_id, user_id, None).await?;
+        if membership.is_none_or(|m| m.membership != "join") {
+            return Err(Error::forbidden("You are not joined to this room"));
+        }
+        Ok(())
+    }
+
+    /// An event, if the user may see it.
+    pub async fn visible_event(&self, user_id: &UserId, event_id: &ruma::EventId) -> Result<EventRecord> {
+        let event = self.store.event(event_id).await?.ok_or_else(|| Error::not_found("Event not found"))?;
+        let view = self.history_view(&event.room_id, user_id).await?;
+        if !view.allows(&event) {
+            return Err(Error::not_found("Event not found"));
+        }
+        Ok(event)
+    }
+
+    /// Publishes appended events for the rest of the server. A failure is logged, not returned:
+    /// the events are committed, and readers catch up from the store.
+    pub async fn publish(&self, appended: &[AppendedEvent]) {
+        for event in appended.iter().filter(|e| e.stream_position != ALREADY_SENT) {
+            let output = RoomEventOutput {
+                room_id: event.room_id.clone(),
+                event_id: event.event_id.clone(),
+                stream_position: event.stream_position,
+                event_type: event.event_type.clone(),
+                state_key: event.state_key.clone(),
+                membership: event.membership.clone(),
+            };
+            if let Err(error) = self.bus.publish(ROOM_EVENT_SUBJECT, &output).await {
+                tracing::warn!(%error, "cannot publish a room event");
+            }
+        }
+    }
+
+    pub fn keys(&self) -> &ServerKeys {
+        &self.keys
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
+/// The event of a transaction sent before: returned again, never published again.
+fn already_sent(event_id: OwnedEventId, room_id: OwnedRoomId) -> AppendedEvent {
+    AppendedEvent {
+        event_id,
+        room_id,
+        stream_position: ALREADY_SENT,
+        state_key: None,
+        event_type: String::new(),
+        membership: None,
+    }
+}
+
+/// The stream position marking an event appended by an earlier request.
+const ALREADY_SENT: i64 = 0;
+
+/// A client transaction key.
+pub fn transaction_key(user_id: &UserId, device_id: &str, txn_id: &str) -> TransactionKey {
+    TransactionKey { user_id: user_id.to_owned(), device_id: device_id.to_owned(), txn_id: txn_id.to_owned() }
+}
+
+/// The content of a JSON value as an object, for handlers that take raw content.
+pub fn object_content(value: JsonValue) -> Result<JsonValue> {
+    if value.is_object() { Ok(value) } else { Err(Error::bad_json("Content must be a JSON object")) }
+}

@@ -1,0 +1,184 @@
+//! Process lifecycle: the data directory and its lock, first-run files, logging, and serving until
+//! shutdown. Also the offline commands that act on a data directory (`hearth user add`).
+
+use std::{
+    fs::{self, File, TryLockError},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use anyhow::{Context as _, bail};
+use ruma::OwnedServerName;
+use tracing_subscriber::{EnvFilter, Layer as _, layer::SubscriberExt as _, util::SubscriberInitExt as _};
+
+use crate::{
+    config::{self, Config, FirstRunSettings, RegistrationMode},
+    federation::ServerKeys,
+    services::Services,
+    store,
+    users::Users,
+};
+
+/// The database file inside the data directory.
+pub const DATABASE_FILE: &str = "hearth.db";
+const LOCK_FILE: &str = "hearth.lock";
+
+/// What `hearth serve` was asked for on the command line.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    pub data_dir: PathBuf,
+    pub listen: Option<SocketAddr>,
+    pub server_name: Option<OwnedServerName>,
+    pub registration: Option<RegistrationMode>,
+}
+
+/// Runs the server until Ctrl-C (or the service manager's stop).
+pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let data_dir = &options.data_dir;
+    fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let _lock = lock_data_dir(data_dir)?;
+
+    let first_run = FirstRunSettings {
+        server_name: options.server_name.clone().unwrap_or_else(|| "localhost".try_into().unwrap()),
+        listen: options.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8008))),
+        registration: options.registration.unwrap_or_default(),
+    };
+    let mut config = Config::load_or_create(data_dir, &first_run)?;
+    apply_overrides(&mut config, &options)?;
+    let _log_guard = init_logging(data_dir, &config.log.level)?;
+
+    let services = open_services(data_dir, config)?;
+    let listener = tokio::net::TcpListener::bind(services.config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", services.config.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, server_name = %services.config.server_name, elapsed_ms = started.elapsed().as_millis() as u64, "serving");
+    // Tests and scripts read this line to learn the port when listening on port 0.
+    println!("hearth listening on http://{address}");
+
+    crate::api::serve(services, listener, shutdown_signal()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Builds every component on the data directory's database.
+pub fn open_services(data_dir: &Path, config: Config) -> anyhow::Result<Arc<Services>> {
+    let keys = ServerKeys::load_or_generate(data_dir, config.server_name.clone())?;
+    let store = store::open_sqlite(&data_dir.join(DATABASE_FILE))?;
+    Ok(Services::start(config, keys, store))
+}
+
+/// `hearth user add`: creates an account directly in the database.
+pub async fn add_user(data_dir: &Path, name: &str, password: String, admin: bool) -> anyhow::Result<()> {
+    let config = Config::load(&data_dir.join(config::CONFIG_FILE))
+        .context("run `hearth serve` once first to create the data directory")?;
+    let store = store::open_sqlite(&data_dir.join(DATABASE_FILE))?;
+    let users = Users::new(store, config.server_name.clone());
+    let user_id = users.user_id_for_localpart(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    users.create(&user_id, Some(password), admin).await.map_err(|e| match e {
+        crate::Error::Internal(error) => error,
+        other => anyhow::anyhow!("{}", client_message(&other)),
+    })?;
+    println!("created {user_id}{}", if admin { " (administrator)" } else { "" });
+    Ok(())
+}
+
+fn client_message(error: &crate::Error) -> String {
+    match error {
+        crate::Error::Client { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn apply_overrides(config: &mut Config, options: &ServeOptions) -> anyhow::Result<()> {
+    if let Some(listen) = options.listen {
+        config.listen = listen;
+    }
+    if let Some(mode) = options.registration {
+        if mode == RegistrationMode::Token && config.registration.tokens.is_empty() {
+            bail!("--registration token needs tokens in [registration] of hearth.toml");
+        }
+        config.registration.mode = mode;
+    }
+    if let Some(name) = &options.server_name
+        && name != &config.server_name
+    {
+        bail!(
+            "the server name is {} in hearth.toml and cannot change after the first run",
+            config.server_name
+        );
+    }
+    Ok(())
+}
+
+/// Holds an exclusive lock on the data directory for the life of the process.
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
+    let path = data_dir.join(LOCK_FILE);
+    let file = File::create(&path)
+        .with_context(|| format!("cannot create the lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => bail!(
+            "another Hearth server is already running on the data directory {}",
+            data_dir.display()
+        ),
+        Err(TryLockError::Error(error)) => {
+            Err(error).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}
+
+/// Logs to stderr and to daily-rotated files in `<data dir>/logs`. `RUST_LOG` wins over the
+/// configured level.
+fn init_logging(data_dir: &Path, level: &str) -> anyhow::Result<tracing_appender::non_blocking::WorkerGuard> {
+    let filter = || {
+        EnvFilter::try_from_default_env()
+            .or_else(|_| EnvFilter::try_new(level))
+            .unwrap_or_else(|_| EnvFilter::new("info"))
+    };
+    let log_dir = data_dir.join("logs");
+    fs::create_dir_all(&log_dir).context("cannot create the log directory")?;
+    let appender = tracing_appender::rolling::Builder::new()
+        .rotation(tracing_appender::rolling::Rotation::DAILY)
+        .filename_prefix("hearth")
+        .filename_suffix("log")
+        .max_log_files(7)
+        .build(&log_dir)
+        .context("cannot open the log directory")?;
+    let (file_writer, guard) = tracing_appender::non_blocking(appender);
+    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter());
+    let file = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .with_writer(file_writer)
+        .with_filter(filter());
+    // A second initialisation (tests starting several servers in one process) is harmless.
+    let _ = tracing_subscriber::registry().with(stderr).with(file).try_init();
+    Ok(guard)
+}
+
+/// Resolves on Ctrl-C, or SIGTERM on Unix (what service managers send).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        // Windows: Ctrl-C and Ctrl-Break; the service/tray wrapper stops through this too.
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

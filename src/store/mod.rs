@@ -1,0 +1,202 @@
+//! The storage API: every table Hearth keeps, behind traits that a SQLite and (later) a
+//! PostgreSQL backend implement.
+//!
+//! Nothing outside this module sees SQL or a database driver type. Operations are grouped by area
+//! ([`UserStore`], [`RoomStore`], [`BusStore`]); [`Store`] is the handle the rest of the server
+//! holds. Writes that must see a consistent room (building and persisting an event) run as one
+//! closure against a [`RoomTxn`] inside the backend's single writer, so concurrent sends to one room
+//! are serialized without an async lock and still commit together.
+
+mod sqlite;
+pub mod types;
+
+use std::{path::Path, sync::Arc};
+
+use async_trait::async_trait;
+use ruma::{
+    EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, RoomVersionId, UserId,
+};
+use serde_json::value::RawValue;
+
+pub use self::types::*;
+
+/// A storage failure. Always an internal error: client mistakes are caught before the store.
+pub type StoreResult<T> = anyhow::Result<T>;
+
+/// The handle to the storage backend shared by all components.
+pub type Store = Arc<dyn Storage>;
+
+/// Opens (and migrates) the SQLite database at `path`.
+pub fn open_sqlite(path: &Path) -> StoreResult<Store> {
+    Ok(Arc::new(sqlite::SqliteStore::open(path)?))
+}
+
+/// Everything a backend provides.
+pub trait Storage: UserStore + RoomStore + BusStore + Send + Sync + 'static {}
+
+impl<T: UserStore + RoomStore + BusStore + Send + Sync + 'static> Storage for T {}
+
+/// Accounts, devices, access tokens, profiles, account data and filters.
+#[async_trait]
+pub trait UserStore {
+    /// Creates an account. Returns `false` if the user ID is taken.
+    async fn create_user(&self, user: NewUser) -> StoreResult<bool>;
+    async fn user(&self, user_id: &UserId) -> StoreResult<Option<UserRecord>>;
+    async fn count_users(&self) -> StoreResult<u64>;
+    async fn set_password_hash(&self, user_id: &UserId, password_hash: &str) -> StoreResult<()>;
+    /// Marks the account deactivated and removes its devices, tokens and profile.
+    async fn deactivate_user(&self, user_id: &UserId) -> StoreResult<()>;
+    async fn set_displayname(&self, user_id: &UserId, name: Option<&str>) -> StoreResult<()>;
+    async fn set_avatar_url(&self, user_id: &UserId, url: Option<&str>) -> StoreResult<()>;
+
+    /// Creates (or reuses) a device and gives it a new access token; a reused device's older
+    /// tokens are revoked.
+    async fn create_session(&self, session: NewSession) -> StoreResult<()>;
+    async fn session_by_token(&self, token_hash: &str) -> StoreResult<Option<Session>>;
+    async fn devices(&self, user_id: &UserId) -> StoreResult<Vec<DeviceRecord>>;
+    async fn device(&self, user_id: &UserId, device_id: &str) -> StoreResult<Option<DeviceRecord>>;
+    /// Returns `false` if the device does not exist.
+    async fn set_device_display_name(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        name: Option<&str>,
+    ) -> StoreResult<bool>;
+    /// Deletes devices and their tokens; returns the hashes of the revoked tokens.
+    async fn delete_devices(&self, user_id: &UserId, device_ids: &[String]) -> StoreResult<Vec<String>>;
+    /// Deletes every device except `keep`; returns the hashes of the revoked tokens.
+    async fn delete_all_devices(&self, user_id: &UserId, keep: Option<&str>) -> StoreResult<Vec<String>>;
+    async fn touch_device(&self, user_id: &UserId, device_id: &str, ip: &str, ts: i64) -> StoreResult<()>;
+
+    /// Stores account data (`room_id` `None`: global) at a new stream position.
+    async fn set_account_data(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        data_type: &str,
+        content: &RawValue,
+    ) -> StoreResult<i64>;
+    async fn account_data(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&RoomId>,
+        data_type: &str,
+    ) -> StoreResult<Option<Box<RawValue>>>;
+    /// Account data changed after `since` (all of it when `since` is 0).
+    async fn account_data_since(&self, user_id: &UserId, since: i64) -> StoreResult<Vec<AccountDataRecord>>;
+
+    async fn create_filter(&self, user_id: &UserId, filter: &str) -> StoreResult<i64>;
+    async fn filter(&self, user_id: &UserId, filter_id: i64) -> StoreResult<Option<String>>;
+}
+
+/// Rooms, the event graph, state, aliases and the directory.
+#[async_trait]
+pub trait RoomStore {
+    /// Runs `job` in the single writer against a consistent view of the rooms, committing
+    /// everything it wrote, or nothing if it fails.
+    async fn write_rooms(&self, job: RoomJob) -> crate::Result<Vec<AppendedEvent>>;
+
+    /// The latest stream position handed out.
+    async fn current_position(&self) -> StoreResult<i64>;
+    async fn room_version(&self, room_id: &RoomId) -> StoreResult<Option<RoomVersionId>>;
+    async fn event(&self, event_id: &EventId) -> StoreResult<Option<EventRecord>>;
+    async fn events(&self, event_ids: &[OwnedEventId]) -> StoreResult<Vec<EventRecord>>;
+    /// The event a client transaction produced, if it was already sent.
+    async fn transaction_event(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        txn_id: &str,
+    ) -> StoreResult<Option<OwnedEventId>>;
+    /// The transaction IDs a device used for any of `event_ids`: event ID → transaction ID.
+    async fn transaction_ids(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        event_ids: &[OwnedEventId],
+    ) -> StoreResult<std::collections::BTreeMap<OwnedEventId, String>>;
+
+    /// The current state of a room.
+    async fn current_state(&self, room_id: &RoomId) -> StoreResult<Vec<EventRecord>>;
+    async fn current_state_event(
+        &self,
+        room_id: &RoomId,
+        event_type: &str,
+        state_key: &str,
+    ) -> StoreResult<Option<EventRecord>>;
+    /// The state of a room as it was after the event at stream position `at`.
+    async fn state_at(&self, room_id: &RoomId, at: i64) -> StoreResult<Vec<EventRecord>>;
+    /// Every value a state key had, oldest first.
+    async fn state_key_history(
+        &self,
+        room_id: &RoomId,
+        event_type: &str,
+        state_key: &str,
+    ) -> StoreResult<Vec<EventRecord>>;
+    /// State events that changed in `(from, to]`.
+    async fn state_changes(&self, room_id: &RoomId, from: i64, to: i64) -> StoreResult<Vec<EventRecord>>;
+    /// A user's membership in a room at stream position `at` (the latest when `None`).
+    async fn membership(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        at: Option<i64>,
+    ) -> StoreResult<Option<MembershipRecord>>;
+    /// Every room in which the user has a current membership.
+    async fn memberships_of(&self, user_id: &UserId) -> StoreResult<Vec<MembershipRecord>>;
+    /// The members of a room with the given membership.
+    async fn members_with(&self, room_id: &RoomId, membership: &str) -> StoreResult<Vec<OwnedUserId>>;
+    /// Events of a room, paging from a stream position in the given direction.
+    async fn room_events(&self, query: RoomEventsQuery) -> StoreResult<Vec<EventRecord>>;
+    /// Rooms with at least one event or membership change in `(from, to]`.
+    async fn rooms_changed(&self, room_ids: &[OwnedRoomId], from: i64, to: i64) -> StoreResult<Vec<OwnedRoomId>>;
+
+    async fn forget_room(&self, user_id: &UserId, room_id: &RoomId) -> StoreResult<()>;
+    async fn forgotten_rooms(&self, user_id: &UserId) -> StoreResult<Vec<OwnedRoomId>>;
+
+    /// Returns `false` if the alias exists already.
+    async fn create_alias(&self, alias: &RoomAliasId, room_id: &RoomId, creator: &UserId) -> StoreResult<bool>;
+    async fn alias(&self, alias: &RoomAliasId) -> StoreResult<Option<AliasRecord>>;
+    async fn delete_alias(&self, alias: &RoomAliasId) -> StoreResult<bool>;
+    async fn set_published(&self, room_id: &RoomId, published: bool) -> StoreResult<()>;
+    async fn is_published(&self, room_id: &RoomId) -> StoreResult<bool>;
+    async fn published_rooms(&self) -> StoreResult<Vec<OwnedRoomId>>;
+}
+
+/// Durable streams of the bus: ordered messages and consumer acknowledgements.
+#[async_trait]
+pub trait BusStore {
+    /// Appends a message to a stream; returns its sequence number.
+    async fn bus_append(&self, stream: &str, subject: &str, payload: &str) -> StoreResult<i64>;
+    /// Messages of a stream after `after`, oldest first.
+    async fn bus_read(&self, stream: &str, after: i64, limit: usize) -> StoreResult<Vec<BusMessage>>;
+    async fn bus_ack(&self, stream: &str, consumer: &str, sequence: i64) -> StoreResult<()>;
+    async fn bus_acked(&self, stream: &str, consumer: &str) -> StoreResult<i64>;
+}
+
+/// A consistent, writable view of the rooms, used inside [`RoomStore::write_rooms`].
+///
+/// Reads see the writes made earlier in the same job.
+pub trait RoomTxn {
+    fn room_version(&self, room_id: &RoomId) -> StoreResult<Option<RoomVersionId>>;
+    fn create_room(&self, room_id: &RoomId, version: &RoomVersionId, ts: i64) -> StoreResult<()>;
+    fn forward_extremities(&self, room_id: &RoomId) -> StoreResult<Vec<EventRecord>>;
+    fn current_state_event(
+        &self,
+        room_id: &RoomId,
+        event_type: &str,
+        state_key: &str,
+    ) -> StoreResult<Option<EventRecord>>;
+    fn event(&self, event_id: &EventId) -> StoreResult<Option<EventRecord>>;
+    fn transaction_event(&self, txn: &TransactionKey) -> StoreResult<Option<OwnedEventId>>;
+    /// Appends an accepted event at the next stream position and, for state events, makes it the
+    /// current state. Returns the stream position.
+    fn append_event(&self, event: NewEvent) -> StoreResult<i64>;
+    /// Replaces an event's stored PDU with its redacted form.
+    fn redact_event(&self, event_id: &EventId, redacted_pdu: &str, redacted_by: &EventId) -> StoreResult<()>;
+}
+
+/// A closure run by [`RoomStore::write_rooms`]: it returns the events it appended, or the error
+/// that stopped it (and then none of its writes are kept).
+pub type RoomJob =
+    Box<dyn FnOnce(&dyn RoomTxn) -> crate::Result<Vec<AppendedEvent>> + Send + 'static>;

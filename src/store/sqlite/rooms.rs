@@ -1,0 +1,678 @@
+//! SQLite queries for rooms: events, state, memberships, aliases and the directory.
+//!
+//! The state at a stream position is derived from `state_history`: for each (type, state key), the
+//! newest entry at or before that position. SQLite returns the row holding `MAX()` for bare
+//! columns, which is what these queries rely on.
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension as _, ToSql, params, params_from_iter};
+use ruma::{
+    EventId, OwnedEventId, OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId,
+    RoomVersionId, UserId,
+};
+
+use super::{MAX_PARAMS, SqliteStore, current_stream_position, next_stream_position, placeholders};
+use crate::store::{
+    AliasRecord, AppendedEvent, Direction, EventRecord, MembershipRecord, NewEvent, RoomEventsQuery,
+    RoomJob, RoomStore, RoomTxn, StoreResult, TransactionKey,
+};
+
+const EVENT_COLUMNS: &str = "e.stream_position, e.event_id, e.room_id, e.event_type, e.state_key, \
+     e.sender, e.origin_server_ts, e.depth, e.pdu, e.redacted_by, e.replaces_state";
+
+/// The latest `state_history` entry per (type, state key) in a position range of one room.
+const STATE_IN_RANGE: &str = "SELECT event_id, MAX(stream_position) FROM state_history
+     WHERE room_id = ?1 AND stream_position > ?2 AND stream_position <= ?3
+     GROUP BY event_type, state_key";
+
+#[async_trait]
+impl RoomStore for SqliteStore {
+    async fn write_rooms(&self, job: RoomJob) -> crate::Result<Vec<AppendedEvent>> {
+        // The job's own verdict travels inside the store result so that a refused job rolls back
+        // its savepoint while the batch it shares goes on.
+        let outcome = self
+            .write(move |c| {
+                let txn = Txn { c };
+                match job(&txn) {
+                    Ok(appended) => Ok(Ok(appended)),
+                    Err(error) => Err(anyhow::Error::new(JobRefused(error))),
+                }
+            })
+            .await;
+        match outcome {
+            Ok(result) => result,
+            Err(error) => match error.downcast::<JobRefused>() {
+                Ok(JobRefused(error)) => Err(error),
+                Err(error) => Err(crate::Error::Internal(error)),
+            },
+        }
+    }
+
+    async fn current_position(&self) -> StoreResult<i64> {
+        self.read(current_stream_position).await
+    }
+
+    async fn room_version(&self, room_id: &RoomId) -> StoreResult<Option<RoomVersionId>> {
+        let room_id = room_id.to_owned();
+        self.read(move |c| room_version(c, &room_id)).await
+    }
+
+    async fn event(&self, event_id: &EventId) -> StoreResult<Option<EventRecord>> {
+        let event_id = event_id.to_owned();
+        self.read(move |c| event_by_id(c, &event_id)).await
+    }
+
+    async fn events(&self, event_ids: &[OwnedEventId]) -> StoreResult<Vec<EventRecord>> {
+        let event_ids = event_ids.to_vec();
+        self.read(move |c| {
+            let mut events = Vec::with_capacity(event_ids.len());
+            for chunk in event_ids.chunks(MAX_PARAMS) {
+                let sql = format!(
+                    "SELECT {EVENT_COLUMNS} FROM events e WHERE e.event_id IN ({})",
+                    placeholders(chunk.len())
+                );
+                let ids = chunk.iter().map(|id| id.as_str());
+                events.extend(query_events(c, &sql, params_from_iter(ids))?);
+            }
+            events.sort_by_key(|event| event.stream_position);
+            Ok(events)
+        })
+        .await
+    }
+
+    async fn transaction_event(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        txn_id: &str,
+    ) -> StoreResult<Option<OwnedEventId>> {
+        let key = TransactionKey {
+            user_id: user_id.to_owned(),
+            device_id: device_id.to_owned(),
+            txn_id: txn_id.to_owned(),
+        };
+        self.read(move |c| transaction_event(c, &key)).await
+    }
+
+    async fn transaction_ids(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        event_ids: &[OwnedEventId],
+    ) -> StoreResult<std::collections::BTreeMap<OwnedEventId, String>> {
+        let (user_id, device_id, event_ids) =
+            (user_id.to_owned(), device_id.to_owned(), event_ids.to_vec());
+        self.read(move |c| {
+            let mut found = std::collections::BTreeMap::new();
+            for chunk in event_ids.chunks(MAX_PARAMS) {
+                let sql = format!(
+                    "SELECT event_id, txn_id FROM event_transactions
+                     WHERE user_id = ? AND device_id = ? AND event_id IN ({})",
+                    placeholders(chunk.len())
+                );
+                let user = user_id.as_str();
+                let mut values: Vec<&dyn ToSql> = vec![&user, &device_id];
+                let ids: Vec<&str> = chunk.iter().map(|id| id.as_str()).collect();
+                values.extend(ids.iter().map(|id| id as &dyn ToSql));
+                let mut statement = c.prepare(&sql)?;
+                let rows = statement.query_map(values.as_slice(), |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                })?;
+                for row in rows {
+                    let (event_id, txn_id) = row?;
+                    found.insert(OwnedEventId::try_from(event_id)?, txn_id);
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn current_state(&self, room_id: &RoomId) -> StoreResult<Vec<EventRecord>> {
+        let room_id = room_id.to_owned();
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM current_state s JOIN events e ON e.event_id = s.event_id
+                 WHERE s.room_id = ?1 ORDER BY e.stream_position"
+            );
+            query_events(c, &sql, [room_id.as_str()])
+        })
+        .await
+    }
+
+    async fn current_state_event(
+        &self,
+        room_id: &RoomId,
+        event_type: &str,
+        state_key: &str,
+    ) -> StoreResult<Option<EventRecord>> {
+        let (room_id, event_type, state_key) =
+            (room_id.to_owned(), event_type.to_owned(), state_key.to_owned());
+        self.read(move |c| current_state_event(c, &room_id, &event_type, &state_key)).await
+    }
+
+    async fn state_key_history(
+        &self,
+        room_id: &RoomId,
+        event_type: &str,
+        state_key: &str,
+    ) -> StoreResult<Vec<EventRecord>> {
+        let (room_id, event_type, state_key) =
+            (room_id.to_owned(), event_type.to_owned(), state_key.to_owned());
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM state_history s JOIN events e ON e.event_id = s.event_id
+                 WHERE s.room_id = ?1 AND s.event_type = ?2 AND s.state_key = ?3
+                 ORDER BY s.stream_position"
+            );
+            query_events(c, &sql, params![room_id.as_str(), event_type, state_key])
+        })
+        .await
+    }
+
+    async fn state_at(&self, room_id: &RoomId, at: i64) -> StoreResult<Vec<EventRecord>> {
+        self.state_changes(room_id, 0, at).await
+    }
+
+    async fn state_changes(&self, room_id: &RoomId, from: i64, to: i64) -> StoreResult<Vec<EventRecord>> {
+        let room_id = room_id.to_owned();
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM ({STATE_IN_RANGE}) s
+                 JOIN events e ON e.event_id = s.event_id ORDER BY e.stream_position"
+            );
+            query_events(c, &sql, params![room_id.as_str(), from, to])
+        })
+        .await
+    }
+
+    async fn membership(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        at: Option<i64>,
+    ) -> StoreResult<Option<MembershipRecord>> {
+        let (room_id, user_id) = (room_id.to_owned(), user_id.to_owned());
+        self.read(move |c| {
+            let at = at.unwrap_or(i64::MAX);
+            let row = c
+                .query_row(
+                    "SELECT membership, event_id, MAX(stream_position) FROM state_history
+                     WHERE room_id = ?1 AND event_type = 'm.room.member' AND state_key = ?2
+                       AND stream_position <= ?3",
+                    params![room_id.as_str(), user_id.as_str(), at],
+                    |row| {
+                        Ok((
+                            row.get::<_, Option<String>>(0)?,
+                            row.get::<_, Option<String>>(1)?,
+                            row.get::<_, Option<i64>>(2)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            let Some((Some(membership), Some(event_id), Some(stream_position))) = row else {
+                return Ok(None);
+            };
+            Ok(Some(MembershipRecord {
+                room_id,
+                user_id,
+                membership,
+                event_id: OwnedEventId::try_from(event_id)?,
+                stream_position,
+            }))
+        })
+        .await
+    }
+
+    async fn memberships_of(&self, user_id: &UserId) -> StoreResult<Vec<MembershipRecord>> {
+        let user_id = user_id.to_owned();
+        self.read(move |c| {
+            let mut statement = c.prepare_cached(
+                "SELECT room_id, membership, event_id, stream_position FROM current_state
+                 WHERE state_key = ?1 AND event_type = 'm.room.member'
+                 ORDER BY stream_position",
+            )?;
+            let rows = statement.query_map([user_id.as_str()], |row| {
+                Ok((row.get::<_, String>(0)?, row.get(1)?, row.get::<_, String>(2)?, row.get(3)?))
+            })?;
+            rows.map(|row| {
+                let (room_id, membership, event_id, stream_position) = row?;
+                Ok(MembershipRecord {
+                    room_id: OwnedRoomId::try_from(room_id)?,
+                    user_id: user_id.clone(),
+                    membership,
+                    event_id: OwnedEventId::try_from(event_id)?,
+                    stream_position,
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn members_with(&self, room_id: &RoomId, membership: &str) -> StoreResult<Vec<OwnedUserId>> {
+        let (room_id, membership) = (room_id.to_owned(), membership.to_owned());
+        self.read(move |c| {
+            let mut statement = c.prepare_cached(
+                "SELECT state_key FROM current_state
+                 WHERE room_id = ?1 AND event_type = 'm.room.member' AND membership = ?2
+                 ORDER BY state_key",
+            )?;
+            let rows = statement.query_map(params![room_id.as_str(), membership], |row| {
+                row.get::<_, String>(0)
+            })?;
+            rows.map(|user_id| Ok(OwnedUserId::try_from(user_id?)?)).collect()
+        })
+        .await
+    }
+
+    async fn room_events(&self, query: RoomEventsQuery) -> StoreResult<Vec<EventRecord>> {
+        self.read(move |c| room_events(c, &query)).await
+    }
+
+    async fn rooms_changed(&self, room_ids: &[OwnedRoomId], from: i64, to: i64) -> StoreResult<Vec<OwnedRoomId>> {
+        let room_ids = room_ids.to_vec();
+        self.read(move |c| {
+            let mut changed = Vec::new();
+            for chunk in room_ids.chunks(MAX_PARAMS) {
+                let sql = format!(
+                    "SELECT DISTINCT room_id FROM events
+                     WHERE stream_position > ? AND stream_position <= ? AND room_id IN ({})",
+                    placeholders(chunk.len())
+                );
+                let mut values: Vec<&dyn ToSql> = vec![&from, &to];
+                let ids: Vec<&str> = chunk.iter().map(|id| id.as_str()).collect();
+                values.extend(ids.iter().map(|id| id as &dyn ToSql));
+                let mut statement = c.prepare(&sql)?;
+                let rows = statement.query_map(values.as_slice(), |row| row.get::<_, String>(0))?;
+                for room_id in rows {
+                    changed.push(OwnedRoomId::try_from(room_id?)?);
+                }
+            }
+            Ok(changed)
+        })
+        .await
+    }
+
+    async fn forget_room(&self, user_id: &UserId, room_id: &RoomId) -> StoreResult<()> {
+        let (user_id, room_id) = (user_id.to_owned(), room_id.to_owned());
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO forgotten_rooms (user_id, room_id) VALUES (?1, ?2)
+                 ON CONFLICT DO NOTHING",
+                params![user_id.as_str(), room_id.as_str()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn forgotten_rooms(&self, user_id: &UserId) -> StoreResult<Vec<OwnedRoomId>> {
+        let user_id = user_id.to_owned();
+        self.read(move |c| {
+            let mut statement =
+                c.prepare_cached("SELECT room_id FROM forgotten_rooms WHERE user_id = ?1")?;
+            let rows = statement.query_map([user_id.as_str()], |row| row.get::<_, String>(0))?;
+            rows.map(|room_id| Ok(OwnedRoomId::try_from(room_id?)?)).collect()
+        })
+        .await
+    }
+
+    async fn create_alias(&self, alias: &RoomAliasId, room_id: &RoomId, creator: &UserId) -> StoreResult<bool> {
+        let (alias, room_id, creator) = (alias.to_owned(), room_id.to_owned(), creator.to_owned());
+        self.write(move |c| {
+            let inserted = c.execute(
+                "INSERT INTO room_aliases (room_alias, room_id, creator) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (room_alias) DO NOTHING",
+                params![alias.as_str(), room_id.as_str(), creator.as_str()],
+            )?;
+            Ok(inserted == 1)
+        })
+        .await
+    }
+
+    async fn alias(&self, alias: &RoomAliasId) -> StoreResult<Option<AliasRecord>> {
+        let alias = alias.to_owned();
+        self.read(move |c| {
+            let row = c
+                .query_row(
+                    "SELECT room_id, creator FROM room_aliases WHERE room_alias = ?1",
+                    [alias.as_str()],
+                    |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)),
+                )
+                .optional()?;
+            row.map(|(room_id, creator)| {
+                Ok(AliasRecord {
+                    alias: alias.clone(),
+                    room_id: OwnedRoomId::try_from(room_id)?,
+                    creator: OwnedUserId::try_from(creator)?,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn delete_alias(&self, alias: &RoomAliasId) -> StoreResult<bool> {
+        let alias: OwnedRoomAliasId = alias.to_owned();
+        self.write(move |c| {
+            Ok(c.execute("DELETE FROM room_aliases WHERE room_alias = ?1", [alias.as_str()])? == 1)
+        })
+        .await
+    }
+
+    async fn set_published(&self, room_id: &RoomId, published: bool) -> StoreResult<()> {
+        let room_id = room_id.to_owned();
+        self.write(move |c| {
+            c.execute(
+                "UPDATE rooms SET published = ?2 WHERE room_id = ?1",
+                params![room_id.as_str(), published],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn is_published(&self, room_id: &RoomId) -> StoreResult<bool> {
+        let room_id = room_id.to_owned();
+        self.read(move |c| {
+            let published = c
+                .query_row("SELECT published FROM rooms WHERE room_id = ?1", [room_id.as_str()], |row| {
+                    row.get(0)
+                })
+                .optional()?;
+            Ok(published.unwrap_or(false))
+        })
+        .await
+    }
+
+    async fn published_rooms(&self) -> StoreResult<Vec<OwnedRoomId>> {
+        self.read(|c| {
+            let mut statement =
+                c.prepare("SELECT room_id FROM rooms WHERE published = 1 ORDER BY created_ts")?;
+            let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
+            rows.map(|room_id| Ok(OwnedRoomId::try_from(room_id?)?)).collect()
+        })
+        .await
+    }
+}
+
+/// A room job's verdict carried through the writer as an error, so its savepoint rolls back.
+#[derive(Debug, thiserror::Error)]
+#[error("room job refused: {0}")]
+struct JobRefused(crate::Error);
+
+/// The writer connection seen by a room job.
+struct Txn<'c> {
+    c: &'c Connection,
+}
+
+impl RoomTxn for Txn<'_> {
+    fn room_version(&self, room_id: &RoomId) -> StoreResult<Option<RoomVersionId>> {
+        room_version(self.c, room_id)
+    }
+
+    fn create_room(&self, room_id: &RoomId, version: &RoomVersionId, ts: i64) -> StoreResult<()> {
+        self.c.execute(
+            "INSERT INTO rooms (room_id, room_version, created_ts) VALUES (?1, ?2, ?3)",
+            params![room_id.as_str(), version.as_str(), ts],
+        )?;
+        Ok(())
+    }
+
+    fn forward_extremities(&self, room_id: &RoomId) -> StoreResult<Vec<EventRecord>> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM forward_extremities f JOIN events e ON e.event_id = f.event_id
+             WHERE f.room_id = ?1 ORDER BY e.stream_position"
+        );
+        query_events(self.c, &sql, [room_id.as_str()])
+    }
+
+    fn current_state_event(
+        &self,
+        room_id: &RoomId,
+        event_type: &str,
+        state_key: &str,
+    ) -> StoreResult<Option<EventRecord>> {
+        current_state_event(self.c, room_id, event_type, state_key)
+    }
+
+    fn event(&self, event_id: &EventId) -> StoreResult<Option<EventRecord>> {
+        event_by_id(self.c, event_id)
+    }
+
+    fn transaction_event(&self, txn: &TransactionKey) -> StoreResult<Option<OwnedEventId>> {
+        transaction_event(self.c, txn)
+    }
+
+    fn append_event(&self, event: NewEvent) -> StoreResult<i64> {
+        let position = next_stream_position(self.c)?;
+        let replaces = match &event.state_key {
+            Some(key) => current_state_event(self.c, &event.room_id, &event.event_type, key)?,
+            None => None,
+        };
+        insert_event(self.c, &event, position, replaces.as_ref().map(|e| e.event_id.as_str()))?;
+        update_extremities(self.c, &event)?;
+        if let Some(state_key) = &event.state_key {
+            update_state(self.c, &event, state_key, position)?;
+        }
+        if let Some(txn) = &event.transaction {
+            self.c.execute(
+                "INSERT INTO event_transactions (user_id, device_id, txn_id, event_id)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![txn.user_id.as_str(), txn.device_id, txn.txn_id, event.event_id.as_str()],
+            )?;
+        }
+        Ok(position)
+    }
+
+    fn redact_event(&self, event_id: &EventId, redacted_pdu: &str, redacted_by: &EventId) -> StoreResult<()> {
+        self.c.execute(
+            "UPDATE events SET pdu = ?2, redacted_by = ?3 WHERE event_id = ?1",
+            params![event_id.as_str(), redacted_pdu, redacted_by.as_str()],
+        )?;
+        Ok(())
+    }
+}
+
+fn insert_event(
+    c: &Connection,
+    event: &NewEvent,
+    position: i64,
+    replaces_state: Option<&str>,
+) -> StoreResult<()> {
+    c.prepare_cached(
+        "INSERT INTO events (stream_position, event_id, room_id, event_type, state_key, sender,
+                             depth, origin_server_ts, pdu, replaces_state)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        position,
+        event.event_id.as_str(),
+        event.room_id.as_str(),
+        event.event_type,
+        event.state_key,
+        event.sender.as_str(),
+        event.depth,
+        event.origin_server_ts,
+        event.pdu,
+        replaces_state,
+    ])?;
+    Ok(())
+}
+
+fn update_extremities(c: &Connection, event: &NewEvent) -> StoreResult<()> {
+    let mut remove = c.prepare_cached(
+        "DELETE FROM forward_extremities WHERE room_id = ?1 AND event_id = ?2",
+    )?;
+    for prev in &event.prev_events {
+        remove.execute(params![event.room_id.as_str(), prev.as_str()])?;
+    }
+    c.prepare_cached("INSERT INTO forward_extremities (room_id, event_id) VALUES (?1, ?2)")?
+        .execute(params![event.room_id.as_str(), event.event_id.as_str()])?;
+    Ok(())
+}
+
+fn update_state(c: &Connection, event: &NewEvent, state_key: &str, position: i64) -> StoreResult<()> {
+    let values = params![
+        event.room_id.as_str(),
+        event.event_type,
+        state_key,
+        event.event_id.as_str(),
+        event.membership,
+        position
+    ];
+    c.prepare_cached(
+        "INSERT INTO current_state
+             (room_id, event_type, state_key, event_id, membership, stream_position)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (room_id, event_type, state_key) DO UPDATE SET
+             event_id = excluded.event_id, membership = excluded.membership,
+             stream_position = excluded.stream_position",
+    )?
+    .execute(values)?;
+    c.prepare_cached(
+        "INSERT INTO state_history
+             (room_id, event_type, state_key, event_id, membership, stream_position)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(values)?;
+    Ok(())
+}
+
+fn room_version(c: &Connection, room_id: &RoomId) -> StoreResult<Option<RoomVersionId>> {
+    let version: Option<String> = c
+        .prepare_cached("SELECT room_version FROM rooms WHERE room_id = ?1")?
+        .query_row([room_id.as_str()], |row| row.get(0))
+        .optional()?;
+    Ok(version.map(RoomVersionId::try_from).transpose()?)
+}
+
+fn event_by_id(c: &Connection, event_id: &EventId) -> StoreResult<Option<EventRecord>> {
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM events e WHERE e.event_id = ?1");
+    Ok(query_events(c, &sql, [event_id.as_str()])?.pop())
+}
+
+fn current_state_event(
+    c: &Connection,
+    room_id: &RoomId,
+    event_type: &str,
+    state_key: &str,
+) -> StoreResult<Option<EventRecord>> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM current_state s JOIN events e ON e.event_id = s.event_id
+         WHERE s.room_id = ?1 AND s.event_type = ?2 AND s.state_key = ?3"
+    );
+    Ok(query_events(c, &sql, params![room_id.as_str(), event_type, state_key])?.pop())
+}
+
+fn transaction_event(c: &Connection, txn: &TransactionKey) -> StoreResult<Option<OwnedEventId>> {
+    let event_id: Option<String> = c
+        .prepare_cached(
+            "SELECT event_id FROM event_transactions
+             WHERE user_id = ?1 AND device_id = ?2 AND txn_id = ?3",
+        )?
+        .query_row(params![txn.user_id.as_str(), txn.device_id, txn.txn_id], |row| row.get(0))
+        .optional()?;
+    Ok(event_id.map(OwnedEventId::try_from).transpose()?)
+}
+
+fn room_events(c: &Connection, query: &RoomEventsQuery) -> StoreResult<Vec<EventRecord>> {
+    let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events e WHERE e.room_id = ?");
+    let mut values: Vec<Box<dyn ToSql>> = vec![Box::new(query.room_id.to_string())];
+    let (after, before) = match query.direction {
+        Direction::Forward => (Some(query.from), query.to),
+        Direction::Backward => (query.to, Some(query.from)),
+    };
+    if let Some(after) = after {
+        sql.push_str(" AND e.stream_position > ?");
+        values.push(Box::new(after));
+    }
+    if let Some(before) = before {
+        sql.push_str(" AND e.stream_position < ?");
+        values.push(Box::new(before));
+    }
+    push_globs(&mut sql, &mut values, "e.event_type", query.types.as_deref(), &query.not_types);
+    push_list(&mut sql, &mut values, "e.sender", query.senders.as_deref(), &query.not_senders);
+    let order = if query.direction == Direction::Forward { "ASC" } else { "DESC" };
+    sql.push_str(&format!(" ORDER BY e.stream_position {order} LIMIT ?"));
+    values.push(Box::new(query.limit as i64));
+    query_events(c, &sql, params_from_iter(values.iter()))
+}
+
+/// Adds type filters; `*` is a wildcard as the spec's filters allow. Each list is one JSON
+/// parameter, so no filter can approach the bound-parameter limit.
+fn push_globs(
+    sql: &mut String,
+    values: &mut Vec<Box<dyn ToSql>>,
+    column: &str,
+    only: Option<&[String]>,
+    never: &[String],
+) {
+    if let Some(only) = only {
+        sql.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM json_each(?) WHERE {column} GLOB json_each.value)"
+        ));
+        values.push(Box::new(serde_json::to_string(only).unwrap_or_default()));
+    }
+    if !never.is_empty() {
+        sql.push_str(&format!(
+            " AND NOT EXISTS (SELECT 1 FROM json_each(?) WHERE {column} GLOB json_each.value)"
+        ));
+        values.push(Box::new(serde_json::to_string(never).unwrap_or_default()));
+    }
+}
+
+fn push_list(
+    sql: &mut String,
+    values: &mut Vec<Box<dyn ToSql>>,
+    column: &str,
+    only: Option<&[String]>,
+    never: &[String],
+) {
+    if let Some(only) = only {
+        sql.push_str(&format!(" AND {column} IN (SELECT value FROM json_each(?))"));
+        values.push(Box::new(serde_json::to_string(only).unwrap_or_default()));
+    }
+    if !never.is_empty() {
+        sql.push_str(&format!(" AND {column} NOT IN (SELECT value FROM json_each(?))"));
+        values.push(Box::new(serde_json::to_string(never).unwrap_or_default()));
+    }
+}
+
+fn query_events(c: &Connection, sql: &str, values: impl rusqlite::Params) -> StoreResult<Vec<EventRecord>> {
+    let mut statement = c.prepare_cached(sql)?;
+    let rows = statement.query_map(values, |row| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+            row.get::<_, String>(3)?,
+            row.get::<_, Option<String>>(4)?,
+            row.get::<_, String>(5)?,
+            row.get::<_, i64>(6)?,
+            row.get::<_, i64>(7)?,
+            row.get::<_, String>(8)?,
+            row.get::<_, Option<String>>(9)?,
+            row.get::<_, Option<String>>(10)?,
+        ))
+    })?;
+    rows.map(|row| {
+        let (position, event_id, room_id, event_type, state_key, sender, ts, depth, pdu, by, replaces) =
+            row?;
+        Ok(EventRecord {
+            stream_position: position,
+            event_id: OwnedEventId::try_from(event_id)?,
+            room_id: OwnedRoomId::try_from(room_id)?,
+            event_type,
+            state_key,
+            sender: OwnedUserId::try_from(sender)?,
+            origin_server_ts: ts,
+            depth,
+            pdu,
+            redacted_by: by.map(OwnedEventId::try_from).transpose()?,
+            replaces_state: replaces.map(OwnedEventId::try_from).transpose()?,
+        })
+    })
+    .collect()
+}

@@ -1,0 +1,171 @@
+//! The typed values the storage API takes and returns. Plain data: no SQL, no behaviour.
+
+use ruma::{OwnedEventId, OwnedRoomAliasId, OwnedRoomId, OwnedUserId};
+use serde_json::value::RawValue;
+
+/// An account to create.
+#[derive(Clone, Debug)]
+pub struct NewUser {
+    pub user_id: OwnedUserId,
+    pub password_hash: Option<String>,
+    pub is_admin: bool,
+    pub created_ts: i64,
+}
+
+/// A stored account.
+#[derive(Clone, Debug)]
+pub struct UserRecord {
+    pub user_id: OwnedUserId,
+    pub password_hash: Option<String>,
+    pub is_admin: bool,
+    pub deactivated: bool,
+    pub displayname: Option<String>,
+    pub avatar_url: Option<String>,
+}
+
+/// A login: a device (new or reused) and its new access token.
+#[derive(Clone, Debug)]
+pub struct NewSession {
+    pub user_id: OwnedUserId,
+    pub device_id: String,
+    /// Set only when given; a reused device keeps its name otherwise.
+    pub display_name: Option<String>,
+    pub token_hash: String,
+    pub created_ts: i64,
+}
+
+/// Who an access token belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub user_id: OwnedUserId,
+    pub device_id: String,
+}
+
+/// A stored device.
+#[derive(Clone, Debug)]
+pub struct DeviceRecord {
+    pub device_id: String,
+    pub display_name: Option<String>,
+    pub last_seen_ip: Option<String>,
+    pub last_seen_ts: Option<i64>,
+}
+
+/// One piece of account data.
+#[derive(Clone, Debug)]
+pub struct AccountDataRecord {
+    /// `None` for global account data.
+    pub room_id: Option<OwnedRoomId>,
+    pub data_type: String,
+    pub content: Box<RawValue>,
+    pub stream_position: i64,
+}
+
+/// A stored event: the PDU and the columns indexed beside it.
+#[derive(Clone, Debug)]
+pub struct EventRecord {
+    pub stream_position: i64,
+    pub event_id: OwnedEventId,
+    pub room_id: OwnedRoomId,
+    pub event_type: String,
+    pub state_key: Option<String>,
+    pub sender: OwnedUserId,
+    pub origin_server_ts: i64,
+    pub depth: i64,
+    /// The PDU as canonical JSON (redacted if a redaction applied).
+    pub pdu: String,
+    pub redacted_by: Option<OwnedEventId>,
+    /// For state events: the state event this one replaced, if any.
+    pub replaces_state: Option<OwnedEventId>,
+}
+
+/// A user's membership in a room, and the event that set it.
+#[derive(Clone, Debug)]
+pub struct MembershipRecord {
+    pub room_id: OwnedRoomId,
+    pub user_id: OwnedUserId,
+    pub membership: String,
+    pub event_id: OwnedEventId,
+    pub stream_position: i64,
+}
+
+/// Which way to page through a room's events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Oldest first, starting after `from`.
+    Forward,
+    /// Newest first, starting before `from`.
+    Backward,
+}
+
+/// A page of a room's events.
+#[derive(Clone, Debug)]
+pub struct RoomEventsQuery {
+    pub room_id: OwnedRoomId,
+    /// Exclusive start position.
+    pub from: i64,
+    /// Exclusive bound on the other side, if any.
+    pub to: Option<i64>,
+    pub direction: Direction,
+    pub limit: usize,
+    /// Only these event types, when set.
+    pub types: Option<Vec<String>>,
+    /// Never these event types.
+    pub not_types: Vec<String>,
+    /// Only these senders, when set.
+    pub senders: Option<Vec<String>>,
+    pub not_senders: Vec<String>,
+}
+
+/// A room alias and where it points.
+#[derive(Clone, Debug)]
+pub struct AliasRecord {
+    pub alias: OwnedRoomAliasId,
+    pub room_id: OwnedRoomId,
+    pub creator: OwnedUserId,
+}
+
+/// A message of a durable bus stream.
+#[derive(Clone, Debug)]
+pub struct BusMessage {
+    pub sequence: i64,
+    pub subject: String,
+    pub payload: String,
+}
+
+/// A client transaction: the same key returns the same event.
+#[derive(Clone, Debug)]
+pub struct TransactionKey {
+    pub user_id: OwnedUserId,
+    pub device_id: String,
+    pub txn_id: String,
+}
+
+/// An accepted event to append to its room.
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    pub event_id: OwnedEventId,
+    pub room_id: OwnedRoomId,
+    pub event_type: String,
+    pub state_key: Option<String>,
+    /// For `m.room.member`: the membership it sets.
+    pub membership: Option<String>,
+    pub sender: OwnedUserId,
+    pub origin_server_ts: i64,
+    pub depth: i64,
+    pub prev_events: Vec<OwnedEventId>,
+    pub pdu: String,
+    pub transaction: Option<TransactionKey>,
+}
+
+/// An event appended by a room job.
+#[derive(Clone, Debug)]
+pub struct AppendedEvent {
+    pub event_id: OwnedEventId,
+    pub room_id: OwnedRoomId,
+    pub stream_position: i64,
+    /// For state events: the state key (for `m.room.member`, the user whose membership changed).
+    pub state_key: Option<String>,
+    pub event_type: String,
+    /// For `m.room.member`: the new membership.
+    pub membership: Option<String>,
+}

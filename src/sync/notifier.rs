@@ -1,0 +1,134 @@
+//! Wakes long-polling `/sync` requests when something for their user happens.
+//!
+//! A background task follows the bus: each room event wakes the room's joined local users and,
+//! for a membership event, its target; account data wakes its owner. The joined members of a
+//! room are cached, loaded from the store the first time a room is seen and kept current from the
+//! membership events that pass by.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::{Arc, Mutex},
+};
+
+use ruma::{OwnedRoomId, OwnedUserId, UserId};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::{
+    bus::{Bus, Message},
+    rooms::{ROOM_EVENT_SUBJECT, RoomEventOutput},
+    store::Store,
+};
+
+/// The bus subject on which a user's own data changes (account data, filters).
+pub const USER_DATA_SUBJECT: &str = "userapi.output.data";
+
+/// What is published on [`USER_DATA_SUBJECT`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UserDataOutput {
+    pub user_id: OwnedUserId,
+    pub stream_position: i64,
+}
+
+/// The wake-up service. Cheap to clone.
+#[derive(Clone)]
+pub struct Notifier {
+    inner: Arc<Inner>,
+}
+
+#[allow(clippy::disallowed_types)] // in-memory indexes, never serialized
+struct Inner {
+    /// One channel per user that has synced since start: the latest position that concerns them.
+    users: Mutex<HashMap<OwnedUserId, watch::Sender<i64>>>,
+    /// Joined local members per room, for rooms seen since start.
+    rooms: Mutex<HashMap<OwnedRoomId, BTreeSet<OwnedUserId>>>,
+    store: Store,
+}
+
+impl Notifier {
+    /// Starts following the bus. Needs a Tokio runtime.
+    pub fn start(bus: &Bus, store: Store) -> Self {
+        let inner = Inner { users: Mutex::default(), rooms: Mutex::default(), store };
+        let notifier = Self { inner: Arc::new(inner) };
+        let mut room_events = bus.subscribe(ROOM_EVENT_SUBJECT);
+        let mut user_data = bus.subscribe(USER_DATA_SUBJECT);
+        let task = notifier.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    Some(message) = room_events.next() => task.on_room_event(message).await,
+                    Some(message) = user_data.next() => task.on_user_data(message),
+                    else => break,
+                }
+            }
+        });
+        notifier
+    }
+
+    /// A receiver that changes whenever something for `user_id` happens.
+    pub fn watch(&self, user_id: &UserId) -> watch::Receiver<i64> {
+        let mut users = self.inner.users.lock().unwrap_or_else(|e| e.into_inner());
+        users.entry(user_id.to_owned()).or_insert_with(|| watch::channel(0).0).subscribe()
+    }
+
+    async fn on_room_event(&self, message: Message) {
+        let Ok(event) = message.decode::<RoomEventOutput>() else {
+            tracing::warn!(subject = %message.subject, "undecodable room event on the bus");
+            return;
+        };
+        let members = match self.joined_members(&event).await {
+            Ok(members) => members,
+            Err(error) => {
+                tracing::warn!(%error, room_id = %event.room_id, "cannot load room members");
+                return;
+            }
+        };
+        for user_id in &members {
+            self.wake(user_id, event.stream_position);
+        }
+        if let Some(target) = event.state_key.as_deref().filter(|_| event.membership.is_some())
+            && let Ok(target) = <&UserId>::try_from(target)
+        {
+            self.wake(target, event.stream_position);
+        }
+    }
+
+    fn on_user_data(&self, message: Message) {
+        if let Ok(output) = message.decode::<UserDataOutput>() {
+            self.wake(&output.user_id, output.stream_position);
+        }
+    }
+
+    /// The room's joined members after `event`, keeping the cache current.
+    async fn joined_members(&self, event: &RoomEventOutput) -> anyhow::Result<Vec<OwnedUserId>> {
+        let cached = self.rooms().get(&event.room_id).cloned();
+        let mut members = match cached {
+            Some(members) => members,
+            None => self.inner.store.members_with(&event.room_id, "join").await?.into_iter().collect(),
+        };
+        if let (Some(membership), Some(target)) = (&event.membership, &event.state_key)
+            && let Ok(target) = OwnedUserId::try_from(target.as_str())
+        {
+            if membership == "join" {
+                members.insert(target);
+            } else {
+                members.remove(&target);
+            }
+        }
+        let list = members.iter().cloned().collect();
+        self.rooms().insert(event.room_id.clone(), members);
+        Ok(list)
+    }
+
+    fn wake(&self, user_id: &UserId, position: i64) {
+        let users = self.inner.users.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(sender) = users.get(user_id) {
+            sender.send_replace(position);
+        }
+    }
+
+    #[allow(clippy::disallowed_types)]
+    fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<OwnedRoomId, BTreeSet<OwnedUserId>>> {
+        self.inner.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

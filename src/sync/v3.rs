@@ -1,0 +1,262 @@
+//! `GET /_matrix/client/v3/sync`.
+//!
+//! An initial sync (no `since`) returns every room the user is in with its latest timeline and
+//! the state before it. An incremental sync returns what changed after `since`; a room the user
+//! joined in that range is returned as if initial. When nothing changed, the request waits (up
+//! to `timeout`) for the notifier to wake it.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use ruma::{
+    OwnedRoomId, OwnedUserId, UserId,
+    api::client::sync::sync_events::v3::{
+        GlobalAccountData, InviteState, InvitedRoom, JoinedRoom, LeftRoom, Response, RoomAccountData,
+        State, StateEvents, Timeline,
+    },
+    serde::Raw,
+};
+use serde_json::Value as JsonValue;
+
+use super::{SyncFilter, token};
+use crate::{
+    Result,
+    rooms::{
+        format::{Format, Viewer, client_events},
+        pdu::stripped_state,
+        visibility::HistoryView,
+    },
+    services::Services,
+    store::{Direction, EventRecord, MembershipRecord},
+};
+
+/// The longest a sync request waits, whatever the client asks.
+const MAX_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The state types shown with an invite.
+const INVITE_STATE_TYPES: [&str; 6] = [
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+];
+
+/// A parsed `/sync` request.
+pub struct SyncRequest {
+    pub user_id: OwnedUserId,
+    pub device_id: String,
+    pub since: Option<i64>,
+    pub full_state: bool,
+    pub timeout: Duration,
+    pub filter: SyncFilter,
+}
+
+/// Answers a sync request, waiting for news if there is none.
+pub async fn sync(services: &Services, request: SyncRequest) -> Result<Response> {
+    let mut wake = services.notifier.watch(&request.user_id);
+    let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
+    loop {
+        let current = services.store.current_position().await?;
+        let response = compute(services, &request, current).await?;
+        let may_wait = request.since.is_some() && !request.full_state;
+        if !may_wait || !is_empty(&response) || tokio::time::Instant::now() >= deadline {
+            return Ok(response);
+        }
+        if tokio::time::timeout_at(deadline, wake.changed()).await.is_err() {
+            return Ok(response);
+        }
+    }
+}
+
+fn is_empty(response: &Response) -> bool {
+    let rooms = &response.rooms;
+    rooms.join.is_empty()
+        && rooms.invite.is_empty()
+        && rooms.leave.is_empty()
+        && response.account_data.events.is_empty()
+}
+
+async fn compute(services: &Services, request: &SyncRequest, current: i64) -> Result<Response> {
+    let store = &services.store;
+    let since = request.since.unwrap_or(0);
+    let memberships = store.memberships_of(&request.user_id).await?;
+    let forgotten: BTreeSet<OwnedRoomId> =
+        store.forgotten_rooms(&request.user_id).await?.into_iter().collect();
+    let account_data = store.account_data_since(&request.user_id, since).await?;
+
+    let mut response = Response::new(token(current));
+    for membership in memberships.iter().filter(|m| request.filter.rooms.allows_room(m.room_id.as_str())) {
+        let room_data: Vec<_> = account_data
+            .iter()
+            .filter(|d| d.room_id.as_ref() == Some(&membership.room_id))
+            .filter(|d| request.filter.room_account_data.matches_type(&d.data_type))
+            .map(|d| raw(&serde_json::json!({ "type": d.data_type, "content": d.content })))
+            .collect::<Result<_>>()?;
+        match membership.membership.as_str() {
+            "join" => {
+                if let Some(room) = joined_room(services, request, membership, current, room_data).await? {
+                    response.rooms.join.insert(membership.room_id.clone(), room);
+                }
+            }
+            "invite" if request.since.is_none_or(|s| membership.stream_position > s) => {
+                let room = invited_room(services, membership).await?;
+                response.rooms.invite.insert(membership.room_id.clone(), room);
+            }
+            "leave" | "ban" if wants_left_room(request, membership, &forgotten) => {
+                let room = left_room(services, request, membership).await?;
+                response.rooms.leave.insert(membership.room_id.clone(), room);
+            }
+            _ => {}
+        }
+    }
+    let mut global = GlobalAccountData::new();
+    global.events = account_data
+        .iter()
+        .filter(|d| d.room_id.is_none() && request.filter.account_data.matches_type(&d.data_type))
+        .map(|d| raw(&serde_json::json!({ "type": d.data_type, "content": d.content })))
+        .collect::<Result<_>>()?;
+    response.account_data = global;
+    Ok(response)
+}
+
+fn wants_left_room(request: &SyncRequest, membership: &MembershipRecord, forgotten: &BTreeSet<OwnedRoomId>) -> bool {
+    if forgotten.contains(&membership.room_id) {
+        return false;
+    }
+    match request.since {
+        Some(since) => membership.stream_position > since,
+        None => request.filter.include_leave,
+    }
+}
+
+/// A joined room's section, or `None` if nothing in it changed.
+async fn joined_room(
+    services: &Services,
+    request: &SyncRequest,
+    membership: &MembershipRecord,
+    current: i64,
+    account_data: Vec<Raw<ruma::events::AnyRoomAccountDataEvent>>,
+) -> Result<Option<JoinedRoom>> {
+    let newly_joined = request.since.is_none_or(|since| membership.stream_position > since);
+    let full = newly_joined || request.full_state;
+    let since = if newly_joined { None } else { request.since };
+
+    let section = room_section(services, request, &membership.room_id, since, current, full).await?;
+    if !full && section.timeline.events.is_empty() && section.state.is_empty() && account_data.is_empty() {
+        return Ok(None);
+    }
+    let mut room = JoinedRoom::new();
+    room.timeline = section.timeline;
+    room.state = State::Before(section.state);
+    let mut room_data = RoomAccountData::new();
+    room_data.events = account_data;
+    room.account_data = room_data;
+    Ok(Some(room))
+}
+
+async fn left_room(services: &Services, request: &SyncRequest, membership: &MembershipRecord) -> Result<LeftRoom> {
+    // The user sees the room up to and including their leave.
+    let section = room_section(
+        services,
+        request,
+        &membership.room_id,
+        request.since,
+        membership.stream_position,
+        request.since.is_none() || request.full_state,
+    )
+    .await?;
+    let mut room = LeftRoom::new();
+    room.timeline = section.timeline;
+    room.state = State::Before(section.state);
+    Ok(room)
+}
+
+async fn invited_room(services: &Services, membership: &MembershipRecord) -> Result<InvitedRoom> {
+    let store = &services.store;
+    let mut events = Vec::new();
+    for event_type in INVITE_STATE_TYPES {
+        if let Some(event) = store.current_state_event(&membership.room_id, event_type, "").await? {
+            events.push(raw(&stripped_state(&event))?);
+        }
+    }
+    if let Some(invite) = store.event(&membership.event_id).await? {
+        events.push(raw(&stripped_state(&invite))?);
+    }
+    Ok(InvitedRoom::from(InviteState::from(events)))
+}
+
+struct RoomSection {
+    timeline: Timeline,
+    state: StateEvents,
+}
+
+/// The timeline of `(since, upto]` (its last `limit` events) and the state before it.
+async fn room_section(
+    services: &Services,
+    request: &SyncRequest,
+    room_id: &ruma::RoomId,
+    since: Option<i64>,
+    upto: i64,
+    full_state: bool,
+) -> Result<RoomSection> {
+    let store = &services.store;
+    let limit = request.filter.timeline_limit();
+    let view = HistoryView::load(store, room_id, &request.user_id).await?;
+    let query = request.filter.timeline.query(room_id, upto + 1, since, Direction::Backward, limit + 1);
+    let mut events = store.room_events(query).await?;
+    let limited = events.len() > limit;
+    events.truncate(limit);
+    events.reverse();
+    let start = events.first().map_or(upto, |e| e.stream_position - 1);
+    events.retain(|event| view.allows(event));
+
+    let state = if full_state {
+        store.state_at(room_id, start).await?
+    } else if limited {
+        store.state_changes(room_id, since.unwrap_or(0), start).await?
+    } else {
+        Vec::new()
+    };
+    let state = filter_state(state, &events, &request.filter, &request.user_id);
+
+    let viewer = Viewer { user_id: &request.user_id, device_id: &request.device_id };
+    let timeline_json = client_events(store, viewer, &events, Format::Sync).await?;
+    let state_json = client_events(store, viewer, &state, Format::Sync).await?;
+
+    let mut timeline = Timeline::new();
+    timeline.limited = limited;
+    timeline.prev_batch = Some(token(start));
+    timeline.events = timeline_json.iter().map(raw).collect::<Result<_>>()?;
+    let state = StateEvents::from(state_json.iter().map(raw).collect::<Result<Vec<_>>>()?);
+    Ok(RoomSection { timeline, state })
+}
+
+/// Applies the state filter and, when lazy-loading, keeps only the members the timeline needs.
+fn filter_state(state: Vec<EventRecord>, timeline: &[EventRecord], filter: &SyncFilter, user_id: &UserId) -> Vec<EventRecord> {
+    let senders: BTreeSet<&str> = timeline.iter().map(|e| e.sender.as_str()).chain([user_id.as_str()]).collect();
+    let in_timeline: BTreeSet<&str> = timeline.iter().map(|e| e.event_id.as_str()).collect();
+    state
+        .into_iter()
+        .filter(|event| filter.state.matches(event))
+        .filter(|event| !in_timeline.contains(event.event_id.as_str()))
+        .filter(|event| {
+            !filter.state.lazy_load_members
+                || event.event_type != "m.room.member"
+                || event.state_key.as_deref().is_some_and(|key| senders.contains(key))
+        })
+        .collect()
+}
+
+fn raw<T>(value: &JsonValue) -> Result<Raw<T>> {
+    let json = serde_json::value::to_raw_value(value).map_err(|e| anyhow::anyhow!(e))?;
+    Ok(Raw::from_json(json))
+}
+
+impl super::EventFilter {
+    /// Whether a type passes the type lists (account data has no sender).
+    pub fn matches_type(&self, data_type: &str) -> bool {
+        self.types.as_ref().is_none_or(|t| t.iter().any(|p| super::filter::glob(p, data_type)))
+            && !self.not_types.iter().any(|p| super::filter::glob(p, data_type))
+    }
+}

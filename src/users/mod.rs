@@ -1,0 +1,269 @@
+//! Accounts, devices, access tokens and passwords.
+//!
+//! Access tokens are random strings handed to the client once; only their SHA-256 is stored.
+//! Resolving a token is on every authenticated request's path, so resolved sessions are cached in
+//! memory and the cache is cleared of every token this process revokes (this process is the only
+//! writer of the database).
+
+pub mod password;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use rand::{Rng as _, distributions::Alphanumeric};
+use ruma::{OwnedServerName, OwnedUserId, UserId};
+use sha2::{Digest as _, Sha256};
+
+use crate::{
+    Error, Result,
+    store::{DeviceRecord, NewSession, NewUser, Session, Store, UserRecord},
+};
+
+/// The longest user ID the spec allows, in bytes.
+const MAX_USER_ID_LENGTH: usize = 255;
+
+/// The account service.
+#[derive(Clone)]
+pub struct Users {
+    store: Store,
+    server_name: OwnedServerName,
+    /// Token hash → session, for tokens seen since start. Entries are removed on revocation.
+    #[allow(clippy::disallowed_types)] // in-memory cache, never serialized
+    sessions: Arc<Mutex<HashMap<String, Session>>>,
+}
+
+/// A new login's credentials, returned to the client once.
+#[derive(Clone, Debug)]
+pub struct IssuedSession {
+    pub user_id: OwnedUserId,
+    pub device_id: String,
+    pub access_token: String,
+}
+
+impl Users {
+    pub fn new(store: Store, server_name: OwnedServerName) -> Self {
+        Self { store, server_name, sessions: Arc::default() }
+    }
+
+    /// Checks a requested localpart against the spec's grammar for new user IDs.
+    pub fn user_id_for_localpart(&self, localpart: &str) -> Result<OwnedUserId> {
+        let invalid = |why: &str| {
+            Error::client(
+                http::StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::InvalidUsername,
+                why,
+            )
+        };
+        if localpart.is_empty() || localpart.starts_with('@') || localpart.contains(':') {
+            return Err(invalid("The user name must be a bare localpart"));
+        }
+        let user_id = UserId::parse_with_server_name(localpart, &self.server_name)
+            .map_err(|_| invalid("The user name has invalid characters"))?;
+        if user_id.validate_strict().is_err() {
+            return Err(invalid("User names may only contain a-z, 0-9, and . _ = - / +"));
+        }
+        if user_id.as_str().len() > MAX_USER_ID_LENGTH {
+            return Err(invalid("The user name is too long"));
+        }
+        Ok(user_id)
+    }
+
+    /// Parses a login identifier (localpart or full user ID) of a local user.
+    pub fn local_user_id(&self, identifier: &str) -> Result<OwnedUserId> {
+        let user_id = UserId::parse_with_server_name(identifier.to_lowercase(), &self.server_name)
+            .map_err(|_| Error::invalid_param("Invalid user identifier"))?;
+        if user_id.server_name() != self.server_name {
+            return Err(Error::forbidden("Not a user of this server"));
+        }
+        Ok(user_id)
+    }
+
+    /// Creates an account; `M_USER_IN_USE` if the name is taken.
+    pub async fn create(&self, user_id: &UserId, password: Option<String>, admin: bool) -> Result<()> {
+        let password_hash = match password {
+            Some(password) => Some(password::hash(password).await?),
+            None => None,
+        };
+        let user = NewUser {
+            user_id: user_id.to_owned(),
+            password_hash,
+            is_admin: admin,
+            created_ts: now_millis(),
+        };
+        if !self.store.create_user(user).await? {
+            return Err(Error::client(
+                http::StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::UserInUse,
+                "This user name is taken",
+            ));
+        }
+        tracing::info!(%user_id, admin, "account created");
+        Ok(())
+    }
+
+    /// Creates an account with a random localpart (registration without a user name).
+    pub async fn create_random(&self, password: Option<String>) -> Result<OwnedUserId> {
+        loop {
+            let user_id = UserId::new(&self.server_name);
+            match self.create(&user_id, password.clone(), false).await {
+                Err(Error::Client { kind: ruma::api::error::ErrorKind::UserInUse, .. }) => continue,
+                other => return other.map(|()| user_id),
+            }
+        }
+    }
+
+    pub async fn is_taken(&self, user_id: &UserId) -> Result<bool> {
+        Ok(self.store.user(user_id).await?.is_some())
+    }
+
+    pub async fn get(&self, user_id: &UserId) -> Result<Option<UserRecord>> {
+        Ok(self.store.user(user_id).await?)
+    }
+
+    /// Checks a password; the same `M_FORBIDDEN` for unknown users and wrong passwords.
+    pub async fn check_password(&self, user_id: &UserId, password: &str) -> Result<UserRecord> {
+        let refused = || Error::forbidden("Invalid user name or password");
+        let user = self.store.user(user_id).await?.ok_or_else(refused)?;
+        if user.deactivated {
+            return Err(Error::client(
+                http::StatusCode::FORBIDDEN,
+                ruma::api::error::ErrorKind::UserDeactivated,
+                "This account has been deactivated",
+            ));
+        }
+        let stored = user.password_hash.clone().ok_or_else(refused)?;
+        if !password::verify(password.to_owned(), stored).await? {
+            return Err(refused());
+        }
+        Ok(user)
+    }
+
+    /// Logs a user in on a device (a new one unless `device_id` is given).
+    pub async fn issue_session(
+        &self,
+        user_id: &UserId,
+        device_id: Option<String>,
+        display_name: Option<String>,
+    ) -> Result<IssuedSession> {
+        let device_id = device_id.unwrap_or_else(|| random_string(10).to_uppercase());
+        if device_id.is_empty() || device_id.len() > 255 {
+            return Err(Error::invalid_param("Invalid device ID"));
+        }
+        let access_token = format!("hth_{}", random_string(40));
+        let session = NewSession {
+            user_id: user_id.to_owned(),
+            device_id: device_id.clone(),
+            display_name,
+            token_hash: hash_token(&access_token),
+            created_ts: now_millis(),
+        };
+        self.store.create_session(session).await?;
+        // A reused device ID lost its older tokens: forget them.
+        self.forget_sessions_of_device(user_id, &device_id);
+        Ok(IssuedSession { user_id: user_id.to_owned(), device_id, access_token })
+    }
+
+    /// Resolves an access token; `M_UNKNOWN_TOKEN` if it is not valid.
+    pub async fn authenticate(&self, access_token: &str) -> Result<Session> {
+        let token_hash = hash_token(access_token);
+        if let Some(session) = self.cache().get(&token_hash) {
+            return Ok(session.clone());
+        }
+        let session = self
+            .store
+            .session_by_token(&token_hash)
+            .await?
+            .ok_or_else(|| Error::unknown_token("Unknown access token"))?;
+        self.cache().insert(token_hash, session.clone());
+        Ok(session)
+    }
+
+    /// Logs out one device: deletes it and its tokens.
+    pub async fn delete_devices(&self, user_id: &UserId, device_ids: &[String]) -> Result<()> {
+        let revoked = self.store.delete_devices(user_id, device_ids).await?;
+        self.forget_tokens(&revoked);
+        Ok(())
+    }
+
+    /// Logs out every device of a user except `keep`.
+    pub async fn delete_all_devices(&self, user_id: &UserId, keep: Option<&str>) -> Result<()> {
+        let revoked = self.store.delete_all_devices(user_id, keep).await?;
+        self.forget_tokens(&revoked);
+        Ok(())
+    }
+
+    /// Sets a new password; optionally logs out every other device.
+    pub async fn change_password(
+        &self,
+        user_id: &UserId,
+        new_password: String,
+        logout_others_than: Option<&str>,
+    ) -> Result<()> {
+        let hash = password::hash(new_password).await?;
+        self.store.set_password_hash(user_id, &hash).await?;
+        if let Some(keep) = logout_others_than {
+            self.delete_all_devices(user_id, Some(keep)).await?;
+        }
+        Ok(())
+    }
+
+    /// Deactivates an account: no more logins, every device logged out.
+    pub async fn deactivate(&self, user_id: &UserId) -> Result<()> {
+        let revoked = self.store.delete_all_devices(user_id, None).await?;
+        self.forget_tokens(&revoked);
+        self.store.deactivate_user(user_id).await?;
+        tracing::info!(%user_id, "account deactivated");
+        Ok(())
+    }
+
+    pub async fn devices(&self, user_id: &UserId) -> Result<Vec<DeviceRecord>> {
+        Ok(self.store.devices(user_id).await?)
+    }
+
+    pub async fn device(&self, user_id: &UserId, device_id: &str) -> Result<DeviceRecord> {
+        self.store
+            .device(user_id, device_id)
+            .await?
+            .ok_or_else(|| Error::not_found("No such device"))
+    }
+
+    pub async fn rename_device(&self, user_id: &UserId, device_id: &str, name: Option<&str>) -> Result<()> {
+        if !self.store.set_device_display_name(user_id, device_id, name).await? {
+            return Err(Error::not_found("No such device"));
+        }
+        Ok(())
+    }
+
+    fn forget_tokens(&self, token_hashes: &[String]) {
+        let mut cache = self.cache();
+        for hash in token_hashes {
+            cache.remove(hash);
+        }
+    }
+
+    fn forget_sessions_of_device(&self, user_id: &UserId, device_id: &str) {
+        self.cache().retain(|_, s| !(s.user_id == user_id && s.device_id == device_id));
+    }
+
+    #[allow(clippy::disallowed_types)]
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The stored form of an access token.
+pub fn hash_token(token: &str) -> String {
+    Sha256::digest(token.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// A random alphanumeric string from the OS-seeded thread RNG.
+pub fn random_string(length: usize) -> String {
+    rand::thread_rng().sample_iter(&Alphanumeric).take(length).map(char::from).collect()
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_millis() -> i64 {
+    ruma::MilliSecondsSinceUnixEpoch::now().get().into()
+}
