@@ -192,6 +192,12 @@ impl Config {
         if self.limits.max_request_bytes < 1024 {
             bail!("[limits] max_request_bytes must be at least 1024");
         }
+        let server = &self.well_known.server;
+        if !server.is_empty() && <&ruma::ServerName>::try_from(server.as_str()).is_err() {
+            bail!(
+                "[well_known] server = {server:?} is not a server name (host, optionally with :port)"
+            );
+        }
         Ok(())
     }
 
@@ -201,8 +207,9 @@ impl Config {
         let path = data_dir.join(CONFIG_FILE);
         if !path.exists() {
             let text = template(first_run);
-            fs::write(&path, text)
-                .with_context(|| format!("cannot write the configuration file {}", path.display()))?;
+            fs::write(&path, text).with_context(|| {
+                format!("cannot write the configuration file {}", path.display())
+            })?;
             tracing::info!(path = %path.display(), "wrote a new configuration file");
         }
         Self::load(&path)

@@ -73,11 +73,7 @@ impl Error {
 
     /// 401 `M_UNKNOWN_TOKEN`.
     pub fn unknown_token(message: impl Into<String>) -> Self {
-        Self::client(
-            StatusCode::UNAUTHORIZED,
-            ErrorKind::UnknownToken(Default::default()),
-            message,
-        )
+        Self::client(StatusCode::UNAUTHORIZED, ErrorKind::UnknownToken(Default::default()), message)
     }
 
     /// 401 `M_MISSING_TOKEN`.
@@ -108,7 +104,11 @@ impl Error {
     pub fn limit_exceeded(retry_after: std::time::Duration) -> Self {
         let mut data = ruma::api::error::LimitExceededErrorData::new();
         data.retry_after = Some(ruma::api::error::RetryAfter::Delay(retry_after));
-        Self::client(StatusCode::TOO_MANY_REQUESTS, ErrorKind::LimitExceeded(data), "Too many requests")
+        Self::client(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::LimitExceeded(data),
+            "Too many requests",
+        )
     }
 
     /// 503 `M_UNKNOWN`: a dependency is unavailable; the client may retry.
@@ -143,7 +143,11 @@ impl Error {
     }
 }
 
-fn standard_response(status: StatusCode, kind: ErrorKind, message: String) -> http::Response<Vec<u8>> {
+fn standard_response(
+    status: StatusCode,
+    kind: ErrorKind,
+    message: String,
+) -> http::Response<Vec<u8>> {
     use ruma::api::OutgoingResponseExt as _;
 
     let body = ErrorBody::Standard(StandardErrorBody::new(kind, message));

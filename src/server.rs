@@ -10,7 +10,9 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use ruma::OwnedServerName;
-use tracing_subscriber::{EnvFilter, Layer as _, layer::SubscriberExt as _, util::SubscriberInitExt as _};
+use tracing_subscriber::{
+    EnvFilter, Layer as _, layer::SubscriberExt as _, util::SubscriberInitExt as _,
+};
 
 use crate::{
     config::{self, Config, FirstRunSettings, RegistrationMode},
@@ -72,11 +74,16 @@ pub fn open_services(data_dir: &Path, config: Config) -> anyhow::Result<Arc<Serv
 }
 
 /// `hearth user add`: creates an account directly in the database.
-pub async fn add_user(data_dir: &Path, name: &str, password: String, admin: bool) -> anyhow::Result<()> {
+pub async fn add_user(
+    data_dir: &Path,
+    name: &str,
+    password: String,
+    admin: bool,
+) -> anyhow::Result<()> {
     let config = Config::load(&data_dir.join(config::CONFIG_FILE))
         .context("run `hearth serve` once first to create the data directory")?;
     let store = store::open_sqlite(&data_dir.join(DATABASE_FILE))?;
-    let users = Users::new(store, config.server_name.clone());
+    let users = Users::new(store, config.server_name.clone(), None);
     let user_id = users.user_id_for_localpart(name).map_err(|e| anyhow::anyhow!("{e}"))?;
     users.create(&user_id, Some(password), admin).await.map_err(|e| match e {
         crate::Error::Internal(error) => error,
@@ -133,7 +140,10 @@ fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
 
 /// Logs to stderr and to daily-rotated files in `<data dir>/logs`. `RUST_LOG` wins over the
 /// configured level.
-fn init_logging(data_dir: &Path, level: &str) -> anyhow::Result<tracing_appender::non_blocking::WorkerGuard> {
+fn init_logging(
+    data_dir: &Path,
+    level: &str,
+) -> anyhow::Result<tracing_appender::non_blocking::WorkerGuard> {
     let filter = || {
         EnvFilter::try_from_default_env()
             .or_else(|_| EnvFilter::try_new(level))
@@ -149,7 +159,8 @@ fn init_logging(data_dir: &Path, level: &str) -> anyhow::Result<tracing_appender
         .build(&log_dir)
         .context("cannot open the log directory")?;
     let (file_writer, guard) = tracing_appender::non_blocking(appender);
-    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter());
+    let stderr =
+        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter());
     let file = tracing_subscriber::fmt::layer()
         .with_ansi(false)
         .with_writer(file_writer)

@@ -7,8 +7,14 @@
 use std::sync::Arc;
 
 use crate::{
-    bus::Bus, config::Config, federation::ServerKeys, rooms::Rooms, store::Store,
-    sync::Notifier, users::Users, api::ratelimit::RateLimiter,
+    api::ratelimit::RateLimiter,
+    bus::Bus,
+    config::Config,
+    federation::ServerKeys,
+    rooms::Rooms,
+    store::Store,
+    sync::Notifier,
+    users::{Users, uiaa::Uiaa},
 };
 
 /// Every component of a running server.
@@ -23,17 +29,20 @@ pub struct Services {
     pub notifier: Notifier,
     /// Limits login and registration attempts per client address.
     pub login_limiter: RateLimiter,
+    /// User-interactive authentication sessions in progress.
+    pub uiaa: Uiaa,
 }
 
 impl Services {
     /// Wires the components and starts their background tasks. Needs a Tokio runtime.
     pub fn start(config: Config, keys: ServerKeys, store: Store) -> Arc<Self> {
         let bus = Bus::new(store.clone());
-        let users = Users::new(store.clone(), config.server_name.clone());
+        let users = Users::new(store.clone(), config.server_name.clone(), Some(bus.clone()));
         let rooms = Rooms::new(store.clone(), bus.clone(), keys.clone());
         let notifier = Notifier::start(&bus, store.clone());
         let login_limiter = RateLimiter::per_minute(config.limits.login_attempts_per_minute);
-        Arc::new(Self { config, keys, store, bus, users, rooms, notifier, login_limiter })
+        let uiaa = Uiaa::default();
+        Arc::new(Self { config, keys, store, bus, users, rooms, notifier, login_limiter, uiaa })
     }
 
     pub fn server_name(&self) -> &ruma::ServerName {

@@ -34,16 +34,23 @@ pub async fn serve(
         .and(warp::header::headers_cloned())
         .and(warp::addr::remote())
         .and(warp::body::stream())
-        .then(move |method, path: warp::path::FullPath, query, headers, remote: Option<std::net::SocketAddr>, body| {
-            let incoming = Incoming {
-                method,
-                path: path.as_str().to_owned(),
-                query,
-                headers,
-                origin: remote.map_or(IpAddr::from([127, 0, 0, 1]), |addr| addr.ip()),
-            };
-            handle(services.clone(), router.clone(), incoming, body)
-        });
+        .then(
+            move |method,
+                  path: warp::path::FullPath,
+                  query,
+                  headers,
+                  remote: Option<std::net::SocketAddr>,
+                  body| {
+                let incoming = Incoming {
+                    method,
+                    path: path.as_str().to_owned(),
+                    query,
+                    headers,
+                    origin: remote.map_or(IpAddr::from([127, 0, 0, 1]), |addr| addr.ip()),
+                };
+                handle(services.clone(), router.clone(), incoming, body)
+            },
+        );
     warp::serve(filter).incoming(listener).graceful(shutdown).run().await;
 }
 
@@ -82,7 +89,8 @@ where
             (template, Error::method_not_allowed().to_http_response())
         }
         Matched::Found { template, handler, path_args } => {
-            let span = tracing::debug_span!("request", method = %incoming.method, route = %template);
+            let span =
+                tracing::debug_span!("request", method = %incoming.method, route = %template);
             let limit = services.config.limits.max_request_bytes;
             let response = async {
                 let body = read_body(body, limit).await?;
@@ -128,7 +136,8 @@ where
     futures::pin_mut!(body);
     let mut collected = BytesMut::new();
     while let Some(chunk) = body.next().await {
-        let mut chunk = chunk.map_err(|_| Error::bad_request("The request body could not be read"))?;
+        let mut chunk =
+            chunk.map_err(|_| Error::bad_request("The request body could not be read"))?;
         if (collected.len() + chunk.remaining()) as u64 > limit {
             return Err(Error::too_large(format!("The request body exceeds {limit} bytes")));
         }

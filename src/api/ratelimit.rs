@@ -1,7 +1,7 @@
 //! A per-client-address token bucket, for login and registration.
 
 use std::{
-    collections::HashMap,
+    collections::BTreeMap,
     net::IpAddr,
     sync::Mutex,
     time::{Duration, Instant},
@@ -17,7 +17,7 @@ pub struct RateLimiter {
     capacity: f64,
     per_second: f64,
     #[allow(clippy::disallowed_types)] // in-memory only
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    buckets: Mutex<BTreeMap<IpAddr, Bucket>>,
 }
 
 #[derive(Clone, Copy)]
@@ -40,7 +40,8 @@ impl RateLimiter {
             let (capacity, rate) = (self.capacity, self.per_second);
             buckets.retain(|_, b| refill(*b, now, rate, capacity).tokens < capacity);
         }
-        let bucket = buckets.entry(origin).or_insert(Bucket { tokens: self.capacity, updated: now });
+        let bucket =
+            buckets.entry(origin).or_insert(Bucket { tokens: self.capacity, updated: now });
         *bucket = refill(*bucket, now, self.per_second, self.capacity);
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;

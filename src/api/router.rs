@@ -26,8 +26,16 @@ pub struct RequestMeta {
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-type Handler =
-    Arc<dyn Fn(Arc<Services>, http::Request<Bytes>, Vec<String>, RequestMeta) -> BoxFuture<Result<http::Response<Vec<u8>>>> + Send + Sync>;
+type Handler = Arc<
+    dyn Fn(
+            Arc<Services>,
+            http::Request<Bytes>,
+            Vec<String>,
+            RequestMeta,
+        ) -> BoxFuture<Result<http::Response<Vec<u8>>>>
+        + Send
+        + Sync,
+>;
 
 /// The authenticated user and device of a request that requires an access token.
 #[derive(Clone, Debug)]
@@ -121,7 +129,13 @@ impl Router {
         self
     }
 
-    fn insert(&mut self, template: &str, extra_args: Vec<String>, method: Method, handler: Handler) {
+    fn insert(
+        &mut self,
+        template: &str,
+        extra_args: Vec<String>,
+        method: Method,
+        handler: Handler,
+    ) {
         let index = match self.matcher.at(template) {
             Ok(found) if self.routes[*found.value].template == template => *found.value,
             _ => {
@@ -158,7 +172,9 @@ impl Router {
         let mut path_args: Vec<String> = found
             .params
             .iter()
-            .map(|(_, value)| percent_encoding::percent_decode_str(value).decode_utf8_lossy().into_owned())
+            .map(|(_, value)| {
+                percent_encoding::percent_decode_str(value).decode_utf8_lossy().into_owned()
+            })
             .collect();
         path_args.extend(route.extra_args.iter().cloned());
         Matched::Found { template: route.template.clone(), handler: handler.clone(), path_args }

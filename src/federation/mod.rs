@@ -31,7 +31,10 @@ impl ServerKeys {
         if !path.exists() {
             let document = Ed25519KeyPair::generate();
             let version = crate::users::random_string(6);
-            let line = format!("ed25519 {version} {}\n", Base64::<ruma::serde::base64::Standard, _>::new(document.to_vec()).encode());
+            let line = format!(
+                "ed25519 {version} {}\n",
+                Base64::<ruma::serde::base64::Standard, _>::new(document.to_vec()).encode()
+            );
             write_private(&path, &line)?;
             tracing::info!(path = %path.display(), "generated the server signing key");
         }

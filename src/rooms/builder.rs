@@ -39,10 +39,13 @@ pub struct ProtoEvent {
 }
 
 /// Builds, authorizes and appends a local event.
-pub fn build_and_append(txn: &dyn RoomTxn, keys: &ServerKeys, proto: ProtoEvent) -> Result<AppendedEvent> {
-    let version = txn
-        .room_version(&proto.room_id)?
-        .ok_or_else(|| Error::not_found("Unknown room"))?;
+pub fn build_and_append(
+    txn: &dyn RoomTxn,
+    keys: &ServerKeys,
+    proto: ProtoEvent,
+) -> Result<AppendedEvent> {
+    let version =
+        txn.room_version(&proto.room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
     let rules = rules_for(&version)?;
 
     let prev = newest_extremities(txn.forward_extremities(&proto.room_id)?);
@@ -98,11 +101,12 @@ pub fn create_room(
             .map_err(|e| anyhow::anyhow!("derived room ID is invalid: {e}"))?,
     };
     let mut pdu = Pdu::parse(event_id, &pdu_json)?;
-    pdu.room_id = Some(room_id.clone());
+    // A version 12 create event carries no room ID; it is known here only once checked.
     state_res::check_state_independent_auth_rules(&rules.authorization, &pdu, |_: &EventId| {
         None::<Pdu>
     })
     .map_err(|reason| Error::forbidden(format!("The room cannot be created: {reason}")))?;
+    pdu.room_id = Some(room_id.clone());
 
     txn.create_room(&room_id, version, pdu.origin_server_ts.get().into())?;
     let appended = append(txn, pdu, pdu_json, Vec::new(), None)?;
@@ -128,7 +132,11 @@ fn newest_extremities(mut extremities: Vec<EventRecord>) -> Vec<EventRecord> {
 }
 
 /// The auth events of a new event: the current state events its type requires.
-fn select_auth_events(txn: &dyn RoomTxn, proto: &ProtoEvent, rules: &RoomVersionRules) -> Result<Vec<EventRecord>> {
+fn select_auth_events(
+    txn: &dyn RoomTxn,
+    proto: &ProtoEvent,
+    rules: &RoomVersionRules,
+) -> Result<Vec<EventRecord>> {
     let content = serde_json::value::to_raw_value(&proto.content)
         .map_err(|e| Error::bad_json(format!("Invalid content: {e}")))?;
     let types = state_res::auth_types_for_event(
@@ -142,7 +150,9 @@ fn select_auth_events(txn: &dyn RoomTxn, proto: &ProtoEvent, rules: &RoomVersion
 
     let mut events = Vec::with_capacity(types.len());
     for (event_type, state_key) in types {
-        if let Some(event) = txn.current_state_event(&proto.room_id, &event_type.to_string(), &state_key)? {
+        if let Some(event) =
+            txn.current_state_event(&proto.room_id, &event_type.to_string(), &state_key)?
+        {
             events.push(event);
         }
     }
@@ -150,14 +160,22 @@ fn select_auth_events(txn: &dyn RoomTxn, proto: &ProtoEvent, rules: &RoomVersion
 }
 
 /// The PDU keys every event has, before references, hashes and signatures.
-fn base_object(proto: &ProtoEvent, rules: &RoomVersionRules, depth: i64) -> Result<CanonicalJsonObject> {
+fn base_object(
+    proto: &ProtoEvent,
+    rules: &RoomVersionRules,
+    depth: i64,
+) -> Result<CanonicalJsonObject> {
     let mut content = to_canonical_object(proto.content.clone())?;
     let mut object = CanonicalJsonObject::new();
     object.insert("room_id".into(), proto.room_id.as_str().into());
     object.insert("sender".into(), proto.sender.as_str().into());
     object.insert("type".into(), proto.event_type.as_str().into());
-    object.insert("origin_server_ts".into(), CanonicalJsonValue::Integer(ruma::Int::try_from(now()).unwrap_or_default()));
-    object.insert("depth".into(), CanonicalJsonValue::Integer(depth.try_into().unwrap_or_default()));
+    object.insert(
+        "origin_server_ts".into(),
+        CanonicalJsonValue::Integer(ruma::Int::try_from(now()).unwrap_or_default()),
+    );
+    object
+        .insert("depth".into(), CanonicalJsonValue::Integer(depth.try_into().unwrap_or_default()));
     if let Some(state_key) = &proto.state_key {
         object.insert("state_key".into(), state_key.as_str().into());
     }
@@ -179,8 +197,13 @@ fn finish(
     keys: &ServerKeys,
     rules: &RoomVersionRules,
 ) -> Result<(OwnedEventId, String)> {
-    hash_and_sign_event(keys.server_name.as_str(), keys.key_pair.as_ref(), &mut object, &rules.redaction)
-        .map_err(pdu_error)?;
+    hash_and_sign_event(
+        keys.server_name.as_str(),
+        keys.key_pair.as_ref(),
+        &mut object,
+        &rules.redaction,
+    )
+    .map_err(pdu_error)?;
     let hash = reference_hash(&object, rules).map_err(pdu_error)?;
     let event_id = OwnedEventId::try_from(format!("${hash}"))
         .map_err(|e| anyhow::anyhow!("derived event ID is invalid: {e}"))?;
@@ -192,17 +215,30 @@ fn finish(
 
 fn pdu_error(error: ruma::signatures::JsonError) -> Error {
     match error {
-        ruma::signatures::JsonError::PduTooLarge => Error::too_large("The event exceeds 65536 bytes"),
+        ruma::signatures::JsonError::PduTooLarge => {
+            Error::too_large("The event exceeds 65536 bytes")
+        }
         other => Error::bad_json(format!("The event cannot be signed: {other}")),
     }
 }
 
 /// Checks the event against its auth events and against the room's current state.
-fn authorize(txn: &dyn RoomTxn, rules: &RoomVersionRules, pdu: &Pdu, auth_events: &[EventRecord]) -> Result<()> {
+fn authorize(
+    txn: &dyn RoomTxn,
+    rules: &RoomVersionRules,
+    pdu: &Pdu,
+    auth_events: &[EventRecord],
+) -> Result<()> {
     let auth: Vec<Pdu> = auth_events.iter().map(Pdu::from_record).collect::<anyhow::Result<_>>()?;
-    let fetch_event = |id: &EventId| auth.iter().find(|e| e.event_id == id).cloned();
+    // From version 12 the create event is not among the auth events: it is found by the ID that
+    // the room ID names.
+    let fetch_event = |id: &EventId| {
+        auth.iter().find(|e| e.event_id == id).cloned().or_else(|| {
+            txn.event(id).ok().flatten().and_then(|record| Pdu::from_record(&record).ok())
+        })
+    };
     state_res::check_state_independent_auth_rules(&rules.authorization, pdu, fetch_event)
-        .map_err(|reason| Error::forbidden(reason))?;
+        .map_err(Error::forbidden)?;
 
     let room_id = pdu.room_id.clone().unwrap_or_else(|| room_of(auth_events));
     let fetch_state = |event_type: &StateEventType, state_key: &str| {
@@ -212,32 +248,44 @@ fn authorize(txn: &dyn RoomTxn, rules: &RoomVersionRules, pdu: &Pdu, auth_events
             .and_then(|record| Pdu::from_record(&record).ok())
     };
     state_res::check_state_dependent_auth_rules(&rules.authorization, pdu, fetch_state)
-        .map_err(|reason| Error::forbidden(reason))
+        .map_err(Error::forbidden)
 }
 
 fn room_of(auth_events: &[EventRecord]) -> OwnedRoomId {
-    auth_events.first().map(|e| e.room_id.clone()).unwrap_or_else(|| "!unknown:x".try_into().unwrap())
+    auth_events
+        .first()
+        .map(|e| e.room_id.clone())
+        .unwrap_or_else(|| "!unknown:x".try_into().unwrap())
 }
 
 /// Applies an authorized redaction: the target's stored PDU is replaced by its redacted form.
 ///
 /// The client-server API lets a user redact their own events and, with enough power, anyone's;
 /// the authorization rules alone accept a redaction whose sender may not apply it.
-fn apply_redaction(txn: &dyn RoomTxn, rules: &RoomVersionRules, pdu: &Pdu, target_id: &EventId) -> Result<()> {
+fn apply_redaction(
+    txn: &dyn RoomTxn,
+    rules: &RoomVersionRules,
+    pdu: &Pdu,
+    target_id: &EventId,
+) -> Result<()> {
     let Some(target) = txn.event(target_id)? else {
         return Err(Error::not_found("The event to redact is unknown"));
     };
     if target.room_id.as_str() != pdu.room_id.as_ref().map_or("", |r| r.as_str()) {
         return Err(Error::not_found("The event to redact is not in this room"));
     }
-    let room_id = pdu.room_id.as_deref().ok_or_else(|| Error::bad_request("Redaction without a room"))?;
-    if target.sender != pdu.sender && !super::power::may_redact_others(txn, room_id, rules, &pdu.sender)? {
+    let room_id =
+        pdu.room_id.as_deref().ok_or_else(|| Error::bad_request("Redaction without a room"))?;
+    if target.sender != pdu.sender
+        && !super::power::may_redact_others(txn, room_id, rules, &pdu.sender)?
+    {
         return Err(Error::forbidden("You may only redact your own events"));
     }
     if target.redacted_by.is_some() {
         return Ok(());
     }
-    let object: CanonicalJsonObject = serde_json::from_str(&target.pdu).map_err(|e| anyhow::anyhow!(e))?;
+    let object: CanonicalJsonObject =
+        serde_json::from_str(&target.pdu).map_err(|e| anyhow::anyhow!(e))?;
     let redacted = ruma::canonical_json::redact(object, &rules.redaction, None)
         .map_err(|e| anyhow::anyhow!("cannot redact {target_id}: {e}"))?;
     let json = serde_json::to_string(&redacted).map_err(|e| anyhow::anyhow!(e))?;
@@ -253,9 +301,8 @@ fn append(
     transaction: Option<TransactionKey>,
 ) -> Result<AppendedEvent> {
     let room_id = pdu.room_id.clone().ok_or_else(|| anyhow::anyhow!("event without room"))?;
-    let membership = (pdu.kind == TimelineEventType::RoomMember)
-        .then(|| membership_of(&pdu))
-        .flatten();
+    let membership =
+        (pdu.kind == TimelineEventType::RoomMember).then(|| membership_of(&pdu)).flatten();
     let event = NewEvent {
         event_id: pdu.event_id.clone(),
         room_id: room_id.clone(),

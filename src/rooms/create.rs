@@ -5,8 +5,15 @@
 use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId};
 use serde_json::{Map, Value as JsonValue, json};
 
-use super::{Rooms, builder::{self, ProtoEvent}};
-use crate::{Error, Result, federation::ServerKeys, store::{AppendedEvent, RoomTxn}};
+use super::{
+    Rooms,
+    builder::{self, ProtoEvent},
+};
+use crate::{
+    Error, Result,
+    federation::ServerKeys,
+    store::{AppendedEvent, RoomTxn},
+};
 
 /// The room versions `createRoom` accepts.
 pub const CREATABLE_VERSIONS: [&str; 3] = ["10", "11", "12"];
@@ -64,7 +71,10 @@ impl Rooms {
             }))
             .await?;
         self.publish(&appended).await;
-        let room_id = appended.first().map(|e| e.room_id.clone()).ok_or_else(|| anyhow::anyhow!("no create event"))?;
+        let room_id = appended
+            .first()
+            .map(|e| e.room_id.clone())
+            .ok_or_else(|| anyhow::anyhow!("no create event"))?;
 
         if let Some(alias) = &spec.alias
             && !self.store().create_alias(alias, &room_id, &spec.creator).await?

@@ -7,12 +7,16 @@
 
 pub mod builder;
 pub mod create;
+pub mod directory;
 pub mod format;
 pub mod pdu;
 pub mod power;
 pub mod visibility;
 
-use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
+use ruma::{
+    OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId,
+    events::room::power_levels::RoomPowerLevels,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as JsonValue, json};
 
@@ -89,7 +93,11 @@ impl Rooms {
             }))
             .await?;
         self.publish(&appended).await;
-        appended.into_iter().next().map(|e| e.event_id).ok_or_else(|| anyhow::anyhow!("no event").into())
+        appended
+            .into_iter()
+            .next()
+            .map(|e| e.event_id)
+            .ok_or_else(|| anyhow::anyhow!("no event").into())
     }
 
     /// Changes a membership: join, invite, leave, kick (leave of another), ban, unban.
@@ -134,7 +142,11 @@ impl Rooms {
     }
 
     /// Refuses with 403 unless the user may read the room's current state.
-    pub async fn require_readable(&self, room_id: &RoomId, user_id: &UserId) -> Result<HistoryView> {
+    pub async fn require_readable(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+    ) -> Result<HistoryView> {
         let view = self.history_view(room_id, user_id).await?;
         if !view.can_read_current() {
             return Err(Error::forbidden("You are not a member of this room"));
@@ -151,9 +163,28 @@ impl Rooms {
         Ok(())
     }
 
+    /// The room's current power levels; `M_NOT_FOUND` if the room is unknown.
+    pub async fn power_levels(&self, room_id: &RoomId) -> Result<RoomPowerLevels> {
+        let version = self
+            .store
+            .room_version(room_id)
+            .await?
+            .ok_or_else(|| Error::not_found("Unknown room"))?;
+        let rules = builder::rules_for(&version)?;
+        let create = self.store.current_state_event(room_id, "m.room.create", "").await?;
+        let power_levels =
+            self.store.current_state_event(room_id, "m.room.power_levels", "").await?;
+        Ok(power::from_state(create.as_ref(), power_levels.as_ref(), &rules))
+    }
+
     /// An event, if the user may see it.
-    pub async fn visible_event(&self, user_id: &UserId, event_id: &ruma::EventId) -> Result<EventRecord> {
-        let event = self.store.event(event_id).await?.ok_or_else(|| Error::not_found("Event not found"))?;
+    pub async fn visible_event(
+        &self,
+        user_id: &UserId,
+        event_id: &ruma::EventId,
+    ) -> Result<EventRecord> {
+        let event =
+            self.store.event(event_id).await?.ok_or_else(|| Error::not_found("Event not found"))?;
         let view = self.history_view(&event.room_id, user_id).await?;
         if !view.allows(&event) {
             return Err(Error::not_found("Event not found"));
@@ -205,10 +236,76 @@ const ALREADY_SENT: i64 = 0;
 
 /// A client transaction key.
 pub fn transaction_key(user_id: &UserId, device_id: &str, txn_id: &str) -> TransactionKey {
-    TransactionKey { user_id: user_id.to_owned(), device_id: device_id.to_owned(), txn_id: txn_id.to_owned() }
+    TransactionKey {
+        user_id: user_id.to_owned(),
+        device_id: device_id.to_owned(),
+        txn_id: txn_id.to_owned(),
+    }
 }
 
 /// The content of a JSON value as an object, for handlers that take raw content.
 pub fn object_content(value: JsonValue) -> Result<JsonValue> {
-    if value.is_object() { Ok(value) } else { Err(Error::bad_json("Content must be a JSON object")) }
+    if value.is_object() {
+        Ok(value)
+    } else {
+        Err(Error::bad_json("Content must be a JSON object"))
+    }
+}
+
+/// A profile field to change.
+#[derive(Clone, Debug)]
+pub enum ProfileChange {
+    DisplayName(Option<String>),
+    AvatarUrl(Option<String>),
+}
+
+impl Rooms {
+    /// Leaves (or rejects the invites of) every room the user is in; used on deactivation.
+    pub async fn leave_all_rooms(&self, user_id: &UserId) -> Result<()> {
+        for membership in self.store.memberships_of(user_id).await? {
+            if matches!(membership.membership.as_str(), "join" | "invite" | "knock") {
+                let change = MembershipChange {
+                    room_id: membership.room_id.clone(),
+                    sender: user_id.to_owned(),
+                    target: user_id.to_owned(),
+                    membership: "leave",
+                    reason: None,
+                    is_direct: false,
+                };
+                if let Err(error) = self.change_membership(change).await {
+                    tracing::warn!(%error, room_id = %membership.room_id, "cannot leave a room");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Changes a profile field and repeats it in the user's membership in every joined room.
+    pub async fn update_profile(&self, user_id: &UserId, change: ProfileChange) -> Result<()> {
+        match &change {
+            ProfileChange::DisplayName(name) => {
+                self.store.set_displayname(user_id, name.as_deref()).await?
+            }
+            ProfileChange::AvatarUrl(url) => {
+                self.store.set_avatar_url(user_id, url.as_deref()).await?
+            }
+        }
+        for membership in self.store.memberships_of(user_id).await? {
+            if membership.membership != "join" {
+                continue;
+            }
+            let change = MembershipChange {
+                room_id: membership.room_id.clone(),
+                sender: user_id.to_owned(),
+                target: user_id.to_owned(),
+                membership: "join",
+                reason: None,
+                is_direct: false,
+            };
+            if let Err(error) = self.change_membership(change).await {
+                tracing::warn!(%error, room_id = %membership.room_id, "cannot update a membership profile");
+            }
+        }
+        Ok(())
+    }
 }

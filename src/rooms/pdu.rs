@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedEventId,
-    OwnedRoomId, OwnedUserId, RoomId, UserId, events::TimelineEventType,
+    CanonicalJsonObject, CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId,
+    OwnedUserId, RoomId, UserId, events::TimelineEventType,
 };
 use serde::Deserialize;
 use serde_json::{Value as JsonValue, value::RawValue};
@@ -206,7 +206,9 @@ pub fn to_canonical_object(value: JsonValue) -> Result<CanonicalJsonObject, crat
     match CanonicalJsonValue::try_from(value) {
         Ok(CanonicalJsonValue::Object(object)) => Ok(object),
         Ok(_) => Err(crate::Error::bad_json("Event content must be a JSON object")),
-        Err(error) => Err(crate::Error::bad_json(format!("Event content is not canonical JSON: {error}"))),
+        Err(error) => {
+            Err(crate::Error::bad_json(format!("Event content is not canonical JSON: {error}")))
+        }
     }
 }
 

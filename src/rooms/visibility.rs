@@ -10,7 +10,10 @@ use ruma::{RoomId, UserId};
 use serde::Deserialize;
 
 use super::power::content_of;
-use crate::{Result, store::{EventRecord, Store}};
+use crate::{
+    Result,
+    store::{EventRecord, Store},
+};
 
 /// A user's view of one room's history.
 #[derive(Clone, Debug)]
@@ -56,7 +59,8 @@ impl HistoryView {
     /// Whether the user may see an event.
     pub fn allows(&self, event: &EventRecord) -> bool {
         let at = event.stream_position;
-        if event.event_type == "m.room.member" && event.state_key.as_deref() == Some(&self.user_id) {
+        if event.event_type == "m.room.member" && event.state_key.as_deref() == Some(&self.user_id)
+        {
             return true;
         }
         let visibility = value_at(&self.visibilities, at).unwrap_or("shared");

@@ -14,7 +14,8 @@ use std::{path::Path, sync::Arc};
 
 use async_trait::async_trait;
 use ruma::{
-    EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, RoomVersionId, UserId,
+    EventId, OwnedEventId, OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId,
+    RoomVersionId, UserId,
 };
 use serde_json::value::RawValue;
 
@@ -63,10 +64,24 @@ pub trait UserStore {
         name: Option<&str>,
     ) -> StoreResult<bool>;
     /// Deletes devices and their tokens; returns the hashes of the revoked tokens.
-    async fn delete_devices(&self, user_id: &UserId, device_ids: &[String]) -> StoreResult<Vec<String>>;
+    async fn delete_devices(
+        &self,
+        user_id: &UserId,
+        device_ids: &[String],
+    ) -> StoreResult<Vec<String>>;
     /// Deletes every device except `keep`; returns the hashes of the revoked tokens.
-    async fn delete_all_devices(&self, user_id: &UserId, keep: Option<&str>) -> StoreResult<Vec<String>>;
-    async fn touch_device(&self, user_id: &UserId, device_id: &str, ip: &str, ts: i64) -> StoreResult<()>;
+    async fn delete_all_devices(
+        &self,
+        user_id: &UserId,
+        keep: Option<&str>,
+    ) -> StoreResult<Vec<String>>;
+    async fn touch_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        ip: &str,
+        ts: i64,
+    ) -> StoreResult<()>;
 
     /// Stores account data (`room_id` `None`: global) at a new stream position.
     async fn set_account_data(
@@ -83,7 +98,11 @@ pub trait UserStore {
         data_type: &str,
     ) -> StoreResult<Option<Box<RawValue>>>;
     /// Account data changed after `since` (all of it when `since` is 0).
-    async fn account_data_since(&self, user_id: &UserId, since: i64) -> StoreResult<Vec<AccountDataRecord>>;
+    async fn account_data_since(
+        &self,
+        user_id: &UserId,
+        since: i64,
+    ) -> StoreResult<Vec<AccountDataRecord>>;
 
     async fn create_filter(&self, user_id: &UserId, filter: &str) -> StoreResult<i64>;
     async fn filter(&self, user_id: &UserId, filter_id: i64) -> StoreResult<Option<String>>;
@@ -134,7 +153,12 @@ pub trait RoomStore {
         state_key: &str,
     ) -> StoreResult<Vec<EventRecord>>;
     /// State events that changed in `(from, to]`.
-    async fn state_changes(&self, room_id: &RoomId, from: i64, to: i64) -> StoreResult<Vec<EventRecord>>;
+    async fn state_changes(
+        &self,
+        room_id: &RoomId,
+        from: i64,
+        to: i64,
+    ) -> StoreResult<Vec<EventRecord>>;
     /// A user's membership in a room at stream position `at` (the latest when `None`).
     async fn membership(
         &self,
@@ -145,19 +169,35 @@ pub trait RoomStore {
     /// Every room in which the user has a current membership.
     async fn memberships_of(&self, user_id: &UserId) -> StoreResult<Vec<MembershipRecord>>;
     /// The members of a room with the given membership.
-    async fn members_with(&self, room_id: &RoomId, membership: &str) -> StoreResult<Vec<OwnedUserId>>;
+    async fn members_with(
+        &self,
+        room_id: &RoomId,
+        membership: &str,
+    ) -> StoreResult<Vec<OwnedUserId>>;
     /// Events of a room, paging from a stream position in the given direction.
     async fn room_events(&self, query: RoomEventsQuery) -> StoreResult<Vec<EventRecord>>;
     /// Rooms with at least one event or membership change in `(from, to]`.
-    async fn rooms_changed(&self, room_ids: &[OwnedRoomId], from: i64, to: i64) -> StoreResult<Vec<OwnedRoomId>>;
+    async fn rooms_changed(
+        &self,
+        room_ids: &[OwnedRoomId],
+        from: i64,
+        to: i64,
+    ) -> StoreResult<Vec<OwnedRoomId>>;
 
     async fn forget_room(&self, user_id: &UserId, room_id: &RoomId) -> StoreResult<()>;
     async fn forgotten_rooms(&self, user_id: &UserId) -> StoreResult<Vec<OwnedRoomId>>;
 
     /// Returns `false` if the alias exists already.
-    async fn create_alias(&self, alias: &RoomAliasId, room_id: &RoomId, creator: &UserId) -> StoreResult<bool>;
+    async fn create_alias(
+        &self,
+        alias: &RoomAliasId,
+        room_id: &RoomId,
+        creator: &UserId,
+    ) -> StoreResult<bool>;
     async fn alias(&self, alias: &RoomAliasId) -> StoreResult<Option<AliasRecord>>;
     async fn delete_alias(&self, alias: &RoomAliasId) -> StoreResult<bool>;
+    /// The local aliases that point to a room, sorted.
+    async fn room_aliases(&self, room_id: &RoomId) -> StoreResult<Vec<OwnedRoomAliasId>>;
     async fn set_published(&self, room_id: &RoomId, published: bool) -> StoreResult<()>;
     async fn is_published(&self, room_id: &RoomId) -> StoreResult<bool>;
     async fn published_rooms(&self) -> StoreResult<Vec<OwnedRoomId>>;
@@ -169,7 +209,12 @@ pub trait BusStore {
     /// Appends a message to a stream; returns its sequence number.
     async fn bus_append(&self, stream: &str, subject: &str, payload: &str) -> StoreResult<i64>;
     /// Messages of a stream after `after`, oldest first.
-    async fn bus_read(&self, stream: &str, after: i64, limit: usize) -> StoreResult<Vec<BusMessage>>;
+    async fn bus_read(
+        &self,
+        stream: &str,
+        after: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<BusMessage>>;
     async fn bus_ack(&self, stream: &str, consumer: &str, sequence: i64) -> StoreResult<()>;
     async fn bus_acked(&self, stream: &str, consumer: &str) -> StoreResult<i64>;
 }
@@ -193,7 +238,12 @@ pub trait RoomTxn {
     /// current state. Returns the stream position.
     fn append_event(&self, event: NewEvent) -> StoreResult<i64>;
     /// Replaces an event's stored PDU with its redacted form.
-    fn redact_event(&self, event_id: &EventId, redacted_pdu: &str, redacted_by: &EventId) -> StoreResult<()>;
+    fn redact_event(
+        &self,
+        event_id: &EventId,
+        redacted_pdu: &str,
+        redacted_by: &EventId,
+    ) -> StoreResult<()>;
 }
 
 /// A closure run by [`RoomStore::write_rooms`]: it returns the events it appended, or the error

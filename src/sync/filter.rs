@@ -35,13 +35,22 @@ impl EventFilter {
             not_senders: strings(&filter.not_senders),
             rooms: filter.rooms.as_ref().map(|r| r.iter().map(|id| id.to_string()).collect()),
             not_rooms: filter.not_rooms.iter().map(|id| id.to_string()).collect(),
-            limit: filter.limit.map(|l| usize::try_from(u64::from(l)).unwrap_or(MAX_LIMIT).min(MAX_LIMIT)),
+            limit: filter
+                .limit
+                .map(|l| usize::try_from(u64::from(l)).unwrap_or(MAX_LIMIT).min(MAX_LIMIT)),
             lazy_load_members: !filter.lazy_load_options.is_disabled(),
         }
     }
 
     /// A store query for this filter's types and senders.
-    pub fn query(&self, room_id: &ruma::RoomId, from: i64, to: Option<i64>, direction: Direction, limit: usize) -> RoomEventsQuery {
+    pub fn query(
+        &self,
+        room_id: &ruma::RoomId,
+        from: i64,
+        to: Option<i64>,
+        direction: Direction,
+        limit: usize,
+    ) -> RoomEventsQuery {
         RoomEventsQuery {
             room_id: room_id.to_owned(),
             from,
@@ -57,8 +66,9 @@ impl EventFilter {
 
     /// Whether an event passes the type and sender parts (for state, filtered in memory).
     pub fn matches(&self, event: &EventRecord) -> bool {
-        let type_ok = self.types.as_ref().is_none_or(|t| t.iter().any(|p| glob(p, &event.event_type)))
-            && !self.not_types.iter().any(|p| glob(p, &event.event_type));
+        let type_ok =
+            self.types.as_ref().is_none_or(|t| t.iter().any(|p| glob(p, &event.event_type)))
+                && !self.not_types.iter().any(|p| glob(p, &event.event_type));
         let sender = event.sender.as_str();
         let sender_ok = self.senders.as_ref().is_none_or(|s| s.iter().any(|x| x == sender))
             && !self.not_senders.iter().any(|x| x == sender);

@@ -9,8 +9,8 @@ mod notifier;
 mod v3;
 
 pub use self::{
-    filter::{EventFilter, SyncFilter},
-    notifier::{Notifier, USER_DATA_SUBJECT, UserDataOutput},
+    filter::{EventFilter, MAX_LIMIT, SyncFilter},
+    notifier::Notifier,
     v3::{SyncRequest, sync},
 };
 use crate::{Error, Result};

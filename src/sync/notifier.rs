@@ -6,29 +6,19 @@
 //! membership events that pass by.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet},
     sync::{Arc, Mutex},
 };
 
 use ruma::{OwnedRoomId, OwnedUserId, UserId};
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::{
     bus::{Bus, Message},
     rooms::{ROOM_EVENT_SUBJECT, RoomEventOutput},
     store::Store,
+    users::{USER_DATA_SUBJECT, UserDataOutput},
 };
-
-/// The bus subject on which a user's own data changes (account data, filters).
-pub const USER_DATA_SUBJECT: &str = "userapi.output.data";
-
-/// What is published on [`USER_DATA_SUBJECT`].
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct UserDataOutput {
-    pub user_id: OwnedUserId,
-    pub stream_position: i64,
-}
 
 /// The wake-up service. Cheap to clone.
 #[derive(Clone)]
@@ -39,9 +29,9 @@ pub struct Notifier {
 #[allow(clippy::disallowed_types)] // in-memory indexes, never serialized
 struct Inner {
     /// One channel per user that has synced since start: the latest position that concerns them.
-    users: Mutex<HashMap<OwnedUserId, watch::Sender<i64>>>,
+    users: Mutex<BTreeMap<OwnedUserId, watch::Sender<i64>>>,
     /// Joined local members per room, for rooms seen since start.
-    rooms: Mutex<HashMap<OwnedRoomId, BTreeSet<OwnedUserId>>>,
+    rooms: Mutex<BTreeMap<OwnedRoomId, BTreeSet<OwnedUserId>>>,
     store: Store,
 }
 
@@ -104,7 +94,9 @@ impl Notifier {
         let cached = self.rooms().get(&event.room_id).cloned();
         let mut members = match cached {
             Some(members) => members,
-            None => self.inner.store.members_with(&event.room_id, "join").await?.into_iter().collect(),
+            None => {
+                self.inner.store.members_with(&event.room_id, "join").await?.into_iter().collect()
+            }
         };
         if let (Some(membership), Some(target)) = (&event.membership, &event.state_key)
             && let Ok(target) = OwnedUserId::try_from(target.as_str())
@@ -128,7 +120,7 @@ impl Notifier {
     }
 
     #[allow(clippy::disallowed_types)]
-    fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<OwnedRoomId, BTreeSet<OwnedUserId>>> {
+    fn rooms(&self) -> std::sync::MutexGuard<'_, BTreeMap<OwnedRoomId, BTreeSet<OwnedUserId>>> {
         self.inner.rooms.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -10,8 +10,8 @@ use std::{collections::BTreeSet, time::Duration};
 use ruma::{
     OwnedRoomId, OwnedUserId, UserId,
     api::client::sync::sync_events::v3::{
-        GlobalAccountData, InviteState, InvitedRoom, JoinedRoom, LeftRoom, Response, RoomAccountData,
-        State, StateEvents, Timeline,
+        GlobalAccountData, InviteState, InvitedRoom, JoinedRoom, LeftRoom, Response,
+        RoomAccountData, State, StateEvents, Timeline,
     },
     serde::Raw,
 };
@@ -86,7 +86,9 @@ async fn compute(services: &Services, request: &SyncRequest, current: i64) -> Re
     let account_data = store.account_data_since(&request.user_id, since).await?;
 
     let mut response = Response::new(token(current));
-    for membership in memberships.iter().filter(|m| request.filter.rooms.allows_room(m.room_id.as_str())) {
+    for membership in
+        memberships.iter().filter(|m| request.filter.rooms.allows_room(m.room_id.as_str()))
+    {
         let room_data: Vec<_> = account_data
             .iter()
             .filter(|d| d.room_id.as_ref() == Some(&membership.room_id))
@@ -95,7 +97,9 @@ async fn compute(services: &Services, request: &SyncRequest, current: i64) -> Re
             .collect::<Result<_>>()?;
         match membership.membership.as_str() {
             "join" => {
-                if let Some(room) = joined_room(services, request, membership, current, room_data).await? {
+                if let Some(room) =
+                    joined_room(services, request, membership, current, room_data).await?
+                {
                     response.rooms.join.insert(membership.room_id.clone(), room);
                 }
             }
@@ -120,7 +124,11 @@ async fn compute(services: &Services, request: &SyncRequest, current: i64) -> Re
     Ok(response)
 }
 
-fn wants_left_room(request: &SyncRequest, membership: &MembershipRecord, forgotten: &BTreeSet<OwnedRoomId>) -> bool {
+fn wants_left_room(
+    request: &SyncRequest,
+    membership: &MembershipRecord,
+    forgotten: &BTreeSet<OwnedRoomId>,
+) -> bool {
     if forgotten.contains(&membership.room_id) {
         return false;
     }
@@ -142,8 +150,13 @@ async fn joined_room(
     let full = newly_joined || request.full_state;
     let since = if newly_joined { None } else { request.since };
 
-    let section = room_section(services, request, &membership.room_id, since, current, full).await?;
-    if !full && section.timeline.events.is_empty() && section.state.is_empty() && account_data.is_empty() {
+    let section =
+        room_section(services, request, &membership.room_id, since, current, full).await?;
+    if !full
+        && section.timeline.events.is_empty()
+        && section.state.is_empty()
+        && account_data.is_empty()
+    {
         return Ok(None);
     }
     let mut room = JoinedRoom::new();
@@ -155,7 +168,11 @@ async fn joined_room(
     Ok(Some(room))
 }
 
-async fn left_room(services: &Services, request: &SyncRequest, membership: &MembershipRecord) -> Result<LeftRoom> {
+async fn left_room(
+    services: &Services,
+    request: &SyncRequest,
+    membership: &MembershipRecord,
+) -> Result<LeftRoom> {
     // The user sees the room up to and including their leave.
     let section = room_section(
         services,
@@ -203,7 +220,8 @@ async fn room_section(
     let store = &services.store;
     let limit = request.filter.timeline_limit();
     let view = HistoryView::load(store, room_id, &request.user_id).await?;
-    let query = request.filter.timeline.query(room_id, upto + 1, since, Direction::Backward, limit + 1);
+    let query =
+        request.filter.timeline.query(room_id, upto + 1, since, Direction::Backward, limit + 1);
     let mut events = store.room_events(query).await?;
     let limited = events.len() > limit;
     events.truncate(limit);
@@ -233,8 +251,14 @@ async fn room_section(
 }
 
 /// Applies the state filter and, when lazy-loading, keeps only the members the timeline needs.
-fn filter_state(state: Vec<EventRecord>, timeline: &[EventRecord], filter: &SyncFilter, user_id: &UserId) -> Vec<EventRecord> {
-    let senders: BTreeSet<&str> = timeline.iter().map(|e| e.sender.as_str()).chain([user_id.as_str()]).collect();
+fn filter_state(
+    state: Vec<EventRecord>,
+    timeline: &[EventRecord],
+    filter: &SyncFilter,
+    user_id: &UserId,
+) -> Vec<EventRecord> {
+    let senders: BTreeSet<&str> =
+        timeline.iter().map(|e| e.sender.as_str()).chain([user_id.as_str()]).collect();
     let in_timeline: BTreeSet<&str> = timeline.iter().map(|e| e.event_id.as_str()).collect();
     state
         .into_iter()

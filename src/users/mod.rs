@@ -6,9 +6,10 @@
 //! writer of the database).
 
 pub mod password;
+pub mod uiaa;
 
 use std::{
-    collections::HashMap,
+    collections::BTreeMap,
     sync::{Arc, Mutex},
 };
 
@@ -18,8 +19,19 @@ use sha2::{Digest as _, Sha256};
 
 use crate::{
     Error, Result,
+    bus::Bus,
     store::{DeviceRecord, NewSession, NewUser, Session, Store, UserRecord},
 };
+
+/// The bus subject on which a user's own data changes (account data).
+pub const USER_DATA_SUBJECT: &str = "userapi.output.data";
+
+/// What is published on [`USER_DATA_SUBJECT`].
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct UserDataOutput {
+    pub user_id: OwnedUserId,
+    pub stream_position: i64,
+}
 
 /// The longest user ID the spec allows, in bytes.
 const MAX_USER_ID_LENGTH: usize = 255;
@@ -28,10 +40,12 @@ const MAX_USER_ID_LENGTH: usize = 255;
 #[derive(Clone)]
 pub struct Users {
     store: Store,
+    /// Absent for offline commands (`hearth user add`), which wake nobody.
+    bus: Option<Bus>,
     server_name: OwnedServerName,
     /// Token hash → session, for tokens seen since start. Entries are removed on revocation.
     #[allow(clippy::disallowed_types)] // in-memory cache, never serialized
-    sessions: Arc<Mutex<HashMap<String, Session>>>,
+    sessions: Arc<Mutex<BTreeMap<String, Session>>>,
 }
 
 /// A new login's credentials, returned to the client once.
@@ -43,8 +57,58 @@ pub struct IssuedSession {
 }
 
 impl Users {
-    pub fn new(store: Store, server_name: OwnedServerName) -> Self {
-        Self { store, server_name, sessions: Arc::default() }
+    pub fn new(store: Store, server_name: OwnedServerName, bus: Option<Bus>) -> Self {
+        Self { store, bus, server_name, sessions: Arc::default() }
+    }
+
+    /// Stores account data (`room_id` `None`: global) and wakes the user's syncs.
+    pub async fn set_account_data(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&ruma::RoomId>,
+        data_type: &str,
+        content: &serde_json::value::RawValue,
+    ) -> Result<()> {
+        let stream_position =
+            self.store.set_account_data(user_id, room_id, data_type, content).await?;
+        if let Some(bus) = &self.bus {
+            let output = UserDataOutput { user_id: user_id.to_owned(), stream_position };
+            if let Err(error) = bus.publish(USER_DATA_SUBJECT, &output).await {
+                tracing::warn!(%error, "cannot publish an account data change");
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn account_data(
+        &self,
+        user_id: &UserId,
+        room_id: Option<&ruma::RoomId>,
+        data_type: &str,
+    ) -> Result<Box<serde_json::value::RawValue>> {
+        self.store
+            .account_data(user_id, room_id, data_type)
+            .await?
+            .ok_or_else(|| Error::not_found("No account data of this type"))
+    }
+
+    /// Stores a filter definition (as JSON) and returns its ID, unique per user.
+    pub async fn create_filter(&self, user_id: &UserId, filter_json: &str) -> Result<i64> {
+        Ok(self.store.create_filter(user_id, filter_json).await?)
+    }
+
+    /// A filter stored by [`Self::create_filter`], as JSON.
+    pub async fn filter(&self, user_id: &UserId, filter_id: i64) -> Result<Option<String>> {
+        Ok(self.store.filter(user_id, filter_id).await?)
+    }
+
+    /// Whether the user is a server admin.
+    pub async fn is_admin(&self, user_id: &UserId) -> Result<bool> {
+        Ok(self.get(user_id).await?.is_some_and(|user| user.is_admin && !user.deactivated))
+    }
+
+    pub fn server_name(&self) -> &ruma::ServerName {
+        &self.server_name
     }
 
     /// Checks a requested localpart against the spec's grammar for new user IDs.
@@ -81,7 +145,12 @@ impl Users {
     }
 
     /// Creates an account; `M_USER_IN_USE` if the name is taken.
-    pub async fn create(&self, user_id: &UserId, password: Option<String>, admin: bool) -> Result<()> {
+    pub async fn create(
+        &self,
+        user_id: &UserId,
+        password: Option<String>,
+        admin: bool,
+    ) -> Result<()> {
         let password_hash = match password {
             Some(password) => Some(password::hash(password).await?),
             None => None,
@@ -229,7 +298,12 @@ impl Users {
             .ok_or_else(|| Error::not_found("No such device"))
     }
 
-    pub async fn rename_device(&self, user_id: &UserId, device_id: &str, name: Option<&str>) -> Result<()> {
+    pub async fn rename_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        name: Option<&str>,
+    ) -> Result<()> {
         if !self.store.set_device_display_name(user_id, device_id, name).await? {
             return Err(Error::not_found("No such device"));
         }
@@ -248,7 +322,7 @@ impl Users {
     }
 
     #[allow(clippy::disallowed_types)]
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+    fn cache(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Session>> {
         self.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

@@ -10,11 +10,12 @@ use crate::{
     services::Services,
 };
 
-pub fn register(router: &mut Router) {
+pub fn routes(router: &mut Router) {
     router
         .add(get_supported_versions)
         .add(get_capabilities)
-        .add(discover_homeserver);
+        .add(discover_homeserver)
+        .add(discover_federation_server);
 }
 
 /// The spec versions whose endpoints Hearth serves as far as its README states.
@@ -44,7 +45,9 @@ async fn get_capabilities(
         .filter_map(|v| ruma::RoomVersionId::try_from(*v).ok())
         .map(|v| (v, RoomVersionStability::Stable))
         .collect();
-    let default = crate::rooms::create::DEFAULT_VERSION.try_into().map_err(|_| anyhow::anyhow!("bad default room version"))?;
+    let default = crate::rooms::create::DEFAULT_VERSION
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("bad default room version"))?;
     let mut capabilities = Capabilities::new();
     capabilities.room_versions = RoomVersionsCapability::new(default, available);
     let _ = &services;
@@ -60,5 +63,22 @@ async fn discover_homeserver(
     if base_url.is_empty() {
         return Err(Error::not_found("No client discovery information is configured"));
     }
-    Ok(discover_homeserver::Response::new(discover_homeserver::HomeserverInfo::new(base_url.clone())))
+    Ok(discover_homeserver::Response::new(discover_homeserver::HomeserverInfo::new(
+        base_url.clone(),
+    )))
+}
+
+/// `/.well-known/matrix/server`: where other servers reach this one, when configured.
+async fn discover_federation_server(
+    services: Arc<Services>,
+    _: Anonymous,
+    _: ruma::api::federation::discovery::discover_homeserver::Request,
+) -> Result<ruma::api::federation::discovery::discover_homeserver::Response> {
+    let server = &services.config.well_known.server;
+    if server.is_empty() {
+        return Err(Error::not_found("No server discovery information is configured"));
+    }
+    let server = ruma::OwnedServerName::try_from(server.as_str())
+        .map_err(|e| anyhow::anyhow!("[well_known] server is not a server name: {e}"))?;
+    Ok(ruma::api::federation::discovery::discover_homeserver::Response::new(server))
 }

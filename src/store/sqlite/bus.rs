@@ -9,7 +9,8 @@ use crate::store::{BusMessage, BusStore, StoreResult};
 #[async_trait]
 impl BusStore for SqliteStore {
     async fn bus_append(&self, stream: &str, subject: &str, payload: &str) -> StoreResult<i64> {
-        let (stream, subject, payload) = (stream.to_owned(), subject.to_owned(), payload.to_owned());
+        let (stream, subject, payload) =
+            (stream.to_owned(), subject.to_owned(), payload.to_owned());
         self.write(move |c| {
             let sequence = c.query_row(
                 "INSERT INTO bus_messages (stream, sequence, subject, payload)
@@ -24,7 +25,12 @@ impl BusStore for SqliteStore {
         .await
     }
 
-    async fn bus_read(&self, stream: &str, after: i64, limit: usize) -> StoreResult<Vec<BusMessage>> {
+    async fn bus_read(
+        &self,
+        stream: &str,
+        after: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<BusMessage>> {
         let stream = stream.to_owned();
         self.read(move |c| {
             let mut statement = c.prepare_cached(

@@ -226,9 +226,8 @@ mod tests {
     #[tokio::test]
     async fn a_failing_job_does_not_undo_the_others_in_its_batch() {
         let (_dir, store) = store().await;
-        let ok = store.write(|c| {
-            Ok(c.execute("INSERT INTO bus_consumers VALUES ('s', 'c', 7)", [])?)
-        });
+        let ok =
+            store.write(|c| Ok(c.execute("INSERT INTO bus_consumers VALUES ('s', 'c', 7)", [])?));
         let bad = store.write(|c| {
             c.execute("UPDATE stream_counter SET position = 99", [])?;
             Err::<(), _>(anyhow!("refused"))
@@ -239,7 +238,9 @@ mod tests {
         let position = store.read(current_stream_position).await.unwrap();
         assert_eq!(position, 0, "the failed job's update was rolled back");
         let acked: i64 = store
-            .read(|c| Ok(c.query_row("SELECT acked_sequence FROM bus_consumers", [], |r| r.get(0))?))
+            .read(
+                |c| Ok(c.query_row("SELECT acked_sequence FROM bus_consumers", [], |r| r.get(0))?),
+            )
             .await
             .unwrap();
         assert_eq!(acked, 7, "the good job's insert was committed");

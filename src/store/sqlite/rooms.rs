@@ -5,16 +5,16 @@
 //! columns, which is what these queries rely on.
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension as _, ToSql, params, params_from_iter};
 use ruma::{
     EventId, OwnedEventId, OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId,
     RoomVersionId, UserId,
 };
+use rusqlite::{Connection, OptionalExtension as _, ToSql, params, params_from_iter};
 
 use super::{MAX_PARAMS, SqliteStore, current_stream_position, next_stream_position, placeholders};
 use crate::store::{
-    AliasRecord, AppendedEvent, Direction, EventRecord, MembershipRecord, NewEvent, RoomEventsQuery,
-    RoomJob, RoomStore, RoomTxn, StoreResult, TransactionKey,
+    AliasRecord, AppendedEvent, Direction, EventRecord, MembershipRecord, NewEvent,
+    RoomEventsQuery, RoomJob, RoomStore, RoomTxn, StoreResult, TransactionKey,
 };
 
 const EVENT_COLUMNS: &str = "e.stream_position, e.event_id, e.room_id, e.event_type, e.state_key, \
@@ -174,7 +174,12 @@ impl RoomStore for SqliteStore {
         self.state_changes(room_id, 0, at).await
     }
 
-    async fn state_changes(&self, room_id: &RoomId, from: i64, to: i64) -> StoreResult<Vec<EventRecord>> {
+    async fn state_changes(
+        &self,
+        room_id: &RoomId,
+        from: i64,
+        to: i64,
+    ) -> StoreResult<Vec<EventRecord>> {
         let room_id = room_id.to_owned();
         self.read(move |c| {
             let sql = format!(
@@ -250,7 +255,11 @@ impl RoomStore for SqliteStore {
         .await
     }
 
-    async fn members_with(&self, room_id: &RoomId, membership: &str) -> StoreResult<Vec<OwnedUserId>> {
+    async fn members_with(
+        &self,
+        room_id: &RoomId,
+        membership: &str,
+    ) -> StoreResult<Vec<OwnedUserId>> {
         let (room_id, membership) = (room_id.to_owned(), membership.to_owned());
         self.read(move |c| {
             let mut statement = c.prepare_cached(
@@ -258,9 +267,8 @@ impl RoomStore for SqliteStore {
                  WHERE room_id = ?1 AND event_type = 'm.room.member' AND membership = ?2
                  ORDER BY state_key",
             )?;
-            let rows = statement.query_map(params![room_id.as_str(), membership], |row| {
-                row.get::<_, String>(0)
-            })?;
+            let rows = statement
+                .query_map(params![room_id.as_str(), membership], |row| row.get::<_, String>(0))?;
             rows.map(|user_id| Ok(OwnedUserId::try_from(user_id?)?)).collect()
         })
         .await
@@ -270,7 +278,12 @@ impl RoomStore for SqliteStore {
         self.read(move |c| room_events(c, &query)).await
     }
 
-    async fn rooms_changed(&self, room_ids: &[OwnedRoomId], from: i64, to: i64) -> StoreResult<Vec<OwnedRoomId>> {
+    async fn rooms_changed(
+        &self,
+        room_ids: &[OwnedRoomId],
+        from: i64,
+        to: i64,
+    ) -> StoreResult<Vec<OwnedRoomId>> {
         let room_ids = room_ids.to_vec();
         self.read(move |c| {
             let mut changed = Vec::new();
@@ -318,7 +331,12 @@ impl RoomStore for SqliteStore {
         .await
     }
 
-    async fn create_alias(&self, alias: &RoomAliasId, room_id: &RoomId, creator: &UserId) -> StoreResult<bool> {
+    async fn create_alias(
+        &self,
+        alias: &RoomAliasId,
+        room_id: &RoomId,
+        creator: &UserId,
+    ) -> StoreResult<bool> {
         let (alias, room_id, creator) = (alias.to_owned(), room_id.to_owned(), creator.to_owned());
         self.write(move |c| {
             let inserted = c.execute(
@@ -361,6 +379,18 @@ impl RoomStore for SqliteStore {
         .await
     }
 
+    async fn room_aliases(&self, room_id: &RoomId) -> StoreResult<Vec<OwnedRoomAliasId>> {
+        let room_id = room_id.to_owned();
+        self.read(move |c| {
+            let mut statement = c.prepare(
+                "SELECT room_alias FROM room_aliases WHERE room_id = ?1 ORDER BY room_alias",
+            )?;
+            let aliases = statement.query_map([room_id.as_str()], |row| row.get::<_, String>(0))?;
+            aliases.map(|alias| Ok(OwnedRoomAliasId::try_from(alias?)?)).collect()
+        })
+        .await
+    }
+
     async fn set_published(&self, room_id: &RoomId, published: bool) -> StoreResult<()> {
         let room_id = room_id.to_owned();
         self.write(move |c| {
@@ -377,9 +407,11 @@ impl RoomStore for SqliteStore {
         let room_id = room_id.to_owned();
         self.read(move |c| {
             let published = c
-                .query_row("SELECT published FROM rooms WHERE room_id = ?1", [room_id.as_str()], |row| {
-                    row.get(0)
-                })
+                .query_row(
+                    "SELECT published FROM rooms WHERE room_id = ?1",
+                    [room_id.as_str()],
+                    |row| row.get(0),
+                )
                 .optional()?;
             Ok(published.unwrap_or(false))
         })
@@ -466,7 +498,12 @@ impl RoomTxn for Txn<'_> {
         Ok(position)
     }
 
-    fn redact_event(&self, event_id: &EventId, redacted_pdu: &str, redacted_by: &EventId) -> StoreResult<()> {
+    fn redact_event(
+        &self,
+        event_id: &EventId,
+        redacted_pdu: &str,
+        redacted_by: &EventId,
+    ) -> StoreResult<()> {
         self.c.execute(
             "UPDATE events SET pdu = ?2, redacted_by = ?3 WHERE event_id = ?1",
             params![event_id.as_str(), redacted_pdu, redacted_by.as_str()],
@@ -502,9 +539,8 @@ fn insert_event(
 }
 
 fn update_extremities(c: &Connection, event: &NewEvent) -> StoreResult<()> {
-    let mut remove = c.prepare_cached(
-        "DELETE FROM forward_extremities WHERE room_id = ?1 AND event_id = ?2",
-    )?;
+    let mut remove =
+        c.prepare_cached("DELETE FROM forward_extremities WHERE room_id = ?1 AND event_id = ?2")?;
     for prev in &event.prev_events {
         remove.execute(params![event.room_id.as_str(), prev.as_str()])?;
     }
@@ -513,7 +549,12 @@ fn update_extremities(c: &Connection, event: &NewEvent) -> StoreResult<()> {
     Ok(())
 }
 
-fn update_state(c: &Connection, event: &NewEvent, state_key: &str, position: i64) -> StoreResult<()> {
+fn update_state(
+    c: &Connection,
+    event: &NewEvent,
+    state_key: &str,
+    position: i64,
+) -> StoreResult<()> {
     let values = params![
         event.room_id.as_str(),
         event.event_type,
@@ -640,7 +681,11 @@ fn push_list(
     }
 }
 
-fn query_events(c: &Connection, sql: &str, values: impl rusqlite::Params) -> StoreResult<Vec<EventRecord>> {
+fn query_events(
+    c: &Connection,
+    sql: &str,
+    values: impl rusqlite::Params,
+) -> StoreResult<Vec<EventRecord>> {
     let mut statement = c.prepare_cached(sql)?;
     let rows = statement.query_map(values, |row| {
         Ok((
@@ -658,8 +703,19 @@ fn query_events(c: &Connection, sql: &str, values: impl rusqlite::Params) -> Sto
         ))
     })?;
     rows.map(|row| {
-        let (position, event_id, room_id, event_type, state_key, sender, ts, depth, pdu, by, replaces) =
-            row?;
+        let (
+            position,
+            event_id,
+            room_id,
+            event_type,
+            state_key,
+            sender,
+            ts,
+            depth,
+            pdu,
+            by,
+            replaces,
+        ) = row?;
         Ok(EventRecord {
             stream_position: position,
             event_id: OwnedEventId::try_from(event_id)?,

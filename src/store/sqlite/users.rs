@@ -1,8 +1,8 @@
 //! SQLite queries for accounts, devices, tokens, profiles, account data and filters.
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension as _, params};
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use rusqlite::{Connection, OptionalExtension as _, params};
 use serde_json::value::RawValue;
 
 use super::{SqliteStore, next_stream_position, placeholders};
@@ -176,7 +176,11 @@ impl UserStore for SqliteStore {
         .await
     }
 
-    async fn delete_devices(&self, user_id: &UserId, device_ids: &[String]) -> StoreResult<Vec<String>> {
+    async fn delete_devices(
+        &self,
+        user_id: &UserId,
+        device_ids: &[String],
+    ) -> StoreResult<Vec<String>> {
         let (user_id, device_ids) = (user_id.to_owned(), device_ids.to_vec());
         self.write(move |c| {
             let mut revoked = Vec::new();
@@ -188,7 +192,11 @@ impl UserStore for SqliteStore {
         .await
     }
 
-    async fn delete_all_devices(&self, user_id: &UserId, keep: Option<&str>) -> StoreResult<Vec<String>> {
+    async fn delete_all_devices(
+        &self,
+        user_id: &UserId,
+        keep: Option<&str>,
+    ) -> StoreResult<Vec<String>> {
         let (user_id, keep) = (user_id.to_owned(), keep.unwrap_or("").to_owned());
         self.write(move |c| {
             let mut statement = c.prepare(
@@ -207,7 +215,13 @@ impl UserStore for SqliteStore {
         .await
     }
 
-    async fn touch_device(&self, user_id: &UserId, device_id: &str, ip: &str, ts: i64) -> StoreResult<()> {
+    async fn touch_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        ip: &str,
+        ts: i64,
+    ) -> StoreResult<()> {
         let (user_id, device_id, ip) = (user_id.to_owned(), device_id.to_owned(), ip.to_owned());
         self.write(move |c| {
             c.execute(
@@ -267,7 +281,11 @@ impl UserStore for SqliteStore {
         .await
     }
 
-    async fn account_data_since(&self, user_id: &UserId, since: i64) -> StoreResult<Vec<AccountDataRecord>> {
+    async fn account_data_since(
+        &self,
+        user_id: &UserId,
+        since: i64,
+    ) -> StoreResult<Vec<AccountDataRecord>> {
         let user_id = user_id.to_owned();
         self.read(move |c| {
             let mut statement = c.prepare(
@@ -333,12 +351,21 @@ fn insert_session(c: &Connection, session: &NewSession) -> StoreResult<()> {
     c.execute(
         "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts)
          VALUES (?1, ?2, ?3, ?4)",
-        params![session.token_hash, session.user_id.as_str(), session.device_id, session.created_ts],
+        params![
+            session.token_hash,
+            session.user_id.as_str(),
+            session.device_id,
+            session.created_ts
+        ],
     )?;
     Ok(())
 }
 
-fn delete_device_chunk(c: &Connection, user_id: &UserId, chunk: &[String]) -> StoreResult<Vec<String>> {
+fn delete_device_chunk(
+    c: &Connection,
+    user_id: &UserId,
+    chunk: &[String],
+) -> StoreResult<Vec<String>> {
     let list = placeholders(chunk.len());
     let user = user_id.as_str();
     let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() + 1);

@@ -1,0 +1,229 @@
+//! Accounts and sessions: registration, login, logout, whoami, password, deactivation.
+
+use std::sync::Arc;
+
+use ruma::api::client::{
+    account::{
+        change_password, check_registration_token_validity, deactivate, get_username_availability,
+        register::{self, RegistrationKind},
+        whoami,
+    },
+    session::{get_login_types, login, logout, logout_all},
+    uiaa::{AuthType, UserIdentifier},
+};
+
+use crate::{
+    Error, Result,
+    api::router::{Anonymous, Router, User},
+    config::RegistrationMode,
+    services::Services,
+    users::uiaa::UiaaContext,
+};
+
+pub fn routes(router: &mut Router) {
+    router
+        .add(register)
+        .add(get_username_availability)
+        .add(check_registration_token_validity)
+        .add(get_login_types)
+        .add(login)
+        .add(logout)
+        .add(logout_all)
+        .add(whoami)
+        .add(change_password)
+        .add(deactivate);
+}
+
+/// The UIA flows of registration in the configured mode.
+fn registration_flows(mode: RegistrationMode) -> Vec<Vec<AuthType>> {
+    match mode {
+        RegistrationMode::Open => vec![vec![AuthType::Dummy]],
+        RegistrationMode::Token => vec![vec![AuthType::RegistrationToken]],
+        RegistrationMode::Closed => Vec::new(),
+    }
+}
+
+async fn register(
+    services: Arc<Services>,
+    client: Anonymous,
+    request: register::v3::Request,
+) -> Result<register::v3::Response> {
+    let config = &services.config.registration;
+    if config.mode == RegistrationMode::Closed {
+        return Err(Error::forbidden("Registration is closed on this server"));
+    }
+    if request.kind == RegistrationKind::Guest {
+        return Err(Error::forbidden("Guest access is not available on this server"));
+    }
+    services.login_limiter.check(client.origin)?;
+    let user_id = match &request.username {
+        Some(name) => Some(services.users.user_id_for_localpart(&name.to_lowercase())?),
+        None => None,
+    };
+    if let Some(user_id) = &user_id
+        && services.users.is_taken(user_id).await?
+    {
+        return Err(user_in_use());
+    }
+    let password = request.password.clone().filter(|p| !p.is_empty());
+    if password.is_none() {
+        return Err(Error::missing_param("A password is required"));
+    }
+    let context = UiaaContext { user_id: None, registration_tokens: &config.tokens };
+    let flows = registration_flows(config.mode);
+    services.uiaa.check(&services.users, &flows, request.auth.as_ref(), context).await?;
+
+    let user_id = match user_id {
+        Some(user_id) => {
+            services.users.create(&user_id, password, false).await?;
+            user_id
+        }
+        None => services.users.create_random(password).await?,
+    };
+    let mut response = register::v3::Response::new(user_id.clone());
+    if !request.inhibit_login {
+        let device_id = request.device_id.map(|d| d.to_string());
+        let session = services
+            .users
+            .issue_session(&user_id, device_id, request.initial_device_display_name)
+            .await?;
+        response.access_token = Some(session.access_token);
+        response.device_id = Some(session.device_id.into());
+    }
+    Ok(response)
+}
+
+fn user_in_use() -> Error {
+    Error::client(
+        http::StatusCode::BAD_REQUEST,
+        ruma::api::error::ErrorKind::UserInUse,
+        "This user name is taken",
+    )
+}
+
+async fn get_username_availability(
+    services: Arc<Services>,
+    client: Anonymous,
+    request: get_username_availability::v3::Request,
+) -> Result<get_username_availability::v3::Response> {
+    services.login_limiter.check(client.origin)?;
+    let user_id = services.users.user_id_for_localpart(&request.username)?;
+    if services.users.is_taken(&user_id).await? {
+        return Err(user_in_use());
+    }
+    Ok(get_username_availability::v3::Response::new(true))
+}
+
+async fn check_registration_token_validity(
+    services: Arc<Services>,
+    client: Anonymous,
+    request: check_registration_token_validity::v1::Request,
+) -> Result<check_registration_token_validity::v1::Response> {
+    services.login_limiter.check(client.origin)?;
+    let config = &services.config.registration;
+    if config.mode != RegistrationMode::Token {
+        return Err(Error::forbidden("Registration tokens are not used on this server"));
+    }
+    let valid = config.tokens.iter().any(|t| t == &request.token);
+    Ok(check_registration_token_validity::v1::Response::new(valid))
+}
+
+async fn get_login_types(
+    _: Arc<Services>,
+    _: Anonymous,
+    _: get_login_types::v3::Request,
+) -> Result<get_login_types::v3::Response> {
+    use get_login_types::v3::{LoginType, PasswordLoginType};
+    Ok(get_login_types::v3::Response::new(vec![LoginType::Password(PasswordLoginType::new())]))
+}
+
+async fn login(
+    services: Arc<Services>,
+    client: Anonymous,
+    request: login::v3::Request,
+) -> Result<login::v3::Response> {
+    services.login_limiter.check(client.origin)?;
+    let login::v3::LoginInfo::Password(password) = &request.login_info else {
+        return Err(Error::client(
+            http::StatusCode::BAD_REQUEST,
+            ruma::api::error::ErrorKind::Unknown,
+            "Only password login is supported",
+        ));
+    };
+    #[allow(deprecated)] // `user` is the pre-identifier form some clients still send
+    let name = match (&password.identifier, &password.user) {
+        (Some(UserIdentifier::Matrix(identifier)), _) => identifier.user.clone(),
+        (None, Some(user)) => user.clone(),
+        _ => return Err(Error::forbidden("Only user identifiers are supported")),
+    };
+    let user_id = services.users.local_user_id(&name)?;
+    services.users.check_password(&user_id, &password.password).await?;
+    let device_id = request.device_id.map(|d| d.to_string());
+    let session = services
+        .users
+        .issue_session(&user_id, device_id, request.initial_device_display_name)
+        .await?;
+    Ok(login::v3::Response::new(user_id, session.access_token, session.device_id.into()))
+}
+
+async fn logout(
+    services: Arc<Services>,
+    user: User,
+    _: logout::v3::Request,
+) -> Result<logout::v3::Response> {
+    services.users.delete_devices(&user.user_id, &[user.device_id.to_string()]).await?;
+    Ok(logout::v3::Response::new())
+}
+
+async fn logout_all(
+    services: Arc<Services>,
+    user: User,
+    _: logout_all::v3::Request,
+) -> Result<logout_all::v3::Response> {
+    services.users.delete_all_devices(&user.user_id, None).await?;
+    Ok(logout_all::v3::Response::new())
+}
+
+async fn whoami(
+    _: Arc<Services>,
+    user: User,
+    _: whoami::v3::Request,
+) -> Result<whoami::v3::Response> {
+    let mut response = whoami::v3::Response::new(user.user_id, false);
+    response.device_id = Some(user.device_id);
+    Ok(response)
+}
+
+async fn change_password(
+    services: Arc<Services>,
+    user: User,
+    request: change_password::v3::Request,
+) -> Result<change_password::v3::Response> {
+    let context = UiaaContext { user_id: Some(&user.user_id), registration_tokens: &[] };
+    let flows = vec![vec![AuthType::Password]];
+    services.uiaa.check(&services.users, &flows, request.auth.as_ref(), context).await?;
+    if request.new_password.is_empty() {
+        return Err(Error::client(
+            http::StatusCode::BAD_REQUEST,
+            ruma::api::error::ErrorKind::WeakPassword,
+            "The new password is empty",
+        ));
+    }
+    let keep = request.logout_devices.then(|| user.device_id.to_string());
+    services.users.change_password(&user.user_id, request.new_password, keep.as_deref()).await?;
+    Ok(change_password::v3::Response::new())
+}
+
+async fn deactivate(
+    services: Arc<Services>,
+    user: User,
+    request: deactivate::v3::Request,
+) -> Result<deactivate::v3::Response> {
+    use ruma::api::client::account::ThirdPartyIdRemovalStatus;
+    let context = UiaaContext { user_id: Some(&user.user_id), registration_tokens: &[] };
+    let flows = vec![vec![AuthType::Password]];
+    services.uiaa.check(&services.users, &flows, request.auth.as_ref(), context).await?;
+    services.rooms.leave_all_rooms(&user.user_id).await?;
+    services.users.deactivate(&user.user_id).await?;
+    Ok(deactivate::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport))
+}

@@ -1,0 +1,191 @@
+//! The integration-test harness: starts the real `hearth` binary on port 0 with a fresh data
+//! directory and speaks HTTP to it, as a client would.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::{path::PathBuf, process::Stdio, time::Duration};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncBufReadExt as _, BufReader},
+    process::{Child, Command},
+};
+
+/// A running server and its data directory.
+pub struct TestServer {
+    child: Child,
+    pub base_url: String,
+    pub data_dir: PathBuf,
+    /// Keeps the temporary directory alive for the server's life (and across restarts).
+    _temp: Option<tempfile::TempDir>,
+    pub http: reqwest::Client,
+    args: Vec<String>,
+}
+
+/// A registered user's credentials.
+#[derive(Clone, Debug)]
+pub struct TestUser {
+    pub user_id: String,
+    pub access_token: String,
+    pub device_id: String,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_hearth")
+}
+
+impl TestServer {
+    /// A server with open registration.
+    pub async fn start() -> Self {
+        Self::start_with(&["--registration", "open"]).await
+    }
+
+    /// A server with extra `serve` arguments.
+    pub async fn start_with(args: &[&str]) -> Self {
+        let temp = tempfile::tempdir().expect("temporary directory");
+        let data_dir = temp.path().to_owned();
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let (child, base_url) = spawn(&data_dir, &args).await;
+        Self { child, base_url, data_dir, _temp: Some(temp), http: reqwest::Client::new(), args }
+    }
+
+    /// Kills the server with SIGKILL (no shutdown at all) and starts it again on the same data.
+    pub async fn kill_and_restart(&mut self) {
+        self.child.kill().await.expect("kill the server");
+        let (child, base_url) = spawn(&self.data_dir, &self.args).await;
+        self.child = child;
+        self.base_url = base_url;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    /// Sends a request with an optional token and JSON body; returns status and JSON body.
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status();
+        let text = response.text().await.expect("response body");
+        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, json)
+    }
+
+    /// Sends a raw body (for malformed-input tests).
+    pub async fn call_raw(&self, method: Method, path: &str, token: Option<&str>, body: Vec<u8>) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, self.url(path)).body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status();
+        let text = response.text().await.expect("response body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PUT, path, Some(token), Some(body)).await
+    }
+
+    /// Registers `name` with password `password-<name>` through open registration.
+    pub async fn register(&self, name: &str) -> TestUser {
+        let body = json!({
+            "username": name,
+            "password": format!("password-{name}"),
+            "auth": { "type": "m.login.dummy" },
+        });
+        let (status, json) = self.call(Method::POST, "/_matrix/client/v3/register", None, Some(body)).await;
+        assert_eq!(status, StatusCode::OK, "register {name}: {json}");
+        TestUser {
+            user_id: json["user_id"].as_str().unwrap().to_owned(),
+            access_token: json["access_token"].as_str().unwrap().to_owned(),
+            device_id: json["device_id"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// Creates a room with extra `createRoom` fields; returns its ID.
+    pub async fn create_room(&self, user: &TestUser, body: Value) -> String {
+        let (status, json) = self.post("/_matrix/client/v3/createRoom", &user.access_token, body).await;
+        assert_eq!(status, StatusCode::OK, "createRoom: {json}");
+        json["room_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Sends an `m.room.message` text; returns the event ID.
+    pub async fn send_text(&self, user: &TestUser, room_id: &str, text: &str) -> String {
+        let txn = format!("t{}", rand_suffix());
+        let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", enc(room_id));
+        let (status, json) = self.put(&path, &user.access_token, json!({"msgtype": "m.text", "body": text})).await;
+        assert_eq!(status, StatusCode::OK, "send: {json}");
+        json["event_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Joins a room; panics on failure.
+    pub async fn join(&self, user: &TestUser, room: &str) {
+        let path = format!("/_matrix/client/v3/join/{}", enc(room));
+        let (status, json) = self.post(&path, &user.access_token, json!({})).await;
+        assert_eq!(status, StatusCode::OK, "join: {json}");
+    }
+}
+
+/// Percent-encodes a path segment (room IDs, event IDs, aliases).
+pub fn enc(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    u64::from(nanos) * 1000 + COUNTER.fetch_add(1, Ordering::Relaxed)
+}
+
+async fn spawn(data_dir: &std::path::Path, args: &[String]) -> (Child, String) {
+    let mut child = Command::new(binary())
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start hearth");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let url = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.expect("read stdout") {
+            if let Some(url) = line.strip_prefix("hearth listening on ") {
+                return url.to_owned();
+            }
+        }
+        panic!("hearth exited before listening");
+    })
+    .await
+    .expect("hearth started within 30 s");
+    // Keep draining stdout so the server never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, url)
+}
