@@ -84,7 +84,8 @@ pub async fn add_user(
         .context("run `hearth serve` once first to create the data directory")?;
     let store = store::open_sqlite(&data_dir.join(DATABASE_FILE))?;
     let users = Users::new(store, config.server_name.clone(), None);
-    let user_id = users.user_id_for_localpart(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let user_id =
+        users.user_id_for_localpart(name).map_err(|e| anyhow::anyhow!("{}", client_message(&e)))?;
     users.create(&user_id, Some(password), admin).await.map_err(|e| match e {
         crate::Error::Internal(error) => error,
         other => anyhow::anyhow!("{}", client_message(&other)),

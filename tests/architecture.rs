@@ -5,7 +5,8 @@ use std::path::Path;
 #[test]
 fn every_path_named_in_architecture_md_exists() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(root.join("ARCHITECTURE.md")).expect("ARCHITECTURE.md is readable");
+    let text =
+        std::fs::read_to_string(root.join("ARCHITECTURE.md")).expect("ARCHITECTURE.md is readable");
     let paths: Vec<&str> = text
         .split('`')
         .skip(1)

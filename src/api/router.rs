@@ -121,7 +121,9 @@ impl Router {
             self.insert(path, Vec::new(), R::METHOD, handler.clone());
             // `PUT /state/{eventType}/{stateKey}` also serves an empty state key, written with
             // or without the trailing slash.
-            if let Some(prefix) = path.strip_suffix("/{stateKey}") {
+            if let Some(prefix) =
+                path.strip_suffix("/{state_key}").or_else(|| path.strip_suffix("/{stateKey}"))
+            {
                 self.insert(prefix, vec![String::new()], R::METHOD, handler.clone());
                 self.insert(&format!("{prefix}/"), vec![String::new()], R::METHOD, handler.clone());
             }
@@ -203,7 +205,13 @@ where
     let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
     let (parts, body) = request.into_parts();
     let request = http::Request::from_parts(parts, body.as_ref());
-    let parsed = R::try_from_http_request(request, &args).map_err(request_error)?;
+    // Some ruma parsers panic on input of the wrong shape (`/login` without `type` indexes a
+    // missing key): that is the client's bad JSON, not a 500.
+    let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        R::try_from_http_request(request, &args)
+    }))
+    .map_err(|_| Error::bad_json("The request body does not match the endpoint"))?
+    .map_err(request_error)?;
     let response = handler(services, auth, parsed).await?;
     response
         .try_into_http_response::<Vec<u8>>()

@@ -118,6 +118,43 @@ impl Rooms {
         Ok(joined && self.power_levels(room_id).await?.user_can_send_state(user_id, event_type))
     }
 
+    /// Checks an `m.room.canonical_alias` content: every alias in it is valid and, if it is
+    /// one of this server's, exists and points to this room (`M_BAD_ALIAS` otherwise).
+    pub async fn check_canonical_alias(
+        &self,
+        room_id: &RoomId,
+        content: &serde_json::Value,
+    ) -> Result<()> {
+        let bad_alias = |message: String| {
+            Error::client(
+                http::StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::BadAlias,
+                message,
+            )
+        };
+        let alias = content.get("alias").filter(|alias| !alias.is_null());
+        let alt_aliases = match content.get("alt_aliases") {
+            None => &Vec::new(),
+            Some(serde_json::Value::Array(aliases)) => aliases,
+            Some(_) => return Err(Error::bad_json("alt_aliases must be a list of room aliases")),
+        };
+        for value in alias.into_iter().chain(alt_aliases) {
+            let alias = value
+                .as_str()
+                .and_then(|alias| <&RoomAliasId>::try_from(alias).ok())
+                .ok_or_else(|| Error::invalid_param(format!("{value} is not a room alias")))?;
+            if alias.server_name() != self.server_name() {
+                continue; // another server's alias; it would be checked over federation
+            }
+            match self.store().alias(alias).await? {
+                Some(record) if record.room_id == room_id => {}
+                Some(_) => return Err(bad_alias(format!("{alias} points to another room"))),
+                None => return Err(bad_alias(format!("{alias} does not exist"))),
+            }
+        }
+        Ok(())
+    }
+
     /// Whether the room is listed in the public directory.
     pub async fn is_published(&self, room_id: &RoomId) -> Result<bool> {
         if !self.exists(room_id).await? {

@@ -243,6 +243,39 @@ pub fn transaction_key(user_id: &UserId, device_id: &str, txn_id: &str) -> Trans
     }
 }
 
+/// A client transaction key scoped to one endpoint and its path arguments (`scope`): the spec
+/// scopes transaction IDs to a device and an endpoint, so the same ID used to send to another
+/// room, or to redact, is a new request. A digest of the scope is stored in front of the ID;
+/// [`client_transaction_id`] gives the client's ID back.
+pub fn scoped_transaction_key(
+    user_id: &UserId,
+    device_id: &str,
+    scope: &[&str],
+    txn_id: &str,
+) -> TransactionKey {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    for part in scope {
+        hasher.update(part.as_bytes());
+        hasher.update([0]);
+    }
+    let digest: String =
+        hasher.finalize().iter().take(8).map(|byte| format!("{byte:02x}")).collect();
+    transaction_key(user_id, device_id, &format!("{SCOPE_MARK}{digest}{SCOPE_MARK}{txn_id}"))
+}
+
+/// Separates the scope digest from the client's transaction ID in a stored key.
+const SCOPE_MARK: char = '\u{1f}';
+
+/// The client's transaction ID of a stored key (see [`scoped_transaction_key`]).
+pub fn client_transaction_id(stored: &str) -> &str {
+    stored
+        .strip_prefix(SCOPE_MARK)
+        .and_then(|rest| rest.get(16..))
+        .and_then(|rest| rest.strip_prefix(SCOPE_MARK))
+        .unwrap_or(stored)
+}
+
 /// The content of a JSON value as an object, for handlers that take raw content.
 pub fn object_content(value: JsonValue) -> Result<JsonValue> {
     if value.is_object() {

@@ -50,6 +50,17 @@ impl TestServer {
         Self { child, base_url, data_dir, _temp: Some(temp), http: reqwest::Client::new(), args }
     }
 
+    /// A server whose data directory starts with `config` as its `hearth.toml` (so the first
+    /// run reads it instead of writing the template), with extra `serve` arguments.
+    pub async fn start_with_config(config: &str, args: &[&str]) -> Self {
+        let temp = tempfile::tempdir().expect("temporary directory");
+        let data_dir = temp.path().to_owned();
+        std::fs::write(data_dir.join("hearth.toml"), config).expect("write hearth.toml");
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let (child, base_url) = spawn(&data_dir, &args).await;
+        Self { child, base_url, data_dir, _temp: Some(temp), http: reqwest::Client::new(), args }
+    }
+
     /// Kills the server with SIGKILL (no shutdown at all) and starts it again on the same data.
     pub async fn kill_and_restart(&mut self) {
         self.child.kill().await.expect("kill the server");
@@ -63,7 +74,13 @@ impl TestServer {
     }
 
     /// Sends a request with an optional token and JSON body; returns status and JSON body.
-    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut request = self.http.request(method, self.url(path));
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -79,7 +96,13 @@ impl TestServer {
     }
 
     /// Sends a raw body (for malformed-input tests).
-    pub async fn call_raw(&self, method: Method, path: &str, token: Option<&str>, body: Vec<u8>) -> (StatusCode, Value) {
+    pub async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
         let mut request = self.http.request(method, self.url(path)).body(body);
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -109,7 +132,8 @@ impl TestServer {
             "password": format!("password-{name}"),
             "auth": { "type": "m.login.dummy" },
         });
-        let (status, json) = self.call(Method::POST, "/_matrix/client/v3/register", None, Some(body)).await;
+        let (status, json) =
+            self.call(Method::POST, "/_matrix/client/v3/register", None, Some(body)).await;
         assert_eq!(status, StatusCode::OK, "register {name}: {json}");
         TestUser {
             user_id: json["user_id"].as_str().unwrap().to_owned(),
@@ -120,7 +144,8 @@ impl TestServer {
 
     /// Creates a room with extra `createRoom` fields; returns its ID.
     pub async fn create_room(&self, user: &TestUser, body: Value) -> String {
-        let (status, json) = self.post("/_matrix/client/v3/createRoom", &user.access_token, body).await;
+        let (status, json) =
+            self.post("/_matrix/client/v3/createRoom", &user.access_token, body).await;
         assert_eq!(status, StatusCode::OK, "createRoom: {json}");
         json["room_id"].as_str().unwrap().to_owned()
     }
@@ -129,7 +154,8 @@ impl TestServer {
     pub async fn send_text(&self, user: &TestUser, room_id: &str, text: &str) -> String {
         let txn = format!("t{}", rand_suffix());
         let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", enc(room_id));
-        let (status, json) = self.put(&path, &user.access_token, json!({"msgtype": "m.text", "body": text})).await;
+        let (status, json) =
+            self.put(&path, &user.access_token, json!({"msgtype": "m.text", "body": text})).await;
         assert_eq!(status, StatusCode::OK, "send: {json}");
         json["event_id"].as_str().unwrap().to_owned()
     }
@@ -147,7 +173,9 @@ pub fn enc(segment: &str) -> String {
     segment
         .bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -156,7 +184,8 @@ pub fn enc(segment: &str) -> String {
 fn rand_suffix() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     u64::from(nanos) * 1000 + COUNTER.fetch_add(1, Ordering::Relaxed)
 }
 

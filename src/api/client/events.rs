@@ -27,7 +27,7 @@ use crate::{
         builder::ProtoEvent,
         format::{Format, Viewer, client_events},
         power::content_of,
-        transaction_key,
+        scoped_transaction_key,
     },
     services::Services,
     store::{Direction, EventRecord, RoomEventsQuery},
@@ -82,6 +82,12 @@ async fn send_message_event(
     if event_type.is_empty() || event_type.len() > 255 {
         return Err(Error::invalid_param("Invalid event type"));
     }
+    let transaction = scoped_transaction_key(
+        &user.user_id,
+        user.device_id.as_str(),
+        &["send", request.room_id.as_str(), &event_type],
+        request.txn_id.as_str(),
+    );
     let proto = ProtoEvent {
         room_id: request.room_id,
         sender: user.user_id.clone(),
@@ -89,11 +95,7 @@ async fn send_message_event(
         state_key: None,
         content: content_json(&request.body)?,
         redacts: None,
-        transaction: Some(transaction_key(
-            &user.user_id,
-            user.device_id.as_str(),
-            request.txn_id.as_str(),
-        )),
+        transaction: Some(transaction),
     };
     let event_id = services.rooms.send(proto).await?;
     Ok(send_message_event::v3::Response::new(event_id))
@@ -106,21 +108,50 @@ async fn send_state_event(
 ) -> Result<send_state_event::v3::Response> {
     require_room(&services, &request.room_id).await?;
     let event_type = request.event_type.to_string();
-    if event_type == "m.room.member" {
-        // Membership has its own endpoints, whose checks this would bypass.
-        return Err(Error::forbidden("Use the membership endpoints to change membership"));
+    let content = content_json(&request.body)?;
+    match event_type.as_str() {
+        "m.room.member" => {
+            require_own_profile_update(
+                &services,
+                &user,
+                &request.room_id,
+                &request.state_key,
+                &content,
+            )
+            .await?
+        }
+        "m.room.canonical_alias" => {
+            services.rooms.check_canonical_alias(&request.room_id, &content).await?
+        }
+        _ => {}
     }
     let proto = ProtoEvent {
         room_id: request.room_id,
         sender: user.user_id,
         event_type,
         state_key: Some(request.state_key),
-        content: content_json(&request.body)?,
+        content,
         redacts: None,
         transaction: None,
     };
     let event_id = services.rooms.send(proto).await?;
     Ok(send_state_event::v3::Response::new(event_id))
+}
+
+/// Membership changes have their own endpoints; through `/state`, a joined user may only
+/// update their own member event (a per-room display name or avatar) and stay joined.
+async fn require_own_profile_update(
+    services: &Services,
+    user: &User,
+    room_id: &ruma::RoomId,
+    state_key: &str,
+    content: &JsonValue,
+) -> Result<()> {
+    let stays_joined = content.get("membership").and_then(JsonValue::as_str) == Some("join");
+    if state_key != user.user_id.as_str() || !stays_joined {
+        return Err(Error::forbidden("Use the membership endpoints to change membership"));
+    }
+    services.rooms.require_joined(room_id, &user.user_id).await
 }
 
 async fn get_state_event_for_key(
@@ -324,15 +355,17 @@ async fn get_message_events(
     };
     let filter = EventFilter::from_ruma(&request.filter);
     let limit = page_limit(request.limit, 10);
-    let (events, _) = visible_page(
+    let (events, more) = visible_page(
         &services,
         &user,
         filter.query(&request.room_id, query_from, query_to, direction, limit),
     )
     .await?;
 
+    // The spec leaves `end` out when no further events are available.
     let end = match (direction, events.last()) {
         (_, None) => None,
+        _ if more.is_none() => None,
         (Direction::Backward, Some(last)) => Some(token(last.stream_position - 1)),
         (Direction::Forward, Some(last)) => Some(token(last.stream_position)),
     };
@@ -430,6 +463,12 @@ async fn redact_event(
     if let Some(reason) = request.reason {
         content["reason"] = reason.into();
     }
+    let transaction = scoped_transaction_key(
+        &user.user_id,
+        user.device_id.as_str(),
+        &["redact", request.room_id.as_str(), target.as_str()],
+        request.txn_id.as_str(),
+    );
     let proto = ProtoEvent {
         room_id: request.room_id,
         sender: user.user_id.clone(),
@@ -437,11 +476,7 @@ async fn redact_event(
         state_key: None,
         content,
         redacts: Some(target),
-        transaction: Some(transaction_key(
-            &user.user_id,
-            user.device_id.as_str(),
-            request.txn_id.as_str(),
-        )),
+        transaction: Some(transaction),
     };
     let event_id = services.rooms.send(proto).await?;
     Ok(redact_event::v3::Response::new(event_id))

@@ -68,7 +68,14 @@ async fn set_profile_field(
     if request.user_id != user.user_id {
         return Err(Error::forbidden("You may only change your own profile"));
     }
+    // Bounded so the profile always fits in the membership events that repeat it.
     let change = match request.value {
+        ProfileFieldValue::DisplayName(name) if name.len() > 256 => {
+            return Err(Error::invalid_param("The display name is longer than 256 bytes"));
+        }
+        ProfileFieldValue::AvatarUrl(url) if url.as_str().len() > 1000 => {
+            return Err(Error::invalid_param("The avatar URL is longer than 1000 bytes"));
+        }
         ProfileFieldValue::DisplayName(name) => ProfileChange::DisplayName(non_empty(name)),
         ProfileFieldValue::AvatarUrl(url) => ProfileChange::AvatarUrl(non_empty(url.to_string())),
         _ => return Err(Error::invalid_param("Hearth stores only displayname and avatar_url")),
