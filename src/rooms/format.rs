@@ -80,9 +80,7 @@ fn unsigned_for(
     let replaced = record.replaces_state.as_ref().and_then(|id| related.get(id));
     let redaction = record.redacted_by.as_ref().and_then(|id| related.get(id));
     Unsigned {
-        transaction_id: transactions
-            .get(&record.event_id)
-            .map(|stored| super::client_transaction_id(stored).to_owned()),
+        transaction_id: transactions.get(&record.event_id).cloned(),
         prev_content: replaced.and_then(|r| content_value(&r.pdu)),
         prev_sender: replaced.map(|r| r.sender.to_string()),
         replaces_state: replaced.map(|r| r.event_id.to_string()),

@@ -75,8 +75,7 @@ impl Rooms {
     /// it produced the first time.
     pub async fn send(&self, proto: ProtoEvent) -> Result<OwnedEventId> {
         if let Some(txn) = &proto.transaction
-            && let Some(event_id) =
-                self.store.transaction_event(&txn.user_id, &txn.device_id, &txn.txn_id).await?
+            && let Some(event_id) = self.store.transaction_event(txn).await?
         {
             return Ok(event_id);
         }
@@ -234,46 +233,22 @@ fn already_sent(event_id: OwnedEventId, room_id: OwnedRoomId) -> AppendedEvent {
 /// The stream position marking an event appended by an earlier request.
 const ALREADY_SENT: i64 = 0;
 
-/// A client transaction key.
-pub fn transaction_key(user_id: &UserId, device_id: &str, txn_id: &str) -> TransactionKey {
-    TransactionKey {
-        user_id: user_id.to_owned(),
-        device_id: device_id.to_owned(),
-        txn_id: txn_id.to_owned(),
-    }
-}
-
-/// A client transaction key scoped to one endpoint and its path arguments (`scope`): the spec
-/// scopes transaction IDs to a device and an endpoint, so the same ID used to send to another
-/// room, or to redact, is a new request. A digest of the scope is stored in front of the ID;
-/// [`client_transaction_id`] gives the client's ID back.
-pub fn scoped_transaction_key(
+/// A client transaction key for one endpoint: `scope` is the endpoint's name and its path
+/// arguments (the spec scopes transaction IDs to a device and an endpoint, so the same ID used
+/// to send to another room, or to redact, is a new request).
+pub fn transaction_key(
     user_id: &UserId,
     device_id: &str,
     scope: &[&str],
     txn_id: &str,
 ) -> TransactionKey {
-    use sha2::Digest as _;
-    let mut hasher = sha2::Sha256::new();
-    for part in scope {
-        hasher.update(part.as_bytes());
-        hasher.update([0]);
+    TransactionKey {
+        user_id: user_id.to_owned(),
+        device_id: device_id.to_owned(),
+        // A JSON list keeps the parts apart whatever characters they hold.
+        scope: serde_json::Value::from(scope).to_string(),
+        txn_id: txn_id.to_owned(),
     }
-    let digest: String =
-        hasher.finalize().iter().take(8).map(|byte| format!("{byte:02x}")).collect();
-    transaction_key(user_id, device_id, &format!("{SCOPE_MARK}{digest}{SCOPE_MARK}{txn_id}"))
-}
-
-/// Separates the scope digest from the client's transaction ID in a stored key.
-const SCOPE_MARK: char = '\u{1f}';
-
-/// The client's transaction ID of a stored key (see [`scoped_transaction_key`]).
-pub fn client_transaction_id(stored: &str) -> &str {
-    stored
-        .strip_prefix(SCOPE_MARK)
-        .and_then(|rest| rest.get(16..))
-        .and_then(|rest| rest.strip_prefix(SCOPE_MARK))
-        .unwrap_or(stored)
 }
 
 /// The content of a JSON value as an object, for handlers that take raw content.

@@ -121,12 +121,7 @@ pub trait RoomStore {
     async fn event(&self, event_id: &EventId) -> StoreResult<Option<EventRecord>>;
     async fn events(&self, event_ids: &[OwnedEventId]) -> StoreResult<Vec<EventRecord>>;
     /// The event a client transaction produced, if it was already sent.
-    async fn transaction_event(
-        &self,
-        user_id: &UserId,
-        device_id: &str,
-        txn_id: &str,
-    ) -> StoreResult<Option<OwnedEventId>>;
+    async fn transaction_event(&self, key: &TransactionKey) -> StoreResult<Option<OwnedEventId>>;
     /// The transaction IDs a device used for any of `event_ids`: event ID → transaction ID.
     async fn transaction_ids(
         &self,

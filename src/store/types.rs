@@ -137,6 +137,9 @@ pub struct BusMessage {
 pub struct TransactionKey {
     pub user_id: OwnedUserId,
     pub device_id: String,
+    /// The endpoint and its path arguments, e.g. `["send","!room","m.room.message"]`: the spec scopes
+    /// transaction IDs to a device and an endpoint.
+    pub scope: String,
     pub txn_id: String,
 }
 

@@ -27,7 +27,7 @@ use crate::{
         builder::ProtoEvent,
         format::{Format, Viewer, client_events},
         power::content_of,
-        scoped_transaction_key,
+        transaction_key,
     },
     services::Services,
     store::{Direction, EventRecord, RoomEventsQuery},
@@ -82,7 +82,7 @@ async fn send_message_event(
     if event_type.is_empty() || event_type.len() > 255 {
         return Err(Error::invalid_param("Invalid event type"));
     }
-    let transaction = scoped_transaction_key(
+    let transaction = transaction_key(
         &user.user_id,
         user.device_id.as_str(),
         &["send", request.room_id.as_str(), &event_type],
@@ -463,7 +463,7 @@ async fn redact_event(
     if let Some(reason) = request.reason {
         content["reason"] = reason.into();
     }
-    let transaction = scoped_transaction_key(
+    let transaction = transaction_key(
         &user.user_id,
         user.device_id.as_str(),
         &["redact", request.room_id.as_str(), target.as_str()],

@@ -99,13 +99,15 @@ CREATE TABLE state_history (
 CREATE INDEX state_history_by_member ON state_history (state_key, event_type, stream_position);
 CREATE INDEX state_history_by_position ON state_history (room_id, stream_position);
 
--- Client transaction IDs, so that a retried send returns the same event.
+-- Client transaction IDs, so that a retried send returns the same event. The spec scopes a
+-- transaction ID to a device and an endpoint: `scope` names the endpoint and its path arguments.
 CREATE TABLE event_transactions (
     user_id TEXT NOT NULL,
     device_id TEXT NOT NULL,
+    scope TEXT NOT NULL,
     txn_id TEXT NOT NULL,
     event_id TEXT NOT NULL,
-    PRIMARY KEY (user_id, device_id, txn_id)
+    PRIMARY KEY (user_id, device_id, scope, txn_id)
 );
 
 CREATE TABLE room_aliases (

@@ -80,17 +80,8 @@ impl RoomStore for SqliteStore {
         .await
     }
 
-    async fn transaction_event(
-        &self,
-        user_id: &UserId,
-        device_id: &str,
-        txn_id: &str,
-    ) -> StoreResult<Option<OwnedEventId>> {
-        let key = TransactionKey {
-            user_id: user_id.to_owned(),
-            device_id: device_id.to_owned(),
-            txn_id: txn_id.to_owned(),
-        };
+    async fn transaction_event(&self, key: &TransactionKey) -> StoreResult<Option<OwnedEventId>> {
+        let key = key.clone();
         self.read(move |c| transaction_event(c, &key)).await
     }
 
@@ -490,9 +481,15 @@ impl RoomTxn for Txn<'_> {
         }
         if let Some(txn) = &event.transaction {
             self.c.execute(
-                "INSERT INTO event_transactions (user_id, device_id, txn_id, event_id)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![txn.user_id.as_str(), txn.device_id, txn.txn_id, event.event_id.as_str()],
+                "INSERT INTO event_transactions (user_id, device_id, scope, txn_id, event_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    txn.user_id.as_str(),
+                    txn.device_id,
+                    txn.scope,
+                    txn.txn_id,
+                    event.event_id.as_str()
+                ],
             )?;
         }
         Ok(position)
@@ -611,9 +608,11 @@ fn transaction_event(c: &Connection, txn: &TransactionKey) -> StoreResult<Option
     let event_id: Option<String> = c
         .prepare_cached(
             "SELECT event_id FROM event_transactions
-             WHERE user_id = ?1 AND device_id = ?2 AND txn_id = ?3",
+             WHERE user_id = ?1 AND device_id = ?2 AND scope = ?3 AND txn_id = ?4",
         )?
-        .query_row(params![txn.user_id.as_str(), txn.device_id, txn.txn_id], |row| row.get(0))
+        .query_row(params![txn.user_id.as_str(), txn.device_id, txn.scope, txn.txn_id], |row| {
+            row.get(0)
+        })
         .optional()?;
     Ok(event_id.map(OwnedEventId::try_from).transpose()?)
 }
