@@ -211,6 +211,9 @@ impl Config {
                 format!("cannot write the configuration file {}", path.display())
             })?;
             tracing::info!(path = %path.display(), "wrote a new configuration file");
+            if first_run.registration == RegistrationMode::Token {
+                tracing::info!("a registration token is in [registration] tokens of that file");
+            }
         }
         Self::load(&path)
     }
@@ -234,8 +237,9 @@ listen = "{listen}"
 # Who may create accounts: "closed" (only `hearth user add`), "token"
 # (anyone holding one of the tokens below) or "open" (anyone).
 mode = "{registration}"
-# Registration tokens accepted when mode = "token".
-tokens = []
+# Registration tokens accepted when mode = "token". A first run with
+# `--registration token` writes one random token here.
+tokens = [{tokens}]
 
 [log]
 # How much to log: error, warn, info, debug or trace, or a filter such as
@@ -263,10 +267,23 @@ backend = "sqlite"
         server_name = settings.server_name,
         listen = settings.listen,
         registration = settings.registration,
+        tokens = first_run_tokens(settings.registration),
     )
 }
 
-/// The data directory used when `--data-dir` is not given: `%APPDATA%\Hearth` on Windows,
+/// The `tokens` list a first run writes: one random token in token mode, so that the server
+/// starts and the family has a token to hand out (it is in the file, never in the logs).
+fn first_run_tokens(mode: RegistrationMode) -> String {
+    use rand::{Rng as _, distributions::Alphanumeric};
+    if mode != RegistrationMode::Token {
+        return String::new();
+    }
+    let token: String =
+        rand::thread_rng().sample_iter(Alphanumeric).take(24).map(char::from).collect();
+    format!("\"{token}\"")
+}
+
+/// The data directory used when `--data-dir` is not given: `%APPDATA%\Hearth\data` on Windows,
 /// `~/Library/Application Support/Hearth` on macOS, `$XDG_DATA_HOME/hearth` elsewhere.
 pub fn default_data_dir() -> anyhow::Result<PathBuf> {
     let dirs = directories::ProjectDirs::from("", "", "Hearth")
@@ -299,6 +316,19 @@ mod tests {
         assert_eq!(config.server_name.as_str(), "localhost:8448");
         assert_eq!(config.registration.mode, RegistrationMode::Open);
         assert_eq!(config.limits.max_request_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn a_first_run_in_token_mode_writes_a_fresh_random_token() {
+        let settings = FirstRunSettings { registration: RegistrationMode::Token, ..first_run() };
+        let first = Config::parse(&template(&settings)).unwrap();
+        let second = Config::parse(&template(&settings)).unwrap();
+        assert_eq!(first.registration.mode, RegistrationMode::Token);
+        assert_eq!(first.registration.tokens.len(), 1);
+        let token = &first.registration.tokens[0];
+        assert!(token.len() == 24 && token.chars().all(|c| c.is_ascii_alphanumeric()), "{token}");
+        assert_ne!(first.registration.tokens, second.registration.tokens);
+        assert!(Config::parse(&template(&first_run())).unwrap().registration.tokens.is_empty());
     }
 
     #[test]

@@ -18,8 +18,12 @@ pub fn routes(router: &mut Router) {
         .add(discover_federation_server);
 }
 
-/// The spec versions whose endpoints Hearth serves as far as its README states.
-const VERSIONS: [&str; 4] = ["v1.1", "v1.2", "v1.3", "v1.4"];
+/// The spec versions Hearth advertises. Clients refuse a server that advertises nothing newer
+/// than r0, so v1.1 and v1.2 are named although parts of them (end-to-end encryption keys,
+/// spaces) are not served yet; the README lists those parts. Versions whose main additions are
+/// not served (v1.3 relations, v1.4 threads, v1.11 authenticated media) are left out, so that
+/// clients do not go looking for them.
+const VERSIONS: [&str; 2] = ["v1.1", "v1.2"];
 
 async fn get_supported_versions(
     _: Arc<Services>,
@@ -33,12 +37,12 @@ async fn get_supported_versions(
 }
 
 async fn get_capabilities(
-    services: Arc<Services>,
+    _: Arc<Services>,
     _: User,
     _: get_capabilities::v3::Request,
 ) -> Result<get_capabilities::v3::Response> {
     use ruma::api::client::discovery::get_capabilities::v3::{
-        Capabilities, RoomVersionStability, RoomVersionsCapability,
+        Capabilities, RoomVersionStability, RoomVersionsCapability, ThirdPartyIdChangesCapability,
     };
     let available = crate::rooms::create::CREATABLE_VERSIONS
         .iter()
@@ -50,7 +54,8 @@ async fn get_capabilities(
         .map_err(|_| anyhow::anyhow!("bad default room version"))?;
     let mut capabilities = Capabilities::new();
     capabilities.room_versions = RoomVersionsCapability::new(default, available);
-    let _ = &services;
+    // Third-party identifiers (e-mail, phone) are not served.
+    capabilities.thirdparty_id_changes = ThirdPartyIdChangesCapability::new(false);
     Ok(get_capabilities::v3::Response::new(capabilities))
 }
 
