@@ -288,6 +288,21 @@ async fn create_room_applies_name_topic_initial_state_alias_override_and_invites
         )
         .await;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "M_ROOM_IN_USE");
+
+    // Invitees that could never receive the invite are refused before the room exists.
+    let refused = [
+        ("@nobody:{server_name}", StatusCode::NOT_FOUND, "M_NOT_FOUND", "no such local user"),
+        ("@bob:elsewhere.example", StatusCode::FORBIDDEN, "M_FORBIDDEN", "a remote user"),
+    ];
+    for (invitee, status_wanted, errcode, reason) in refused {
+        let invitee = invitee.replace("{server_name}", server_name);
+        let body = json!({"name": "Never made", "invite": [bob.user_id, invitee]});
+        let (status, body) =
+            server.post(&format!("{V3}/createRoom"), &alice.access_token, body).await;
+        assert_eq!((status, body["errcode"].as_str()), (status_wanted, Some(errcode)), "{reason}");
+    }
+    let (_, joined) = server.get(&format!("{V3}/joined_rooms"), &alice.access_token).await;
+    assert_eq!(joined["joined_rooms"].as_array().unwrap().len(), 1, "no room made: {joined}");
 }
 
 #[tokio::test]
@@ -374,6 +389,18 @@ async fn invite_join_leave_and_forget() {
     let filter = enc(r#"{"room":{"include_leave":true}}"#);
     let (_, sync) = server.get(&format!("{V3}/sync?filter={filter}"), &bob.access_token).await;
     assert!(sync["rooms"]["leave"].get(&room).is_none(), "forgotten room in sync: {sync}");
+
+    // Forgetting covers the membership that was left, not later ones: invited back, joined and
+    // left again, the room is in bob's syncs again.
+    invite(&server, &alice, &room, &bob).await;
+    let (_, sync) = server.get(&format!("{V3}/sync"), &bob.access_token).await;
+    assert!(sync["rooms"]["invite"].get(&room).is_some(), "invite after forget: {sync}");
+    let (status, body) = membership(&server, &bob, &room, "join", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = membership(&server, &bob, &room, "leave", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, sync) = server.get(&format!("{V3}/sync?filter={filter}"), &bob.access_token).await;
+    assert!(sync["rooms"]["leave"].get(&room).is_some(), "left again after forget: {sync}");
 
     // Leaving a room one was never in is refused.
     let carol = server.register("carol").await;

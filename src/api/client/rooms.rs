@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use ruma::{
-    OwnedRoomAliasId, OwnedRoomId, RoomVersionId,
+    OwnedRoomAliasId, OwnedRoomId, RoomVersionId, UserId,
     api::client::{
         membership::{
             ban_user, forget_room, invite_user, join_room_by_id, join_room_by_id_or_alias,
@@ -46,6 +46,9 @@ async fn create_room(
     request: create_room::v3::Request,
 ) -> Result<create_room::v3::Response> {
     let spec = create_room_spec(&services, &user, request)?;
+    for invitee in &spec.invite {
+        check_invitee(&services, invitee).await?;
+    }
     let room_id = services.rooms.create_room(spec).await?;
     Ok(create_room::v3::Response::new(room_id))
 }
@@ -225,13 +228,7 @@ async fn invite_user(
             "Third-party invites are not supported",
         ));
     };
-    if recipient.user_id.server_name() != services.server_name() {
-        // FIXME: inviting users of other servers needs the federation invite API.
-        return Err(Error::forbidden("Inviting users of other servers is not supported yet"));
-    }
-    if services.users.get(&recipient.user_id).await?.is_none_or(|u| u.deactivated) {
-        return Err(Error::not_found("No such user on this server"));
-    }
+    check_invitee(&services, &recipient.user_id).await?;
     let state = services.store.membership(&request.room_id, &recipient.user_id, None).await?;
     if state.is_some_and(|m| m.membership == "join") {
         return Err(Error::forbidden("The user is already in the room"));
@@ -239,6 +236,18 @@ async fn invite_user(
     change(&services, &user, request.room_id, recipient.user_id, "invite", recipient.reason)
         .await?;
     Ok(invite_user::v3::Response::new())
+}
+
+/// An invitee, from `/invite` or `createRoom`'s `invite` list, must be an active local user.
+async fn check_invitee(services: &Services, invitee: &UserId) -> Result<()> {
+    if invitee.server_name() != services.server_name() {
+        // FIXME: inviting users of other servers needs the federation invite API.
+        return Err(Error::forbidden("Inviting users of other servers is not supported yet"));
+    }
+    if services.users.get(invitee).await?.is_none_or(|u| u.deactivated) {
+        return Err(Error::not_found(format!("No such user on this server: {invitee}")));
+    }
+    Ok(())
 }
 
 async fn leave_room(

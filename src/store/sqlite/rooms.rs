@@ -575,6 +575,17 @@ fn update_state(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(values)?;
+    if event.event_type == "m.room.member" && event.membership.as_deref() != Some("leave") {
+        remember_room(c, &event.room_id, state_key)?;
+    }
+    Ok(())
+}
+
+/// A user who rejoins (or is invited back to, or banned from) a room they forgot has it back in
+/// their sync: forgetting applies to the membership the user had left, not to later ones.
+fn remember_room(c: &Connection, room_id: &RoomId, user_id: &str) -> StoreResult<()> {
+    c.prepare_cached("DELETE FROM forgotten_rooms WHERE user_id = ?1 AND room_id = ?2")?
+        .execute(params![user_id, room_id.as_str()])?;
     Ok(())
 }
 
