@@ -52,7 +52,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     apply_overrides(&mut config, &options)?;
     let _log_guard = init_logging(data_dir, &config.log.level)?;
 
-    let services = open_services(data_dir, config)?;
+    let services = open_services(data_dir, config).await?;
     let listener = tokio::net::TcpListener::bind(services.config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", services.config.listen))?;
@@ -67,9 +67,17 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
 }
 
 /// Builds every component on the data directory's database.
-pub fn open_services(data_dir: &Path, config: Config) -> anyhow::Result<Arc<Services>> {
-    let keys = ServerKeys::load_or_generate(data_dir, config.server_name.clone())?;
-    let store = store::open_sqlite(&data_dir.join(DATABASE_FILE))?;
+pub async fn open_services(data_dir: &Path, config: Config) -> anyhow::Result<Arc<Services>> {
+    let (data_dir, server_name) = (data_dir.to_owned(), config.server_name.clone());
+    // Reading or generating the key, opening the database and migrating it is file work: it
+    // runs off the async runtime.
+    let (keys, store) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let keys = ServerKeys::load_or_generate(&data_dir, server_name)?;
+        let store = store::open_sqlite(&data_dir.join(DATABASE_FILE))?;
+        Ok((keys, store))
+    })
+    .await
+    .context("opening the data directory failed unexpectedly")??;
     Ok(Services::start(config, keys, store))
 }
 
