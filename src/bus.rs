@@ -33,6 +33,11 @@ impl Message {
 }
 
 /// A durable stream: its name and the subjects it captures.
+///
+/// FIXME: a stream keeps every message it captured (no retention policy yet, unlike JetStream's
+/// limits or interest retention). No subject is durable yet; before a busy one is, trimming is
+/// needed, and the next sequence must then come from a counter rather than the highest stored
+/// sequence, so that a trimmed stream never reuses a sequence a consumer has acknowledged.
 #[derive(Clone, Debug)]
 pub struct StreamConfig {
     pub name: String,

@@ -85,6 +85,8 @@ async fn compute(services: &Services, request: &SyncRequest, current: i64) -> Re
         store.forgotten_rooms(&request.user_id).await?.into_iter().collect();
     let account_data = store.account_data_since(&request.user_id, since).await?;
 
+    let changed = changed_joined_rooms(services, request, &memberships, current).await?;
+
     let mut response = Response::new(token(current));
     for membership in
         memberships.iter().filter(|m| request.filter.rooms.allows_room(m.room_id.as_str()))
@@ -96,6 +98,9 @@ async fn compute(services: &Services, request: &SyncRequest, current: i64) -> Re
             .map(|d| raw(&serde_json::json!({ "type": d.data_type, "content": d.content })))
             .collect::<Result<_>>()?;
         match membership.membership.as_str() {
+            "join"
+                if room_data.is_empty()
+                    && changed.as_ref().is_some_and(|c| !c.contains(&membership.room_id)) => {}
             "join" => {
                 if let Some(room) =
                     joined_room(services, request, membership, current, room_data).await?
@@ -122,6 +127,23 @@ async fn compute(services: &Services, request: &SyncRequest, current: i64) -> Re
         .collect::<Result<_>>()?;
     response.account_data = global;
     Ok(response)
+}
+
+/// For an incremental sync, the joined rooms with events after `since`: the others have nothing
+/// to say but their account data, and are not read at all. `None` when every room is read.
+async fn changed_joined_rooms(
+    services: &Services,
+    request: &SyncRequest,
+    memberships: &[MembershipRecord],
+    current: i64,
+) -> Result<Option<BTreeSet<OwnedRoomId>>> {
+    let Some(since) = request.since.filter(|_| !request.full_state) else {
+        return Ok(None);
+    };
+    let joined: Vec<OwnedRoomId> =
+        memberships.iter().filter(|m| m.membership == "join").map(|m| m.room_id.clone()).collect();
+    let changed = services.store.rooms_changed(&joined, since, current).await?;
+    Ok(Some(changed.into_iter().collect()))
 }
 
 fn wants_left_room(
