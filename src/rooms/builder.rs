@@ -93,13 +93,7 @@ pub fn create_room(
     }
     object.insert("prev_events".into(), CanonicalJsonValue::Array(Vec::new()));
     object.insert("auth_events".into(), CanonicalJsonValue::Array(Vec::new()));
-    let (event_id, pdu_json) = finish(object, keys, &rules)?;
-
-    let room_id = match room_id {
-        Some(room_id) if !rules.authorization.room_create_event_id_as_room_id => room_id,
-        _ => OwnedRoomId::try_from(format!("!{}", &event_id.as_str()[1..]))
-            .map_err(|e| anyhow::anyhow!("derived room ID is invalid: {e}"))?,
-    };
+    let (event_id, pdu_json, room_id) = unique_create_event(txn, object, keys, &rules, room_id)?;
     let mut pdu = Pdu::parse(event_id, &pdu_json)?;
     // A version 12 create event carries no room ID; it is known here only once checked.
     state_res::check_state_independent_auth_rules(&rules.authorization, &pdu, |_: &EventId| {
@@ -111,6 +105,39 @@ pub fn create_room(
     txn.create_room(&room_id, version, pdu.origin_server_ts.get().into())?;
     let appended = append(txn, pdu, pdu_json, Vec::new(), None)?;
     Ok((room_id, appended))
+}
+
+/// Hashes and signs a create event and derives the room ID. Where the room ID is the create
+/// event's reference hash, two rooms created by one user in the same millisecond with the same
+/// content would get the same ID: the later one's `origin_server_ts` moves on a millisecond
+/// until its ID is new. Create events are built one at a time on the writer, so this settles it.
+fn unique_create_event(
+    txn: &dyn RoomTxn,
+    mut object: CanonicalJsonObject,
+    keys: &ServerKeys,
+    rules: &RoomVersionRules,
+    room_id: Option<OwnedRoomId>,
+) -> Result<(OwnedEventId, String, OwnedRoomId)> {
+    const MAX_ATTEMPTS: usize = 1000;
+    for _ in 0..MAX_ATTEMPTS {
+        let (event_id, pdu_json) = finish(object.clone(), keys, rules)?;
+        let room_id = match &room_id {
+            Some(room_id) if !rules.authorization.room_create_event_id_as_room_id => {
+                return Ok((event_id, pdu_json, room_id.clone()));
+            }
+            _ => OwnedRoomId::try_from(format!("!{}", &event_id.as_str()[1..]))
+                .map_err(|e| anyhow::anyhow!("derived room ID is invalid: {e}"))?,
+        };
+        if txn.room_version(&room_id)?.is_none() {
+            return Ok((event_id, pdu_json, room_id));
+        }
+        let Some(CanonicalJsonValue::Integer(ts)) = object.get("origin_server_ts") else {
+            break;
+        };
+        let next = *ts + ruma::Int::from(1u8);
+        object.insert("origin_server_ts".into(), CanonicalJsonValue::Integer(next));
+    }
+    Err(anyhow::anyhow!("no unused room ID after {MAX_ATTEMPTS} create events").into())
 }
 
 /// The rules of a room version Hearth knows.
@@ -341,4 +368,52 @@ fn id_array<'a>(ids: impl Iterator<Item = &'a EventId>) -> CanonicalJsonValue {
 
 fn now() -> u64 {
     MilliSecondsSinceUnixEpoch::now().get().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Two create events alike in every byte (one user, one millisecond, one content) would
+    /// name the same version 12 room: the second must get a room ID of its own.
+    #[tokio::test]
+    async fn identical_create_events_get_distinct_room_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open_sqlite(&dir.path().join("hearth.db")).unwrap();
+        let name = crate::config::parse_server_name("localhost").unwrap();
+        let keys = ServerKeys::load_or_generate(dir.path(), name).unwrap();
+        let version = RoomVersionId::V12;
+        let rules = rules_for(&version).unwrap();
+        let proto = ProtoEvent {
+            room_id: "!placeholder:x".try_into().unwrap(),
+            sender: "@alice:localhost".try_into().unwrap(),
+            event_type: TimelineEventType::RoomCreate.to_string(),
+            state_key: Some(String::new()),
+            content: serde_json::json!({ "room_version": "12" }),
+            redacts: None,
+            transaction: None,
+        };
+        let mut object = base_object(&proto, &rules, 1).unwrap();
+        object.remove("room_id");
+        object.insert("prev_events".into(), CanonicalJsonValue::Array(Vec::new()));
+        object.insert("auth_events".into(), CanonicalJsonValue::Array(Vec::new()));
+
+        let room_ids = Arc::new(Mutex::new(Vec::new()));
+        let found = room_ids.clone();
+        let job = move |txn: &dyn RoomTxn| {
+            for _ in 0..2 {
+                let (_, _, room_id) =
+                    unique_create_event(txn, object.clone(), &keys, &rules, None)?;
+                txn.create_room(&room_id, &version, 0)?;
+                found.lock().unwrap().push(room_id);
+            }
+            Ok(Vec::new())
+        };
+        store.write_rooms(Box::new(job)).await.unwrap();
+        let room_ids = room_ids.lock().unwrap();
+        assert_eq!(room_ids.len(), 2);
+        assert_ne!(room_ids[0], room_ids[1]);
+    }
 }
