@@ -7,6 +7,8 @@
 
 use std::{collections::BTreeSet, time::Duration};
 
+use futures::{StreamExt as _, TryStreamExt as _};
+
 use ruma::{
     OwnedRoomId, OwnedUserId, UserId,
     api::client::sync::sync_events::v3::{
@@ -26,7 +28,7 @@ use crate::{
         visibility::HistoryView,
     },
     services::Services,
-    store::{Direction, EventRecord, MembershipRecord},
+    store::{AccountDataRecord, Direction, EventRecord, MembershipRecord},
 };
 
 /// The longest a sync request waits, whatever the client asks.
@@ -87,36 +89,32 @@ async fn compute(services: &Services, request: &SyncRequest, current: i64) -> Re
 
     let changed = changed_joined_rooms(services, request, &memberships, current).await?;
 
+    // Rooms are read concurrently: each takes a few small reads, and a user in many rooms would
+    // otherwise wait for all of them one after the other. (The futures are collected first: a
+    // stream that maps borrowed records is not provably `Send` to the compiler.)
+    let updates: Vec<_> = memberships
+        .iter()
+        .filter(|m| request.filter.rooms.allows_room(m.room_id.as_str()))
+        .map(|membership| {
+            let room_data = room_account_data(request, &account_data, &membership.room_id);
+            room_update(services, request, membership, current, &changed, &forgotten, room_data)
+        })
+        .collect();
+    let sections: Vec<Option<RoomUpdate>> =
+        futures::stream::iter(updates).buffered(ROOM_CONCURRENCY).try_collect().await?;
+
     let mut response = Response::new(token(current));
-    for membership in
-        memberships.iter().filter(|m| request.filter.rooms.allows_room(m.room_id.as_str()))
-    {
-        let room_data: Vec<_> = account_data
-            .iter()
-            .filter(|d| d.room_id.as_ref() == Some(&membership.room_id))
-            .filter(|d| request.filter.room_account_data.matches_type(&d.data_type))
-            .map(|d| raw(&serde_json::json!({ "type": d.data_type, "content": d.content })))
-            .collect::<Result<_>>()?;
-        match membership.membership.as_str() {
-            "join"
-                if room_data.is_empty()
-                    && changed.as_ref().is_some_and(|c| !c.contains(&membership.room_id)) => {}
-            "join" => {
-                if let Some(room) =
-                    joined_room(services, request, membership, current, room_data).await?
-                {
-                    response.rooms.join.insert(membership.room_id.clone(), room);
-                }
+    for update in sections.into_iter().flatten() {
+        match update {
+            RoomUpdate::Join(room_id, room) => {
+                response.rooms.join.insert(room_id, *room);
             }
-            "invite" if request.since.is_none_or(|s| membership.stream_position > s) => {
-                let room = invited_room(services, membership).await?;
-                response.rooms.invite.insert(membership.room_id.clone(), room);
+            RoomUpdate::Invite(room_id, room) => {
+                response.rooms.invite.insert(room_id, room);
             }
-            "leave" | "ban" if wants_left_room(request, membership, &forgotten) => {
-                let room = left_room(services, request, membership).await?;
-                response.rooms.leave.insert(membership.room_id.clone(), room);
+            RoomUpdate::Leave(room_id, room) => {
+                response.rooms.leave.insert(room_id, *room);
             }
-            _ => {}
         }
     }
     let mut global = GlobalAccountData::new();
@@ -144,6 +142,63 @@ async fn changed_joined_rooms(
         memberships.iter().filter(|m| m.membership == "join").map(|m| m.room_id.clone()).collect();
     let changed = services.store.rooms_changed(&joined, since, current).await?;
     Ok(Some(changed.into_iter().collect()))
+}
+
+/// How many rooms one sync reads at the same time.
+const ROOM_CONCURRENCY: usize = 8;
+
+/// One room's section of the response.
+enum RoomUpdate {
+    Join(OwnedRoomId, Box<JoinedRoom>),
+    Invite(OwnedRoomId, InvitedRoom),
+    Leave(OwnedRoomId, Box<LeftRoom>),
+}
+
+/// The room's account data that the filter lets through.
+fn room_account_data(
+    request: &SyncRequest,
+    account_data: &[AccountDataRecord],
+    room_id: &OwnedRoomId,
+) -> Result<Vec<Raw<ruma::events::AnyRoomAccountDataEvent>>> {
+    account_data
+        .iter()
+        .filter(|d| d.room_id.as_ref() == Some(room_id))
+        .filter(|d| request.filter.room_account_data.matches_type(&d.data_type))
+        .map(|d| raw(&serde_json::json!({ "type": d.data_type, "content": d.content })))
+        .collect()
+}
+
+/// What a room contributes to the response, if anything.
+async fn room_update(
+    services: &Services,
+    request: &SyncRequest,
+    membership: &MembershipRecord,
+    current: i64,
+    changed: &Option<BTreeSet<OwnedRoomId>>,
+    forgotten: &BTreeSet<OwnedRoomId>,
+    room_data: Result<Vec<Raw<ruma::events::AnyRoomAccountDataEvent>>>,
+) -> Result<Option<RoomUpdate>> {
+    let room_data = room_data?;
+    let room_id = membership.room_id.clone();
+    Ok(match membership.membership.as_str() {
+        "join"
+            if room_data.is_empty()
+                && changed.as_ref().is_some_and(|c| !c.contains(&membership.room_id)) =>
+        {
+            None
+        }
+        "join" => joined_room(services, request, membership, current, room_data)
+            .await?
+            .map(|room| RoomUpdate::Join(room_id, Box::new(room))),
+        "invite" if request.since.is_none_or(|s| membership.stream_position > s) => {
+            Some(RoomUpdate::Invite(room_id, invited_room(services, membership).await?))
+        }
+        "leave" | "ban" if wants_left_room(request, membership, forgotten) => {
+            let room = left_room(services, request, membership).await?;
+            Some(RoomUpdate::Leave(room_id, Box::new(room)))
+        }
+        _ => None,
+    })
 }
 
 fn wants_left_room(

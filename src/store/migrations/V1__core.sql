@@ -109,6 +109,10 @@ CREATE TABLE event_transactions (
     event_id TEXT NOT NULL,
     PRIMARY KEY (user_id, device_id, scope, txn_id)
 );
+-- Formatting events for their sender looks transaction IDs up by event: all three columns, so
+-- that the planner prefers this index to the primary key's (user, device) prefix, which would
+-- scan every transaction the device ever made.
+CREATE INDEX event_transactions_by_event ON event_transactions (event_id, user_id, device_id);
 
 CREATE TABLE room_aliases (
     room_alias TEXT PRIMARY KEY NOT NULL,
