@@ -211,7 +211,7 @@ where
         R::try_from_http_request(request, &args)
     }))
     .map_err(|_| Error::bad_json("The request body does not match the endpoint"))?
-    .map_err(request_error)?;
+    .map_err(|error| request_error(error, &body))?;
     let response = handler(services, auth, parsed).await?;
     response
         .try_into_http_response::<Vec<u8>>()
@@ -220,10 +220,15 @@ where
 
 /// Turns ruma's parse failure into the spec's error: not JSON, JSON of the wrong shape, or a bad
 /// parameter.
-fn request_error(error: FromHttpRequestError) -> Error {
+///
+/// A syntax error counts as "not JSON" only if the body really is not JSON: some of ruma's parsers
+/// read a valid body only in part (the profile field parser stops after its one key) and report
+/// what follows as a syntax error.
+fn request_error(error: FromHttpRequestError, body: &[u8]) -> Error {
     match error {
         FromHttpRequestError::Deserialization(DeserializationError::Json(error)) => {
-            if error.is_syntax() || error.is_eof() {
+            let is_json = serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok();
+            if (error.is_syntax() || error.is_eof()) && !is_json {
                 Error::not_json("The request body is not valid JSON")
             } else {
                 Error::bad_json(format!("The request body does not match the endpoint: {error}"))

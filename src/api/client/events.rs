@@ -65,9 +65,11 @@ fn content_json<T>(body: &Raw<T>) -> Result<JsonValue> {
     Ok(value)
 }
 
+/// Refuses rooms this server does not know with 403, as the spec answers anyone who is not a
+/// member (and as Synapse does), so that a non-member cannot probe which room IDs exist.
 async fn require_room(services: &Services, room_id: &ruma::RoomId) -> Result<()> {
     if !services.rooms.exists(room_id).await? {
-        return Err(Error::not_found("Unknown room"));
+        return Err(Error::forbidden("Unknown room"));
     }
     Ok(())
 }
@@ -123,6 +125,7 @@ async fn send_state_event(
         "m.room.canonical_alias" => {
             services.rooms.check_canonical_alias(&request.room_id, &content).await?
         }
+        "m.room.power_levels" => require_power_levels_shape(&content)?,
         _ => {}
     }
     let proto = ProtoEvent {
@@ -136,6 +139,15 @@ async fn send_state_event(
     };
     let event_id = services.rooms.send(proto).await?;
     Ok(send_state_event::v3::Response::new(event_id))
+}
+
+/// Power levels whose content does not parse are the client's bad JSON (400, as Synapse answers),
+/// not an action the sender lacks the power for, which is what the auth rules would report.
+fn require_power_levels_shape(content: &JsonValue) -> Result<()> {
+    use ruma::events::room::power_levels::RoomPowerLevelsEventContent;
+    serde_json::from_value::<RoomPowerLevelsEventContent>(content.clone())
+        .map(drop)
+        .map_err(|error| Error::bad_json(format!("Invalid power levels: {error}")))
 }
 
 /// Membership changes have their own endpoints; through `/state`, a joined user may only

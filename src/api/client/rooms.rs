@@ -202,7 +202,8 @@ async fn change(
     reason: Option<String>,
 ) -> Result<()> {
     if !services.rooms.exists(&room_id).await? {
-        return Err(Error::not_found("Unknown room"));
+        // As for any room the sender is not in: 403, not a hint that the room does not exist.
+        return Err(Error::forbidden("Unknown room"));
     }
     let change = MembershipChange {
         room_id,
