@@ -8,6 +8,11 @@ use hearth::{
     server::{self, ServeOptions},
 };
 
+/// Threads for blocking work: database reads (which wait for one of a few connections anyway),
+/// password hashing and file access. Tokio's default of 512 would let a burst start hundreds of
+/// threads, each with its own stack and allocator arena, that an idle server then carries.
+const MAX_BLOCKING_THREADS: usize = 16;
+
 /// A Matrix homeserver for a household.
 #[derive(Parser)]
 #[command(name = "hearth", version, about)]
@@ -75,7 +80,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(dir) => dir,
         None => config::default_data_dir()?,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .build()?;
     match cli.command {
         Command::Serve { listen, server_name, registration } => {
             let server_name = server_name.as_deref().map(config::parse_server_name).transpose()?;
