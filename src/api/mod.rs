@@ -109,6 +109,7 @@ where
             (template, response.unwrap_or_else(|error| error_response(&error)))
         }
     };
+    let response = close_if_too_large(response);
     tracing::debug!(
         method = %incoming.method,
         route = %template,
@@ -117,6 +118,17 @@ where
         "request done"
     );
     with_cors(response)
+}
+
+/// A body refused for its size is left unread, so its connection cannot carry another request:
+/// `Connection: close` tells the client not to reuse it (RFC 9112, section 9.6) rather than let
+/// its next request fail on a connection the server has closed.
+fn close_if_too_large(mut response: http::Response<Vec<u8>>) -> http::Response<Vec<u8>> {
+    if response.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
+        let close = http::HeaderValue::from_static("close");
+        response.headers_mut().insert(http::header::CONNECTION, close);
+    }
+    response
 }
 
 /// Builds the error reply, logging internal causes once with their whole chain.
