@@ -4,7 +4,10 @@
 
 mod common;
 
-use common::{TestServer, TestUser, enc};
+use common::{
+    TestServer, TestUser, enc,
+    table::{row, run_table},
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -839,55 +842,6 @@ async fn registration_attempts_are_rate_limited() {
 // ---------------------------------------------------------------------------------------------
 // Bad input
 
-/// One bad request and the exact answer expected.
-struct Row {
-    method: Method,
-    path: String,
-    token: Option<String>,
-    body: Option<Vec<u8>>,
-    status: StatusCode,
-    errcode: &'static str,
-}
-
-fn row(method: Method, path: impl Into<String>, token: Option<&str>, body: Option<&str>) -> Row {
-    Row {
-        method,
-        path: path.into(),
-        token: token.map(ToOwned::to_owned),
-        body: body.map(|b| b.as_bytes().to_vec()),
-        status: StatusCode::OK,
-        errcode: "",
-    }
-}
-
-impl Row {
-    fn expect(mut self, status: StatusCode, errcode: &'static str) -> Self {
-        self.status = status;
-        self.errcode = errcode;
-        self
-    }
-}
-
-async fn run_table(server: &TestServer, rows: Vec<Row>) {
-    let mut failures = Vec::new();
-    for row in rows {
-        let body = row.body.clone().unwrap_or_default();
-        let (status, json) =
-            server.call_raw(row.method.clone(), &row.path, row.token.as_deref(), body).await;
-        if status != row.status || json["errcode"] != row.errcode || !json["error"].is_string() {
-            failures.push(format!(
-                "{} {} {:?}: expected {} {}, got {status} {json}",
-                row.method,
-                row.path,
-                row.body.as_deref().map(String::from_utf8_lossy),
-                row.status,
-                row.errcode
-            ));
-        }
-    }
-    assert!(failures.is_empty(), "{} rows failed:\n{}", failures.len(), failures.join("\n"));
-}
-
 #[tokio::test]
 async fn bad_account_requests_get_the_exact_error() {
     use StatusCode as S;
@@ -900,52 +854,144 @@ async fn bad_account_requests_get_the_exact_error() {
     let them = enc(&bob.user_id);
     let (get, post, put, delete) = (Method::GET, Method::POST, Method::PUT, Method::DELETE);
 
+    // Bodies too long to sit in their rows, byte for byte as they are sent.
+    let as_alice = r#"{"type":"m.login.password","identifier":{"type":"m.id.user","user":"alice"}"#;
+    let untyped_login =
+        r#"{"identifier":{"type":"m.id.user","user":"alice"},"password":"password-alice"}"#;
+    let full_user_id =
+        r#"{"username":"@carol:localhost","password":"x","auth":{"type":"m.login.dummy"}}"#;
+    let long_device_id = format!(
+        concat!(
+            r#"{{"username":"longdevice","password":"x","device_id":"{}","#,
+            r#""auth":{{"type":"m.login.dummy"}}}}"#,
+        ),
+        "D".repeat(300)
+    );
+
     let rows = vec![
         // Bodies that are not JSON, or JSON of the wrong shape.
-        row(post.clone(), format!("{V3}/register"), None, Some("{not json"))
+        row(
+            "register body that is not JSON",
+            post.clone(),
+            format!("{V3}/register"),
+            None,
+            Some("{not json"),
+        )
+        .expect(S::BAD_REQUEST, "M_NOT_JSON"),
+        row("login body cut short", post.clone(), format!("{V3}/login"), None, Some("{\"type\": "))
             .expect(S::BAD_REQUEST, "M_NOT_JSON"),
-        row(post.clone(), format!("{V3}/login"), None, Some("{\"type\": "))
-            .expect(S::BAD_REQUEST, "M_NOT_JSON"),
-        row(post.clone(), format!("{V3}/login"), None, Some("[1, 2]"))
+        row("login body is an array", post.clone(), format!("{V3}/login"), None, Some("[1, 2]"))
             .expect(S::BAD_REQUEST, "M_BAD_JSON"),
         row(
+            "login password is a number",
             post.clone(),
             format!("{V3}/login"),
             None,
-            Some(r#"{"type":"m.login.password","identifier":{"type":"m.id.user","user":"alice"},"password":5}"#),
+            Some(&format!(r#"{as_alice},"password":5}}"#)),
         )
         .expect(S::BAD_REQUEST, "M_BAD_JSON"),
-        row(post.clone(), format!("{V3}/register"), None, Some(r#"{"username": 5, "password": "x"}"#))
-            .expect(S::BAD_REQUEST, "M_BAD_JSON"),
-        row(post.clone(), format!("{V3}/register"), None, Some(r#"{"inhibit_login": "yes"}"#))
-            .expect(S::BAD_REQUEST, "M_BAD_JSON"),
-        row(put.clone(), format!("{V3}/profile/{me}/displayname"), a, Some("nope"))
-            .expect(S::BAD_REQUEST, "M_NOT_JSON"),
-        row(put.clone(), format!("{V3}/profile/{me}/displayname"), a, Some(r#"{"displayname": 5}"#))
-            .expect(S::BAD_REQUEST, "M_BAD_JSON"),
-        row(put.clone(), format!("{V3}/profile/{me}/avatar_url"), a, Some(r#"{"avatar_url": ["x"]}"#))
-            .expect(S::BAD_REQUEST, "M_BAD_JSON"),
-        row(put.clone(), format!("{V3}/devices/{}", alice.device_id), a, Some(r#"{"display_name": 5}"#))
-            .expect(S::BAD_REQUEST, "M_BAD_JSON"),
-        row(post.clone(), format!("{V3}/account/password"), a, Some(r#"{"new_password": 5}"#))
-            .expect(S::BAD_REQUEST, "M_BAD_JSON"),
-        row(post.clone(), format!("{V3}/account/password"), a, Some("{{"))
-            .expect(S::BAD_REQUEST, "M_NOT_JSON"),
-        row(post.clone(), format!("{V3}/delete_devices"), a, Some(r#"{"devices": "ABC"}"#))
-            .expect(S::BAD_REQUEST, "M_BAD_JSON"),
+        row(
+            "register username is a number",
+            post.clone(),
+            format!("{V3}/register"),
+            None,
+            Some(r#"{"username": 5, "password": "x"}"#),
+        )
+        .expect(S::BAD_REQUEST, "M_BAD_JSON"),
+        row(
+            "register inhibit_login is a string",
+            post.clone(),
+            format!("{V3}/register"),
+            None,
+            Some(r#"{"inhibit_login": "yes"}"#),
+        )
+        .expect(S::BAD_REQUEST, "M_BAD_JSON"),
+        row(
+            "display name body that is prose",
+            put.clone(),
+            format!("{V3}/profile/{me}/displayname"),
+            a,
+            Some("nope"),
+        )
+        .expect(S::BAD_REQUEST, "M_NOT_JSON"),
+        row(
+            "display name is a number",
+            put.clone(),
+            format!("{V3}/profile/{me}/displayname"),
+            a,
+            Some(r#"{"displayname": 5}"#),
+        )
+        .expect(S::BAD_REQUEST, "M_BAD_JSON"),
+        row(
+            "avatar URL is a list",
+            put.clone(),
+            format!("{V3}/profile/{me}/avatar_url"),
+            a,
+            Some(r#"{"avatar_url": ["x"]}"#),
+        )
+        .expect(S::BAD_REQUEST, "M_BAD_JSON"),
+        row(
+            "device display name is a number",
+            put.clone(),
+            format!("{V3}/devices/{}", alice.device_id),
+            a,
+            Some(r#"{"display_name": 5}"#),
+        )
+        .expect(S::BAD_REQUEST, "M_BAD_JSON"),
+        row(
+            "new password is a number",
+            post.clone(),
+            format!("{V3}/account/password"),
+            a,
+            Some(r#"{"new_password": 5}"#),
+        )
+        .expect(S::BAD_REQUEST, "M_BAD_JSON"),
+        row(
+            "password change body that is not JSON",
+            post.clone(),
+            format!("{V3}/account/password"),
+            a,
+            Some("{{"),
+        )
+        .expect(S::BAD_REQUEST, "M_NOT_JSON"),
+        row(
+            "devices to delete is a string, not a list",
+            post.clone(),
+            format!("{V3}/delete_devices"),
+            a,
+            Some(r#"{"devices": "ABC"}"#),
+        )
+        .expect(S::BAD_REQUEST, "M_BAD_JSON"),
         // `/login` without a `type` (ruma's parser panics on it; still the client's bad JSON).
-        row(post.clone(), format!("{V3}/login"), None, Some("{}")).expect(S::BAD_REQUEST, "M_BAD_JSON"),
-        row(post.clone(), format!("{V3}/login"), None, Some("")).expect(S::BAD_REQUEST, "M_BAD_JSON"),
+        row("login with no type", post.clone(), format!("{V3}/login"), None, Some("{}"))
+            .expect(S::BAD_REQUEST, "M_BAD_JSON"),
         row(
+            "login with an empty body, so no type",
             post.clone(),
             format!("{V3}/login"),
             None,
-            Some(r#"{"identifier":{"type":"m.id.user","user":"alice"},"password":"password-alice"}"#),
+            Some(""),
         )
         .expect(S::BAD_REQUEST, "M_BAD_JSON"),
-        row(post.clone(), format!("{V3}/login"), None, Some(r#"{"type": 5}"#)).expect(S::BAD_REQUEST, "M_BAD_JSON"),
+        row(
+            "password login that leaves out the type",
+            post.clone(),
+            format!("{V3}/login"),
+            None,
+            Some(untyped_login),
+        )
+        .expect(S::BAD_REQUEST, "M_BAD_JSON"),
+        row(
+            "login type is a number",
+            post.clone(),
+            format!("{V3}/login"),
+            None,
+            Some(r#"{"type": 5}"#),
+        )
+        .expect(S::BAD_REQUEST, "M_BAD_JSON"),
         // Registration input.
         row(
+            "username with a space",
             post.clone(),
             format!("{V3}/register"),
             None,
@@ -953,13 +999,15 @@ async fn bad_account_requests_get_the_exact_error() {
         )
         .expect(S::BAD_REQUEST, "M_INVALID_USERNAME"),
         row(
+            "username that is a full user ID, not a localpart",
             post.clone(),
             format!("{V3}/register"),
             None,
-            Some(r#"{"username":"@carol:localhost","password":"x","auth":{"type":"m.login.dummy"}}"#),
+            Some(full_user_id),
         )
         .expect(S::BAD_REQUEST, "M_INVALID_USERNAME"),
         row(
+            "registration without a password",
             post.clone(),
             format!("{V3}/register"),
             None,
@@ -967,6 +1015,7 @@ async fn bad_account_requests_get_the_exact_error() {
         )
         .expect(S::BAD_REQUEST, "M_MISSING_PARAM"),
         row(
+            "username already registered (by alice)",
             post.clone(),
             format!("{V3}/register"),
             None,
@@ -974,29 +1023,95 @@ async fn bad_account_requests_get_the_exact_error() {
         )
         .expect(S::BAD_REQUEST, "M_USER_IN_USE"),
         // Missing and unknown tokens.
-        row(get.clone(), format!("{V3}/account/whoami"), None, None).expect(S::UNAUTHORIZED, "M_MISSING_TOKEN"),
-        row(get.clone(), format!("{V3}/devices"), None, None).expect(S::UNAUTHORIZED, "M_MISSING_TOKEN"),
-        row(post.clone(), format!("{V3}/logout"), None, Some("{}")).expect(S::UNAUTHORIZED, "M_MISSING_TOKEN"),
-        row(post.clone(), format!("{V3}/logout/all"), None, Some("{}")).expect(S::UNAUTHORIZED, "M_MISSING_TOKEN"),
-        row(put.clone(), format!("{V3}/profile/{me}/displayname"), None, Some(r#"{"displayname":"x"}"#))
+        row("whoami without a token", get.clone(), format!("{V3}/account/whoami"), None, None)
             .expect(S::UNAUTHORIZED, "M_MISSING_TOKEN"),
-        row(post.clone(), format!("{V3}/account/password"), None, Some(r#"{"new_password":"x"}"#))
+        row("device list without a token", get.clone(), format!("{V3}/devices"), None, None)
             .expect(S::UNAUTHORIZED, "M_MISSING_TOKEN"),
-        row(post.clone(), format!("{V3}/account/deactivate"), None, Some("{}"))
+        row("logout without a token", post.clone(), format!("{V3}/logout"), None, Some("{}"))
             .expect(S::UNAUTHORIZED, "M_MISSING_TOKEN"),
-        row(get.clone(), format!("{V3}/account/whoami"), Some("hth_bogus"), None)
-            .expect(S::UNAUTHORIZED, "M_UNKNOWN_TOKEN"),
-        row(get.clone(), format!("{V3}/account/whoami?access_token=bogus"), None, None)
-            .expect(S::UNAUTHORIZED, "M_UNKNOWN_TOKEN"),
-        row(post.clone(), format!("{V3}/logout"), Some("x"), Some("{}")).expect(S::UNAUTHORIZED, "M_UNKNOWN_TOKEN"),
-        row(delete.clone(), format!("{V3}/devices/{}", alice.device_id), Some("x"), Some("{}"))
-            .expect(S::UNAUTHORIZED, "M_UNKNOWN_TOKEN"),
-        // Forbidden.
-        row(put.clone(), format!("{V3}/profile/{them}/displayname"), a, Some(r#"{"displayname":"x"}"#))
-            .expect(S::FORBIDDEN, "M_FORBIDDEN"),
-        row(put.clone(), format!("{V3}/profile/{them}/avatar_url"), a, Some(r#"{"avatar_url":"mxc://a/b"}"#))
-            .expect(S::FORBIDDEN, "M_FORBIDDEN"),
         row(
+            "logout everywhere without a token",
+            post.clone(),
+            format!("{V3}/logout/all"),
+            None,
+            Some("{}"),
+        )
+        .expect(S::UNAUTHORIZED, "M_MISSING_TOKEN"),
+        row(
+            "setting a display name without a token",
+            put.clone(),
+            format!("{V3}/profile/{me}/displayname"),
+            None,
+            Some(r#"{"displayname":"x"}"#),
+        )
+        .expect(S::UNAUTHORIZED, "M_MISSING_TOKEN"),
+        row(
+            "password change without a token",
+            post.clone(),
+            format!("{V3}/account/password"),
+            None,
+            Some(r#"{"new_password":"x"}"#),
+        )
+        .expect(S::UNAUTHORIZED, "M_MISSING_TOKEN"),
+        row(
+            "deactivation without a token",
+            post.clone(),
+            format!("{V3}/account/deactivate"),
+            None,
+            Some("{}"),
+        )
+        .expect(S::UNAUTHORIZED, "M_MISSING_TOKEN"),
+        row(
+            "whoami with a made-up token in Hearth's format",
+            get.clone(),
+            format!("{V3}/account/whoami"),
+            Some("hth_bogus"),
+            None,
+        )
+        .expect(S::UNAUTHORIZED, "M_UNKNOWN_TOKEN"),
+        row(
+            "whoami with a made-up token in the query string",
+            get.clone(),
+            format!("{V3}/account/whoami?access_token=bogus"),
+            None,
+            None,
+        )
+        .expect(S::UNAUTHORIZED, "M_UNKNOWN_TOKEN"),
+        row(
+            "logout with a made-up token",
+            post.clone(),
+            format!("{V3}/logout"),
+            Some("x"),
+            Some("{}"),
+        )
+        .expect(S::UNAUTHORIZED, "M_UNKNOWN_TOKEN"),
+        row(
+            "device deletion with a made-up token",
+            delete.clone(),
+            format!("{V3}/devices/{}", alice.device_id),
+            Some("x"),
+            Some("{}"),
+        )
+        .expect(S::UNAUTHORIZED, "M_UNKNOWN_TOKEN"),
+        // Forbidden.
+        row(
+            "setting another user's display name",
+            put.clone(),
+            format!("{V3}/profile/{them}/displayname"),
+            a,
+            Some(r#"{"displayname":"x"}"#),
+        )
+        .expect(S::FORBIDDEN, "M_FORBIDDEN"),
+        row(
+            "setting another user's avatar URL",
+            put.clone(),
+            format!("{V3}/profile/{them}/avatar_url"),
+            a,
+            Some(r#"{"avatar_url":"mxc://a/b"}"#),
+        )
+        .expect(S::FORBIDDEN, "M_FORBIDDEN"),
+        row(
+            "setting a remote user's display name",
             put.clone(),
             format!("{V3}/profile/{}/displayname", enc("@alice:elsewhere.example")),
             a,
@@ -1004,21 +1119,66 @@ async fn bad_account_requests_get_the_exact_error() {
         )
         .expect(S::FORBIDDEN, "M_FORBIDDEN"),
         // Invalid user IDs in paths.
-        row(get.clone(), format!("{V3}/profile/not-a-user-id"), None, None).expect(S::BAD_REQUEST, "M_INVALID_PARAM"),
-        row(get.clone(), format!("{V3}/profile/{}/displayname", enc("alice")), None, None)
-            .expect(S::BAD_REQUEST, "M_INVALID_PARAM"),
-        row(get.clone(), format!("{V3}/profile/{}", enc("@alice")), None, None)
-            .expect(S::BAD_REQUEST, "M_INVALID_PARAM"),
-        row(put.clone(), format!("{V3}/profile/{}/displayname", enc("#room:localhost")), a, Some(r#"{"displayname":"x"}"#))
-            .expect(S::BAD_REQUEST, "M_INVALID_PARAM"),
+        row(
+            "profile of a path segment that is not a user ID",
+            get.clone(),
+            format!("{V3}/profile/not-a-user-id"),
+            None,
+            None,
+        )
+        .expect(S::BAD_REQUEST, "M_INVALID_PARAM"),
+        row(
+            "profile field of a bare localpart",
+            get.clone(),
+            format!("{V3}/profile/{}/displayname", enc("alice")),
+            None,
+            None,
+        )
+        .expect(S::BAD_REQUEST, "M_INVALID_PARAM"),
+        row(
+            "profile of a user ID without a server name",
+            get.clone(),
+            format!("{V3}/profile/{}", enc("@alice")),
+            None,
+            None,
+        )
+        .expect(S::BAD_REQUEST, "M_INVALID_PARAM"),
+        row(
+            "setting the display name of a room alias",
+            put.clone(),
+            format!("{V3}/profile/{}/displayname", enc("#room:localhost")),
+            a,
+            Some(r#"{"displayname":"x"}"#),
+        )
+        .expect(S::BAD_REQUEST, "M_INVALID_PARAM"),
         // Unknown users and devices.
-        row(get.clone(), format!("{V3}/profile/{}", enc("@nobody:localhost")), None, None)
-            .expect(S::NOT_FOUND, "M_NOT_FOUND"),
-        row(get.clone(), format!("{V3}/profile/{}/avatar_url", enc("@nobody:localhost")), None, None)
-            .expect(S::NOT_FOUND, "M_NOT_FOUND"),
-        row(get.clone(), format!("{V3}/devices/NO_SUCH_DEVICE"), a, None).expect(S::NOT_FOUND, "M_NOT_FOUND"),
+        row(
+            "profile of a user who never registered",
+            get.clone(),
+            format!("{V3}/profile/{}", enc("@nobody:localhost")),
+            None,
+            None,
+        )
+        .expect(S::NOT_FOUND, "M_NOT_FOUND"),
+        row(
+            "avatar URL of a user who never registered",
+            get.clone(),
+            format!("{V3}/profile/{}/avatar_url", enc("@nobody:localhost")),
+            None,
+            None,
+        )
+        .expect(S::NOT_FOUND, "M_NOT_FOUND"),
+        row(
+            "a device alice does not have",
+            get.clone(),
+            format!("{V3}/devices/NO_SUCH_DEVICE"),
+            a,
+            None,
+        )
+        .expect(S::NOT_FOUND, "M_NOT_FOUND"),
         // Other parameters.
         row(
+            "device display name over 255 bytes",
             put.clone(),
             format!("{V3}/devices/{}", alice.device_id),
             a,
@@ -1026,6 +1186,7 @@ async fn bad_account_requests_get_the_exact_error() {
         )
         .expect(S::BAD_REQUEST, "M_INVALID_PARAM"),
         row(
+            "display name over 256 bytes",
             put.clone(),
             format!("{V3}/profile/{me}/displayname"),
             a,
@@ -1033,6 +1194,7 @@ async fn bad_account_requests_get_the_exact_error() {
         )
         .expect(S::BAD_REQUEST, "M_INVALID_PARAM"),
         row(
+            "avatar URL over 1000 bytes",
             put.clone(),
             format!("{V3}/profile/{me}/avatar_url"),
             a,
@@ -1040,22 +1202,27 @@ async fn bad_account_requests_get_the_exact_error() {
         )
         .expect(S::BAD_REQUEST, "M_INVALID_PARAM"),
         row(
+            "registration with a device ID over 255 bytes",
             post.clone(),
             format!("{V3}/register"),
             None,
-            Some(&format!(
-                r#"{{"username":"longdevice","password":"x","device_id":"{}","auth":{{"type":"m.login.dummy"}}}}"#,
-                "D".repeat(300)
-            )),
+            Some(&long_device_id),
         )
         .expect(S::BAD_REQUEST, "M_INVALID_PARAM"),
-        row(get.clone(), format!("{V3}/register/available?username={}", enc("a b")), None, None)
-            .expect(S::BAD_REQUEST, "M_INVALID_USERNAME"),
         row(
+            "availability of a username with a space",
+            get.clone(),
+            format!("{V3}/register/available?username={}", enc("a b")),
+            None,
+            None,
+        )
+        .expect(S::BAD_REQUEST, "M_INVALID_USERNAME"),
+        row(
+            "login with the wrong password",
             post.clone(),
             format!("{V3}/login"),
             None,
-            Some(r#"{"type":"m.login.password","identifier":{"type":"m.id.user","user":"alice"},"password":"wrong"}"#),
+            Some(&format!(r#"{as_alice},"password":"wrong"}}"#)),
         )
         .expect(S::FORBIDDEN, "M_FORBIDDEN"),
     ];

@@ -5,7 +5,10 @@
 
 mod common;
 
-use common::{TestServer, TestUser, enc};
+use common::{
+    TestServer, TestUser, enc,
+    table::{Row, row, run_table},
+};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -15,68 +18,6 @@ const V3: &str = "/_matrix/client/v3";
 /// real position, and arithmetic on either must not overflow.
 const MAX_TOKEN: &str = "s9223372036854775807";
 const MAX_TOKEN_MINUS_ONE: &str = "s9223372036854775806";
-
-/// One bad request and the error it must get.
-struct Row {
-    reason: &'static str,
-    method: Method,
-    path: String,
-    token: Option<String>,
-    body: Option<Vec<u8>>,
-    status: StatusCode,
-    errcode: &'static str,
-}
-
-fn row(
-    reason: &'static str,
-    method: Method,
-    path: impl Into<String>,
-    token: Option<&str>,
-    body: Option<&str>,
-) -> Row {
-    Row {
-        reason,
-        method,
-        path: path.into(),
-        token: token.map(ToOwned::to_owned),
-        body: body.map(|b| b.as_bytes().to_vec()),
-        status: StatusCode::OK,
-        errcode: "",
-    }
-}
-
-impl Row {
-    fn expect(mut self, status: StatusCode, errcode: &'static str) -> Self {
-        self.status = status;
-        self.errcode = errcode;
-        self
-    }
-}
-
-/// Sends every row and reports all that got another answer than expected.
-async fn run_table(server: &TestServer, rows: Vec<Row>) {
-    let mut failures = Vec::new();
-    for row in rows {
-        let body = row.body.clone().unwrap_or_default();
-        let (status, json) =
-            server.call_raw(row.method.clone(), &row.path, row.token.as_deref(), body).await;
-        if status != row.status || json["errcode"] != row.errcode || !json["error"].is_string() {
-            let shown = row.body.as_deref().map(|b| {
-                let text = String::from_utf8_lossy(b);
-                if text.len() > 120 {
-                    format!("{}… ({} bytes)", &text[..120], b.len())
-                } else {
-                    text.into()
-                }
-            });
-            failures.push(format!(
-                "{} ({} {} {shown:?}): expected {} {}, got {status} {json}",
-                row.reason, row.method, row.path, row.status, row.errcode
-            ));
-        }
-    }
-    assert!(failures.is_empty(), "{} rows failed:\n{}", failures.len(), failures.join("\n"));
-}
 
 /// The fixture the tables share: alice created a public room (power 100), bob joined it
 /// (power 0), carol is in no room; alice sent one message and gave the room an alias.

@@ -12,6 +12,8 @@ use tokio::{
     process::{Child, Command},
 };
 
+pub mod table;
+
 /// A running server and its data directory.
 pub struct TestServer {
     child: Child,
