@@ -155,8 +155,8 @@ fn init_logging(
 ) -> anyhow::Result<tracing_appender::non_blocking::WorkerGuard> {
     let filter = || {
         EnvFilter::try_from_default_env()
-            .or_else(|_| EnvFilter::try_new(level))
-            .unwrap_or_else(|_| EnvFilter::new("info"))
+            .or_else(|_| EnvFilter::try_new(quiet_dependencies(level)))
+            .unwrap_or_else(|_| EnvFilter::new(quiet_dependencies("info")))
     };
     let log_dir = data_dir.join("logs");
     fs::create_dir_all(&log_dir).context("cannot create the log directory")?;
@@ -168,8 +168,10 @@ fn init_logging(
         .build(&log_dir)
         .context("cannot open the log directory")?;
     let (file_writer, guard) = tracing_appender::non_blocking(appender);
-    let stderr =
-        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter());
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .with_filter(filter());
     let file = tracing_subscriber::fmt::layer()
         .with_ansi(false)
         .with_writer(file_writer)
@@ -177,6 +179,19 @@ fn init_logging(
     // A second initialisation (tests starting several servers in one process) is harmless.
     let _ = tracing_subscriber::registry().with(stderr).with(file).try_init();
     Ok(guard)
+}
+
+/// The configured level, with the dependencies that log at the wrong level turned down unless
+/// the configuration names them: ruma's authorization checks log every accepted event at info,
+/// and warp logs a client that hangs up (an ended long poll) as an error.
+fn quiet_dependencies(level: &str) -> String {
+    let mut directives = level.to_owned();
+    for (target, quiet) in [("ruma_state_res", "warn"), ("warp::server", "off")] {
+        if !level.contains(target) {
+            directives.push_str(&format!(",{target}={quiet}"));
+        }
+    }
+    directives
 }
 
 /// Resolves on Ctrl-C, or SIGTERM on Unix (what service managers send).

@@ -172,7 +172,7 @@ async fn logs_go_to_stderr_and_to_a_file_at_the_configured_level() {
     let temp = tempfile::tempdir().unwrap();
     std::fs::write(
         temp.path().join("hearth.toml"),
-        "server_name = \"localhost\"\n[log]\nlevel = \"info\"\n",
+        "server_name = \"localhost\"\n[registration]\nmode = \"open\"\n[log]\nlevel = \"info\"\n",
     )
     .unwrap();
     let mut child = Command::new(binary())
@@ -190,6 +190,20 @@ async fn logs_go_to_stderr_and_to_a_file_at_the_configured_level() {
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     let reply = reqwest::get(format!("{url}/_matrix/client/versions")).await.unwrap();
     assert_eq!(reply.status(), StatusCode::OK);
+    // Events, whose authorization ruma would log at info, one line per check.
+    let client = reqwest::Client::new();
+    let body = json!({"username": "alice", "password": "pw", "auth": {"type": "m.login.dummy"}});
+    let reply = client.post(format!("{url}/_matrix/client/v3/register")).json(&body).send();
+    let registered: Value = reply.await.unwrap().json().await.unwrap();
+    let token = registered["access_token"].as_str().unwrap();
+    let reply = client
+        .post(format!("{url}/_matrix/client/v3/createRoom"))
+        .bearer_auth(token)
+        .json(&json!({"name": "logged"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::OK);
     child.start_kill().unwrap();
     let output = child.wait_with_output().await.unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -199,6 +213,10 @@ async fn logs_go_to_stderr_and_to_a_file_at_the_configured_level() {
         std::fs::read_dir(temp.path().join("logs")).unwrap().map(|e| e.unwrap().path()).collect();
     let text: String = logs.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect();
     assert!(text.contains("serving"), "the info line in the log file: {logs:?}: {text}");
+    for (place, logged) in [("stderr", &*stderr), ("the log file", &*text)] {
+        assert!(!logged.contains('\u{1b}'), "terminal colours in {place}: {logged}");
+        assert!(!logged.contains("ruma_state_res"), "per-event auth lines in {place}: {logged}");
+    }
 }
 
 async fn wait_for_listening(
