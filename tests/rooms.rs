@@ -427,6 +427,17 @@ async fn join_by_alias_and_unknown_rooms() {
     assert_error(status, &body, StatusCode::NOT_FOUND, "M_NOT_FOUND");
     let (status, body) = try_join(&server, &bob, &format!("!unknown:{server_name}")).await;
     assert_error(status, &body, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+
+    // Every field of a join is optional, and some clients (matrix-nio) send no body at all.
+    let carol = server.register("carol").await;
+    for target in [format!("#hall:{server_name}"), room.clone()] {
+        let path = format!("{V3}/join/{}", enc(&target));
+        let (status, body) =
+            server.call_raw(Method::POST, &path, Some(&carol.access_token), Vec::new()).await;
+        assert_eq!(status, StatusCode::OK, "join {target} with no body: {body}");
+        assert_eq!(body["room_id"], room);
+    }
+    assert_eq!(membership_of(&server, &alice, &room, &carol).await, "join");
 }
 
 #[tokio::test]
