@@ -48,7 +48,14 @@ async fn stored_filter(
     user: &User,
     filter_id: &str,
 ) -> Result<FilterDefinition> {
-    let unknown = || Error::invalid_param(format!("No filter with ID {filter_id:?}"));
+    // ruma reads a `filter` that is not a valid filter definition as a filter ID.
+    let unknown = || {
+        if filter_id.starts_with('{') {
+            Error::invalid_param("The filter is not a valid filter definition")
+        } else {
+            Error::invalid_param(format!("No filter with ID {filter_id:?}"))
+        }
+    };
     let id = filter_id.parse::<i64>().map_err(|_| unknown())?;
     let json = services.users.filter(&user.user_id, id).await?.ok_or_else(unknown)?;
     serde_json::from_str(&json)
