@@ -5,7 +5,7 @@
 mod common;
 
 use common::{
-    TestServer, TestUser, enc,
+    TestServer, assert_error, enc,
     table::{row, run_table},
 };
 use reqwest::{Method, StatusCode};
@@ -19,49 +19,8 @@ fn config(extra: &str) -> String {
 }
 
 #[track_caller]
-fn assert_error(got: &(StatusCode, Value), status: StatusCode, errcode: &str) {
-    assert_eq!(got.0, status, "status of {}", got.1);
-    assert_eq!(got.1["errcode"], errcode, "errcode of {}", got.1);
-    assert!(got.1["error"].is_string(), "an error message in {}", got.1);
-}
-
 fn password_of(name: &str) -> String {
     format!("password-{name}")
-}
-
-/// `POST /login` with a password for `user` (a localpart or full user ID).
-async fn login(server: &TestServer, user: &str, password: &str) -> (StatusCode, Value) {
-    let body = json!({
-        "type": "m.login.password",
-        "identifier": { "type": "m.id.user", "user": user },
-        "password": password,
-    });
-    server.call(Method::POST, &format!("{V3}/login"), None, Some(body)).await
-}
-
-/// Logs in and returns the new session; panics unless the login succeeds.
-async fn login_ok(
-    server: &TestServer,
-    user: &str,
-    password: &str,
-    device: Option<&str>,
-) -> TestUser {
-    let mut body = json!({
-        "type": "m.login.password",
-        "identifier": { "type": "m.id.user", "user": user },
-        "password": password,
-    });
-    if let Some(device) = device {
-        body["device_id"] = json!(device);
-        body["initial_device_display_name"] = json!(format!("{device} display name"));
-    }
-    let (status, json) = server.call(Method::POST, &format!("{V3}/login"), None, Some(body)).await;
-    assert_eq!(status, StatusCode::OK, "login {user}: {json}");
-    TestUser {
-        user_id: json["user_id"].as_str().unwrap().to_owned(),
-        access_token: json["access_token"].as_str().unwrap().to_owned(),
-        device_id: json["device_id"].as_str().unwrap().to_owned(),
-    }
 }
 
 async fn whoami(server: &TestServer, token: &str) -> (StatusCode, Value) {
@@ -147,7 +106,7 @@ async fn open_registration_starts_with_the_dummy_flow_then_creates_the_account()
     assert_error(&replayed, StatusCode::FORBIDDEN, "M_FORBIDDEN");
 
     // The password works for login.
-    let session = login_ok(&server, "alice", "secret-a", None).await;
+    let session = server.login_ok("alice", "secret-a", None).await;
     assert_eq!(session.user_id, "@alice:localhost");
 
     // The name is now taken.
@@ -176,7 +135,7 @@ async fn registration_options_inhibit_login_device_id_and_generated_names() {
     assert_eq!(json["user_id"], "@quiet:localhost");
     assert!(json["access_token"].is_null(), "no login with inhibit_login: {json}");
     assert!(json["device_id"].is_null(), "no device with inhibit_login: {json}");
-    let quiet = login_ok(&server, "quiet", "pw-quiet", None).await;
+    let quiet = server.login_ok("quiet", "pw-quiet", None).await;
     let (_, devices) = server.get(&format!("{V3}/devices"), &quiet.access_token).await;
     assert_eq!(devices["devices"].as_array().map(Vec::len), Some(1), "{devices}");
 
@@ -311,9 +270,9 @@ async fn login_lists_password_flow_and_accepts_each_identifier_form() {
     assert_eq!(types, ["m.login.password"]);
 
     // Localpart, full user ID, and the deprecated top-level `user`.
-    let by_name = login_ok(&server, "alice", &password_of("alice"), None).await;
+    let by_name = server.login_ok("alice", &password_of("alice"), None).await;
     assert_eq!(by_name.user_id, alice.user_id);
-    let by_id = login_ok(&server, "@alice:localhost", &password_of("alice"), None).await;
+    let by_id = server.login_ok("@alice:localhost", &password_of("alice"), None).await;
     assert_eq!(by_id.user_id, alice.user_id);
     let legacy =
         json!({ "type": "m.login.password", "user": "alice", "password": "password-alice" });
@@ -333,7 +292,7 @@ async fn login_lists_password_flow_and_accepts_each_identifier_form() {
     assert_ne!(by_name.device_id, by_id.device_id);
 
     // A chosen device ID and display name.
-    let chosen = login_ok(&server, "alice", &password_of("alice"), Some("LAPTOP")).await;
+    let chosen = server.login_ok("alice", &password_of("alice"), Some("LAPTOP")).await;
     assert_eq!(chosen.device_id, "LAPTOP");
     let (status, device) = server.get(&format!("{V3}/devices/LAPTOP"), &chosen.access_token).await;
     assert_eq!(status, StatusCode::OK, "{device}");
@@ -344,10 +303,10 @@ async fn login_lists_password_flow_and_accepts_each_identifier_form() {
 async fn login_with_a_known_device_id_replaces_that_devices_token() {
     let server = TestServer::start().await;
     let alice = server.register("alice").await;
-    let first = login_ok(&server, "alice", &password_of("alice"), Some("LAPTOP")).await;
+    let first = server.login_ok("alice", &password_of("alice"), Some("LAPTOP")).await;
     // Resolve the token once, so a cached session would be noticed.
     assert_eq!(whoami(&server, &first.access_token).await.0, StatusCode::OK);
-    let second = login_ok(&server, "alice", &password_of("alice"), Some("LAPTOP")).await;
+    let second = server.login_ok("alice", &password_of("alice"), Some("LAPTOP")).await;
     assert_eq!(second.device_id, "LAPTOP");
     assert_ne!(second.access_token, first.access_token);
     let old = whoami(&server, &first.access_token).await;
@@ -364,7 +323,7 @@ async fn login_with_a_known_device_id_replaces_that_devices_token() {
 
     // Bob may use the same device ID: devices belong to users, and alice keeps hers.
     server.register("bob").await;
-    let bob = login_ok(&server, "bob", &password_of("bob"), Some("LAPTOP")).await;
+    let bob = server.login_ok("bob", &password_of("bob"), Some("LAPTOP")).await;
     assert_eq!(whoami(&server, &bob.access_token).await.1["user_id"], "@bob:localhost");
     assert_eq!(whoami(&server, &second.access_token).await.1["user_id"], "@alice:localhost");
 }
@@ -374,15 +333,15 @@ async fn login_refuses_wrong_credentials() {
     let server = TestServer::start().await;
     server.register("alice").await;
     let path = format!("{V3}/login");
-    assert_error(&login(&server, "alice", "wrong").await, StatusCode::FORBIDDEN, "M_FORBIDDEN");
-    assert_error(&login(&server, "alice", "").await, StatusCode::FORBIDDEN, "M_FORBIDDEN");
-    assert_error(&login(&server, "nobody", "x").await, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    assert_error(&server.login("alice", "wrong").await, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    assert_error(&server.login("alice", "").await, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    assert_error(&server.login("nobody", "x").await, StatusCode::FORBIDDEN, "M_FORBIDDEN");
     // The password of another user never matches.
     server.register("bob").await;
-    let got = login(&server, "alice", &password_of("bob")).await;
+    let got = server.login("alice", &password_of("bob")).await;
     assert_error(&got, StatusCode::FORBIDDEN, "M_FORBIDDEN");
     // A user of another server.
-    let got = login(&server, "@alice:elsewhere.example", &password_of("alice")).await;
+    let got = server.login("@alice:elsewhere.example", &password_of("alice")).await;
     assert_error(&got, StatusCode::FORBIDDEN, "M_FORBIDDEN");
     // Login types Hearth does not offer.
     let token_login = json!({ "type": "m.login.token", "token": "abc" });
@@ -394,8 +353,8 @@ async fn login_refuses_wrong_credentials() {
 async fn logout_revokes_one_token_and_logout_all_every_token() {
     let mut server = TestServer::start().await;
     let first = server.register("alice").await;
-    let second = login_ok(&server, "alice", &password_of("alice"), None).await;
-    let third = login_ok(&server, "alice", &password_of("alice"), None).await;
+    let second = server.login_ok("alice", &password_of("alice"), None).await;
+    let third = server.login_ok("alice", &password_of("alice"), None).await;
     let bob = server.register("bob").await;
 
     let (status, json) = server.post(&format!("{V3}/logout"), &first.access_token, json!({})).await;
@@ -437,7 +396,7 @@ async fn logout_revokes_one_token_and_logout_all_every_token() {
     }
     // Other users keep their sessions, and alice can log in again.
     assert_eq!(whoami(&server, &bob.access_token).await.0, StatusCode::OK);
-    let again = login_ok(&server, "alice", &password_of("alice"), None).await;
+    let again = server.login_ok("alice", &password_of("alice"), None).await;
     let (_, devices) = server.get(&format!("{V3}/devices"), &again.access_token).await;
     assert_eq!(devices["devices"].as_array().map(Vec::len), Some(1), "{devices}");
 
@@ -472,7 +431,7 @@ async fn whoami_names_the_user_and_device_of_the_token() {
 async fn password_change_needs_the_old_password_and_logs_out_other_devices() {
     let server = TestServer::start().await;
     let alice = server.register("alice").await;
-    let other = login_ok(&server, "alice", &password_of("alice"), None).await;
+    let other = server.login_ok("alice", &password_of("alice"), None).await;
     server.register("bob").await;
     let path = format!("{V3}/account/password");
 
@@ -491,7 +450,7 @@ async fn password_change_needs_the_old_password_and_logs_out_other_devices() {
         assert_eq!(got.1["errcode"], "M_FORBIDDEN", "{}", got.1);
         assert_eq!(got.1["flows"], json!([{ "stages": ["m.login.password"] }]));
     }
-    assert_eq!(login(&server, "alice", &password_of("alice")).await.0, StatusCode::OK);
+    assert_eq!(server.login("alice", &password_of("alice")).await.0, StatusCode::OK);
 
     // The right password (by localpart) changes it.
     let auth = password_auth("alice", &password_of("alice"), Some(&session));
@@ -500,11 +459,11 @@ async fn password_change_needs_the_old_password_and_logs_out_other_devices() {
         .await;
     assert_eq!(status, StatusCode::OK, "{json}");
     assert_error(
-        &login(&server, "alice", &password_of("alice")).await,
+        &server.login("alice", &password_of("alice")).await,
         StatusCode::FORBIDDEN,
         "M_FORBIDDEN",
     );
-    let fresh = login_ok(&server, "alice", "new-pw", None).await;
+    let fresh = server.login_ok("alice", "new-pw", None).await;
 
     // `logout_devices` defaults to true: the other devices are logged out, this one is kept.
     assert_eq!(whoami(&server, &alice.access_token).await.0, StatusCode::OK);
@@ -520,18 +479,18 @@ async fn password_change_needs_the_old_password_and_logs_out_other_devices() {
     let (status, json) = server.post(&path, &alice.access_token, body).await;
     assert_eq!(status, StatusCode::OK, "{json}");
     assert_eq!(whoami(&server, &fresh.access_token).await.0, StatusCode::OK);
-    assert_eq!(login(&server, "alice", "newer-pw").await.0, StatusCode::OK);
-    assert_eq!(login(&server, "alice", "new-pw").await.0, StatusCode::FORBIDDEN);
+    assert_eq!(server.login("alice", "newer-pw").await.0, StatusCode::OK);
+    assert_eq!(server.login("alice", "new-pw").await.0, StatusCode::FORBIDDEN);
 
     // Bob's UIA session cannot be used by alice.
-    let bob = login_ok(&server, "bob", &password_of("bob"), None).await;
+    let bob = server.login_ok("bob", &password_of("bob"), None).await;
     let bob_challenge = server.post(&path, &bob.access_token, json!({ "new_password": "x" })).await;
     let bob_session = assert_uia(&bob_challenge, &[&["m.login.password"]]);
     let auth = password_auth(&alice.user_id, "newer-pw", Some(&bob_session));
     let got =
         server.post(&path, &alice.access_token, json!({ "new_password": "x", "auth": auth })).await;
     assert_error(&got, StatusCode::FORBIDDEN, "M_FORBIDDEN");
-    assert_eq!(login(&server, "alice", "newer-pw").await.0, StatusCode::OK);
+    assert_eq!(server.login("alice", "newer-pw").await.0, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -562,7 +521,7 @@ async fn deactivation_needs_the_password_then_the_account_is_gone() {
         StatusCode::UNAUTHORIZED,
         "M_UNKNOWN_TOKEN",
     );
-    let got = login(&server, "alice", &password_of("alice")).await;
+    let got = server.login("alice", &password_of("alice")).await;
     assert_error(&got, StatusCode::FORBIDDEN, "M_USER_DEACTIVATED");
     let available = server
         .call(Method::GET, &format!("{V3}/register/available?username=alice"), None, None)
@@ -684,8 +643,8 @@ async fn profile_changes_are_stored_and_repeated_in_joined_rooms() {
 async fn devices_can_be_listed_read_renamed_and_deleted_with_uia() {
     let server = TestServer::start().await;
     let alice = server.register("alice").await;
-    let laptop = login_ok(&server, "alice", &password_of("alice"), Some("LAPTOP")).await;
-    let tablet = login_ok(&server, "alice", &password_of("alice"), Some("TABLET")).await;
+    let laptop = server.login_ok("alice", &password_of("alice"), Some("LAPTOP")).await;
+    let tablet = server.login_ok("alice", &password_of("alice"), Some("TABLET")).await;
     let bob = server.register("bob").await;
 
     let (status, json) = server.get(&format!("{V3}/devices"), &alice.access_token).await;
@@ -803,10 +762,10 @@ async fn login_attempts_are_rate_limited() {
     let alice = server.register("alice").await; // attempt 1
     for _ in 0..3 {
         // attempts 2 to 4
-        assert_error(&login(&server, "alice", "wrong").await, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+        assert_error(&server.login("alice", "wrong").await, StatusCode::FORBIDDEN, "M_FORBIDDEN");
     }
     // The bucket is empty: even the right password is refused, and so is registration.
-    let limited = login(&server, "alice", &password_of("alice")).await;
+    let limited = server.login("alice", &password_of("alice")).await;
     assert_error(&limited, StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED");
     let retry = limited.1["retry_after_ms"].as_u64().expect("retry_after_ms");
     assert!(retry > 0, "{}", limited.1);
@@ -1239,7 +1198,7 @@ async fn bad_account_requests_get_the_exact_error() {
         assert_eq!(got, (StatusCode::OK, json!({ "available": true })), "{name}");
     }
     assert_eq!(whoami(&server, &alice.access_token).await.0, StatusCode::OK);
-    assert_eq!(login(&server, "alice", &password_of("alice")).await.0, StatusCode::OK);
+    assert_eq!(server.login("alice", &password_of("alice")).await.0, StatusCode::OK);
 }
 
 /// Odd bodies on every account endpoint: whatever the answer, it is a client error, never a 500,
@@ -1308,5 +1267,5 @@ async fn no_body_shape_makes_an_account_endpoint_fail_internally() {
     assert!(failures.is_empty(), "{} requests failed:\n{}", failures.len(), failures.join("\n"));
     // Still serving, and alice's session and password were never touched.
     assert_eq!(whoami(&server, &alice.access_token).await.0, StatusCode::OK);
-    assert_eq!(login(&server, "alice", &password_of("alice")).await.0, StatusCode::OK);
+    assert_eq!(server.login("alice", &password_of("alice")).await.0, StatusCode::OK);
 }

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use common::{TestServer, TestUser, binary, enc};
+use common::{TestServer, assert_error, binary, enc};
 use futures::future::join_all;
 use reqwest::{Method, StatusCode, header};
 use serde_json::{Value, json};
@@ -61,31 +61,6 @@ fn stderr_of(output: &Output) -> String {
 }
 
 #[track_caller]
-fn assert_error(got: &(StatusCode, Value), status: StatusCode, errcode: &str) {
-    assert_eq!(got.0, status, "status of {}", got.1);
-    assert_eq!(got.1["errcode"], errcode, "errcode of {}", got.1);
-    assert!(got.1["error"].is_string(), "an error message in {}", got.1);
-}
-
-async fn login(server: &TestServer, user: &str, password: &str) -> (StatusCode, Value) {
-    let body = json!({
-        "type": "m.login.password",
-        "identifier": { "type": "m.id.user", "user": user },
-        "password": password,
-    });
-    server.call(Method::POST, &format!("{V3}/login"), None, Some(body)).await
-}
-
-async fn login_ok(server: &TestServer, user: &str, password: &str) -> TestUser {
-    let (status, json) = login(server, user, password).await;
-    assert_eq!(status, StatusCode::OK, "login {user}: {json}");
-    TestUser {
-        user_id: json["user_id"].as_str().unwrap().to_owned(),
-        access_token: json["access_token"].as_str().unwrap().to_owned(),
-        device_id: json["device_id"].as_str().unwrap().to_owned(),
-    }
-}
-
 fn dir_str(server: &TestServer) -> &str {
     server.data_dir.to_str().unwrap()
 }
@@ -371,16 +346,16 @@ async fn user_add_creates_accounts_while_the_server_runs() {
     assert!(output.status.success(), "{}", stderr_of(&output));
 
     // The running server sees them at once.
-    let alice = login_ok(&server, "alice", "correct horse battery").await;
+    let alice = server.login_ok("alice", "correct horse battery", None).await;
     assert_eq!(alice.user_id, "@alice:localhost");
     assert_error(
-        &login(&server, "alice", "correct horse battery\nsecond line ignored").await,
+        &server.login("alice", "correct horse battery\nsecond line ignored").await,
         StatusCode::FORBIDDEN,
         "M_FORBIDDEN",
     );
-    let bob = login_ok(&server, "bob", "bob pw").await;
+    let bob = server.login_ok("bob", "bob pw", None).await;
     assert_eq!(bob.user_id, "@bob:localhost");
-    let carol = login_ok(&server, "carol", "carol pw").await;
+    let carol = server.login_ok("carol", "carol pw", None).await;
 
     // `--admin` made alice a server administrator: she may remove an alias in a room she is
     // not in, which carol may not.
@@ -404,7 +379,7 @@ async fn user_add_creates_accounts_while_the_server_runs() {
     let add_args = ["--data-dir", dir, "user", "add", "frank", "--password", "frank pw"];
     let (_, output) = tokio::join!(join_all(sends), run_hearth(&add_args));
     assert!(output.status.success(), "{}", stderr_of(&output));
-    assert_eq!(login_ok(&server, "frank", "frank pw").await.user_id, "@frank:localhost");
+    assert_eq!(server.login_ok("frank", "frank pw", None).await.user_id, "@frank:localhost");
 
     // Refusals: a taken name, an invalid name, no password, an empty password file.
     let output = run_hearth(&["--data-dir", dir, "user", "add", "alice", "--password", "x"]).await;
@@ -433,7 +408,7 @@ async fn user_add_creates_accounts_while_the_server_runs() {
     .await;
     assert!(!output.status.success());
     assert!(stderr_of(&output).contains("empty"), "{}", stderr_of(&output));
-    assert_error(&login(&server, "dave", "").await, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    assert_error(&server.login("dave", "").await, StatusCode::FORBIDDEN, "M_FORBIDDEN");
     // Registration over HTTP is still closed.
     let register =
         json!({ "username": "eve", "password": "pw", "auth": { "type": "m.login.dummy" } });
@@ -467,7 +442,7 @@ async fn server_names_with_ports_and_ip_literals_make_user_ids() {
         let (status, json) = server.get(&format!("{V3}/account/whoami"), &alice.access_token).await;
         assert_eq!((status, json["user_id"].clone()), (StatusCode::OK, json!(expected)));
         // Login by the full user ID, and the user ID in a path.
-        assert_eq!(login_ok(&server, &expected, "password-alice").await.user_id, expected);
+        assert_eq!(server.login_ok(&expected, "password-alice", None).await.user_id, expected);
         let path = format!("{V3}/profile/{}/displayname", enc(&expected));
         let (status, json) =
             server.put(&path, &alice.access_token, json!({ "displayname": "A" })).await;

@@ -33,6 +33,33 @@ pub struct TestUser {
     pub device_id: String,
 }
 
+impl TestUser {
+    /// The session a `/register` or `/login` answer holds.
+    fn from_session(json: &Value) -> Self {
+        TestUser {
+            user_id: json["user_id"].as_str().unwrap().to_owned(),
+            access_token: json["access_token"].as_str().unwrap().to_owned(),
+            device_id: json["device_id"].as_str().unwrap().to_owned(),
+        }
+    }
+}
+
+fn login_body(user: &str, password: &str) -> Value {
+    json!({
+        "type": "m.login.password",
+        "identifier": { "type": "m.id.user", "user": user },
+        "password": password,
+    })
+}
+
+/// Asserts that `got` is the Matrix error `errcode` with `status` and an error message.
+#[track_caller]
+pub fn assert_error(got: &(StatusCode, Value), status: StatusCode, errcode: &str) {
+    assert_eq!(got.0, status, "status of {}", got.1);
+    assert_eq!(got.1["errcode"], errcode, "errcode of {}", got.1);
+    assert!(got.1["error"].is_string(), "an error message in {}", got.1);
+}
+
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_hearth")
 }
@@ -137,11 +164,26 @@ impl TestServer {
         let (status, json) =
             self.call(Method::POST, "/_matrix/client/v3/register", None, Some(body)).await;
         assert_eq!(status, StatusCode::OK, "register {name}: {json}");
-        TestUser {
-            user_id: json["user_id"].as_str().unwrap().to_owned(),
-            access_token: json["access_token"].as_str().unwrap().to_owned(),
-            device_id: json["device_id"].as_str().unwrap().to_owned(),
+        TestUser::from_session(&json)
+    }
+
+    /// `POST /login` with a password for `user` (a localpart or full user ID).
+    pub async fn login(&self, user: &str, password: &str) -> (StatusCode, Value) {
+        self.call(Method::POST, "/_matrix/client/v3/login", None, Some(login_body(user, password)))
+            .await
+    }
+
+    /// Logs in, on the device `device` if given; panics unless the login succeeds.
+    pub async fn login_ok(&self, user: &str, password: &str, device: Option<&str>) -> TestUser {
+        let mut body = login_body(user, password);
+        if let Some(device) = device {
+            body["device_id"] = json!(device);
+            body["initial_device_display_name"] = json!(format!("{device} display name"));
         }
+        let (status, json) =
+            self.call(Method::POST, "/_matrix/client/v3/login", None, Some(body)).await;
+        assert_eq!(status, StatusCode::OK, "login {user}: {json}");
+        TestUser::from_session(&json)
     }
 
     /// Creates a room with extra `createRoom` fields; returns its ID.
