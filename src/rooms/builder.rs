@@ -4,12 +4,18 @@
 //!
 //! It runs inside a store room job, so it sees the room exactly as the writer does and two events
 //! of the same room can never be built on the same parent state.
+//!
+//! The PDU's shape follows the room version's rules, for every version ruma knows (1 to 12), so
+//! that rooms joined over federation later take the same path: in versions 1 and 2 an event has a
+//! random `$opaque:server` ID, carried in the PDU, and references other events as
+//! `[event ID, {"sha256": reference hash}]` pairs; from version 3 the ID is the reference hash and
+//! references are bare IDs. `createRoom` itself only offers versions 10 to 12.
 
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, EventId, MilliSecondsSinceUnixEpoch, OwnedEventId,
     OwnedRoomId, OwnedUserId, RoomVersionId, UserId,
     events::{StateEventType, TimelineEventType},
-    room_version_rules::RoomVersionRules,
+    room_version_rules::{EventIdFormatVersion, EventsReferenceFormatVersion, RoomVersionRules},
     signatures::{hash_and_sign_event, reference_hash},
     state_res,
 };
@@ -53,11 +59,11 @@ pub fn build_and_append(
     let auth_events = select_auth_events(txn, &proto, &rules)?;
 
     let mut object = base_object(&proto, &rules, depth)?;
-    object.insert("prev_events".into(), id_array(prev.iter().map(|e| e.event_id.as_ref())));
-    object.insert("auth_events".into(), id_array(auth_events.iter().map(|e| e.event_id.as_ref())));
+    object.insert("prev_events".into(), event_references(&prev, &rules)?);
+    object.insert("auth_events".into(), event_references(&auth_events, &rules)?);
     let (event_id, pdu_json) = finish(object, keys, &rules)?;
 
-    let pdu = Pdu::parse(event_id.clone(), &pdu_json)?;
+    let pdu = Pdu::parse(event_id, &pdu_json, &rules)?;
     authorize(txn, &rules, &pdu, &auth_events)?;
     if let Some(redacts) = &pdu.redacts {
         apply_redaction(txn, &rules, &pdu, redacts)?;
@@ -94,7 +100,7 @@ pub fn create_room(
     object.insert("prev_events".into(), CanonicalJsonValue::Array(Vec::new()));
     object.insert("auth_events".into(), CanonicalJsonValue::Array(Vec::new()));
     let (event_id, pdu_json, room_id) = unique_create_event(txn, object, keys, &rules, room_id)?;
-    let mut pdu = Pdu::parse(event_id, &pdu_json)?;
+    let mut pdu = Pdu::parse(event_id, &pdu_json, &rules)?;
     // A version 12 create event carries no room ID; it is known here only once checked.
     state_res::check_state_independent_auth_rules(&rules.authorization, &pdu, |_: &EventId| {
         None::<Pdu>
@@ -208,7 +214,7 @@ fn base_object(
     }
     if let Some(redacts) = &proto.redacts {
         // Room version 11 moved `redacts` into the content; older versions keep it top-level.
-        if rules.redaction.keep_room_redaction_redacts {
+        if rules.redaction.content_field_redacts {
             content.insert("redacts".into(), redacts.as_str().into());
         } else {
             object.insert("redacts".into(), redacts.as_str().into());
@@ -218,12 +224,46 @@ fn base_object(
     Ok(object)
 }
 
-/// Hashes and signs the PDU and derives its event ID; returns the ID and the PDU's JSON.
+/// The `prev_events` or `auth_events` of a new PDU, in the room version's reference format.
+fn event_references(
+    events: &[EventRecord],
+    rules: &RoomVersionRules,
+) -> Result<CanonicalJsonValue> {
+    let references = events.iter().map(|event| event_reference(event, rules));
+    Ok(CanonicalJsonValue::Array(references.collect::<Result<_>>()?))
+}
+
+/// One reference: the event ID, paired in versions 1 and 2 with the event's reference hash,
+/// computed from its stored PDU (redacting it first changes nothing, as the hash covers only the
+/// redacted form).
+fn event_reference(event: &EventRecord, rules: &RoomVersionRules) -> Result<CanonicalJsonValue> {
+    let id = CanonicalJsonValue::String(event.event_id.to_string());
+    if rules.events_reference_format != EventsReferenceFormatVersion::V1 {
+        return Ok(id);
+    }
+    let stored: CanonicalJsonObject = serde_json::from_str(&event.pdu)
+        .map_err(|e| anyhow::anyhow!("stored PDU of {} is invalid: {e}", event.event_id))?;
+    let hash = reference_hash(&stored, rules)
+        .map_err(|e| anyhow::anyhow!("cannot hash the stored PDU of {}: {e}", event.event_id))?;
+    let hashes = CanonicalJsonObject::from([("sha256".to_owned(), hash.into())]);
+    Ok(CanonicalJsonValue::Array(vec![id, CanonicalJsonValue::Object(hashes)]))
+}
+
+/// Hashes and signs the PDU and gives it its event ID; returns the ID and the PDU's JSON.
+///
+/// A version 1 or 2 event ID is chosen here and goes into the PDU before it is hashed and signed,
+/// as the hashes, signatures and `check_pdu_format` all expect it there; later versions derive
+/// the ID from the signed event and leave it out.
 fn finish(
     mut object: CanonicalJsonObject,
     keys: &ServerKeys,
     rules: &RoomVersionRules,
 ) -> Result<(OwnedEventId, String)> {
+    let chosen_id = (rules.event_id_format == EventIdFormatVersion::V1)
+        .then(|| EventId::new_v1(&keys.server_name));
+    if let Some(event_id) = &chosen_id {
+        object.insert("event_id".into(), event_id.as_str().into());
+    }
     hash_and_sign_event(
         keys.server_name.as_str(),
         keys.key_pair.as_ref(),
@@ -231,13 +271,24 @@ fn finish(
         &rules.redaction,
     )
     .map_err(pdu_error)?;
-    let hash = reference_hash(&object, rules).map_err(pdu_error)?;
-    let event_id = OwnedEventId::try_from(format!("${hash}"))
-        .map_err(|e| anyhow::anyhow!("derived event ID is invalid: {e}"))?;
+    let event_id = match chosen_id {
+        Some(event_id) => event_id,
+        None => reference_event_id(&object, rules)?,
+    };
     state_res::check_pdu_format(&object, &rules.event_format)
         .map_err(|reason| Error::bad_json(format!("Invalid event: {reason}")))?;
     let json = serde_json::to_string(&object).map_err(|e| anyhow::anyhow!(e))?;
     Ok((event_id, json))
+}
+
+/// The event ID of versions 3 and later: `$` and the reference hash.
+fn reference_event_id(
+    object: &CanonicalJsonObject,
+    rules: &RoomVersionRules,
+) -> Result<OwnedEventId> {
+    let hash = reference_hash(object, rules).map_err(pdu_error)?;
+    Ok(EventId::new_v2_or_v3(&hash)
+        .map_err(|e| anyhow::anyhow!("derived event ID is invalid: {e}"))?)
 }
 
 fn pdu_error(error: ruma::signatures::JsonError) -> Error {
@@ -256,12 +307,15 @@ fn authorize(
     pdu: &Pdu,
     auth_events: &[EventRecord],
 ) -> Result<()> {
-    let auth: Vec<Pdu> = auth_events.iter().map(Pdu::from_record).collect::<anyhow::Result<_>>()?;
+    let auth: Vec<Pdu> = auth_events
+        .iter()
+        .map(|record| Pdu::from_record(record, rules))
+        .collect::<anyhow::Result<_>>()?;
     // From version 12 the create event is not among the auth events: it is found by the ID that
     // the room ID names.
     let fetch_event = |id: &EventId| {
         auth.iter().find(|e| e.event_id == id).cloned().or_else(|| {
-            txn.event(id).ok().flatten().and_then(|record| Pdu::from_record(&record).ok())
+            txn.event(id).ok().flatten().and_then(|record| Pdu::from_record(&record, rules).ok())
         })
     };
     state_res::check_state_independent_auth_rules(&rules.authorization, pdu, fetch_event)
@@ -272,7 +326,7 @@ fn authorize(
         txn.current_state_event(&room_id, &event_type.to_string(), state_key)
             .ok()
             .flatten()
-            .and_then(|record| Pdu::from_record(&record).ok())
+            .and_then(|record| Pdu::from_record(&record, rules).ok())
     };
     state_res::check_state_dependent_auth_rules(&rules.authorization, pdu, fetch_state)
         .map_err(Error::forbidden)
@@ -362,58 +416,9 @@ fn membership_of(pdu: &Pdu) -> Option<String> {
         .map(ToOwned::to_owned)
 }
 
-fn id_array<'a>(ids: impl Iterator<Item = &'a EventId>) -> CanonicalJsonValue {
-    CanonicalJsonValue::Array(ids.map(|id| id.as_str().into()).collect())
-}
-
 fn now() -> u64 {
     MilliSecondsSinceUnixEpoch::now().get().into()
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::{Arc, Mutex};
-
-    use super::*;
-
-    /// Two create events alike in every byte (one user, one millisecond, one content) would
-    /// name the same version 12 room: the second must get a room ID of its own.
-    #[tokio::test]
-    async fn identical_create_events_get_distinct_room_ids() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::open_sqlite(&dir.path().join("hearth.db")).unwrap();
-        let name = crate::config::parse_server_name("localhost").unwrap();
-        let keys = ServerKeys::load_or_generate(dir.path(), name).unwrap();
-        let version = RoomVersionId::V12;
-        let rules = rules_for(&version).unwrap();
-        let proto = ProtoEvent {
-            room_id: "!placeholder:x".try_into().unwrap(),
-            sender: "@alice:localhost".try_into().unwrap(),
-            event_type: TimelineEventType::RoomCreate.to_string(),
-            state_key: Some(String::new()),
-            content: serde_json::json!({ "room_version": "12" }),
-            redacts: None,
-            transaction: None,
-        };
-        let mut object = base_object(&proto, &rules, 1).unwrap();
-        object.remove("room_id");
-        object.insert("prev_events".into(), CanonicalJsonValue::Array(Vec::new()));
-        object.insert("auth_events".into(), CanonicalJsonValue::Array(Vec::new()));
-
-        let room_ids = Arc::new(Mutex::new(Vec::new()));
-        let found = room_ids.clone();
-        let job = move |txn: &dyn RoomTxn| {
-            for _ in 0..2 {
-                let (_, _, room_id) =
-                    unique_create_event(txn, object.clone(), &keys, &rules, None)?;
-                txn.create_room(&room_id, &version, 0)?;
-                found.lock().unwrap().push(room_id);
-            }
-            Ok(Vec::new())
-        };
-        store.write_rooms(Box::new(job)).await.unwrap();
-        let room_ids = room_ids.lock().unwrap();
-        assert_eq!(room_ids.len(), 2);
-        assert_ne!(room_ids[0], room_ids[1]);
-    }
-}
+mod tests;

@@ -1,11 +1,15 @@
 //! A parsed PDU, as ruma's authorization rules and state resolution consume it, and its
 //! conversion to the client format.
+//!
+//! Parsing follows the room version's rules: where `redacts` is read from, and whether the PDU
+//! carries its own `event_id`. It never checks hashes or signatures; that is the builder's and
+//! (later) the federation receiver's job.
 
 use std::collections::BTreeMap;
 
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId,
-    OwnedUserId, RoomId, UserId, events::TimelineEventType,
+    OwnedUserId, RoomId, UserId, events::TimelineEventType, room_version_rules::RoomVersionRules,
 };
 use serde::Deserialize;
 use serde_json::{Value as JsonValue, value::RawValue};
@@ -24,13 +28,16 @@ pub struct Pdu {
     pub state_key: Option<String>,
     pub prev_events: Vec<OwnedEventId>,
     pub auth_events: Vec<OwnedEventId>,
-    /// The event this redacts: the top-level key before room version 11, in `content` after.
+    /// For `m.room.redaction`: the event it redacts, from the top-level key before room version
+    /// 11 and from `content` since.
     pub redacts: Option<OwnedEventId>,
     pub depth: i64,
 }
 
 #[derive(Deserialize)]
 struct WirePdu {
+    /// Only in room versions 1 and 2, whose event IDs are not derived from the event.
+    event_id: Option<OwnedEventId>,
     room_id: Option<OwnedRoomId>,
     sender: OwnedUserId,
     origin_server_ts: MilliSecondsSinceUnixEpoch,
@@ -70,18 +77,19 @@ struct RedactsInContent {
 }
 
 impl Pdu {
-    /// Parses a PDU's JSON; `event_id` is known separately (it is not in v3+ PDUs).
-    pub fn parse(event_id: OwnedEventId, json: &str) -> anyhow::Result<Self> {
+    /// Parses a PDU's JSON under its room version's rules. `event_id` is known separately: from
+    /// room version 3 it is the reference hash and not in the PDU; in versions 1 and 2 the PDU's
+    /// own `event_id` must be the same.
+    pub fn parse(
+        event_id: OwnedEventId,
+        json: &str,
+        rules: &RoomVersionRules,
+    ) -> anyhow::Result<Self> {
         let wire: WirePdu = serde_json::from_str(json)?;
-        let redacts = match wire.redacts {
-            Some(redacts) => Some(redacts),
-            None if wire.kind == TimelineEventType::RoomRedaction => {
-                serde_json::from_str::<RedactsInContent>(wire.content.get())
-                    .ok()
-                    .and_then(|c| c.redacts)
-            }
-            None => None,
-        };
+        if rules.event_format.require_event_id && wire.event_id.as_ref() != Some(&event_id) {
+            anyhow::bail!("the PDU of {event_id} names another event ID: {:?}", wire.event_id);
+        }
+        let redacts = redacts(&wire, rules);
         Ok(Self {
             event_id,
             room_id: wire.room_id,
@@ -97,9 +105,22 @@ impl Pdu {
         })
     }
 
-    pub fn from_record(record: &EventRecord) -> anyhow::Result<Self> {
-        Self::parse(record.event_id.clone(), &record.pdu)
+    /// Parses a stored event of a room with the given rules.
+    pub fn from_record(record: &EventRecord, rules: &RoomVersionRules) -> anyhow::Result<Self> {
+        Self::parse(record.event_id.clone(), &record.pdu, rules)
     }
+}
+
+/// The event a redaction redacts. Room version 11 moved the key into `content`; a key in the
+/// other place means nothing (<https://spec.matrix.org/v1.19/rooms/v11/>, MSC2174).
+fn redacts(wire: &WirePdu, rules: &RoomVersionRules) -> Option<OwnedEventId> {
+    if wire.kind != TimelineEventType::RoomRedaction {
+        return None;
+    }
+    if !rules.redaction.content_field_redacts {
+        return wire.redacts.clone();
+    }
+    serde_json::from_str::<RedactsInContent>(wire.content.get()).ok().and_then(|c| c.redacts)
 }
 
 impl ruma::state_res::Event for Pdu {
@@ -214,3 +235,77 @@ pub fn to_canonical_object(value: JsonValue) -> Result<CanonicalJsonObject, crat
 
 /// A sorted map from string keys, for building signed or hashed JSON.
 pub type Ordered<T> = BTreeMap<String, T>;
+
+#[cfg(test)]
+mod tests {
+    use ruma::room_version_rules::RoomVersionRules;
+    use serde_json::json;
+
+    use super::*;
+
+    /// Where a test PDU carries `"redacts": "$target"`.
+    #[derive(Clone, Copy)]
+    enum Key {
+        TopLevel,
+        Content,
+    }
+
+    fn pdu_json(kind: &str, event_id: Option<&str>, key: Key) -> String {
+        let mut pdu = json!({
+            "room_id": "!room:x",
+            "sender": "@alice:x",
+            "origin_server_ts": 1,
+            "type": kind,
+            "content": {},
+        });
+        if let Some(event_id) = event_id {
+            pdu["event_id"] = event_id.into();
+        }
+        match key {
+            Key::TopLevel => pdu["redacts"] = "$target".into(),
+            Key::Content => pdu["content"]["redacts"] = "$target".into(),
+        }
+        pdu.to_string()
+    }
+
+    fn event_id() -> OwnedEventId {
+        "$event:x".try_into().unwrap()
+    }
+
+    #[test]
+    fn redacts_is_read_from_where_the_room_version_puts_it() {
+        let (v1, v10, v11) = (RoomVersionRules::V1, RoomVersionRules::V10, RoomVersionRules::V11);
+        let cases = [
+            (&v1, "m.room.redaction", Key::TopLevel, true, "v1 reads the top-level key"),
+            (&v10, "m.room.redaction", Key::TopLevel, true, "v10 reads the top-level key"),
+            (&v10, "m.room.redaction", Key::Content, false, "in v10 content is only content"),
+            (&v11, "m.room.redaction", Key::Content, true, "v11 reads the content key"),
+            (&v11, "m.room.redaction", Key::TopLevel, false, "v11 ignores the top-level key"),
+            (&v11, "m.room.message", Key::Content, false, "only a redaction redacts"),
+            (&v1, "m.room.message", Key::TopLevel, false, "only a redaction redacts"),
+        ];
+        for (rules, kind, key, redacts, reason) in cases {
+            let json = pdu_json(kind, Some(event_id().as_str()), key);
+            let pdu = Pdu::parse(event_id(), &json, rules).unwrap();
+            let expected = redacts.then(|| OwnedEventId::try_from("$target").unwrap());
+            assert_eq!(pdu.redacts, expected, "{reason}");
+        }
+    }
+
+    #[test]
+    fn a_version_1_pdu_must_carry_the_event_id_it_is_known_by() {
+        let cases = [
+            (Some("$event:x"), true, "the same ID"),
+            (Some("$other:x"), false, "another ID"),
+            (None, false, "no ID"),
+        ];
+        for (in_pdu, accepted, reason) in cases {
+            let json = pdu_json("m.room.message", in_pdu, Key::Content);
+            let result = Pdu::parse(event_id(), &json, &RoomVersionRules::V1);
+            assert_eq!(result.is_ok(), accepted, "{reason}");
+        }
+        let json = pdu_json("m.room.message", None, Key::Content);
+        let v3 = Pdu::parse(event_id(), &json, &RoomVersionRules::V3);
+        assert!(v3.is_ok(), "from version 3 the PDU holds no event_id");
+    }
+}
