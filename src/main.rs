@@ -8,10 +8,15 @@ use hearth::{
     server::{self, ServeOptions},
 };
 
-/// Threads for blocking work: database reads (which wait for one of a few connections anyway),
-/// password hashing and file access. Tokio's default of 512 would let a burst start hundreds of
+/// jemalloc on Linux; see `Cargo.toml` and `.cargo/config.toml` for why and how it is tuned.
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Threads for blocking work: database reads (which wait for one of two to four connections
+/// anyway), password hashing (two at a time) and file access. Tokio's default of 512 would let a burst start hundreds of
 /// threads, each with its own stack and allocator arena, that an idle server then carries.
-const MAX_BLOCKING_THREADS: usize = 16;
+const MAX_BLOCKING_THREADS: usize = 6;
 
 /// A Matrix homeserver for a household.
 #[derive(Parser)]

@@ -149,6 +149,11 @@ fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
 
 /// Logs to stderr and to daily-rotated files in `<data dir>/logs`. `RUST_LOG` wins over the
 /// configured level.
+/// Log lines queued for the file writer before new ones are dropped. tracing-appender's default
+/// of 128,000 preallocates a 4 MB queue, a fifth of an idle server's memory; a household server's
+/// log writer keeps up with far fewer.
+const LOG_BUFFERED_LINES: usize = 4096;
+
 fn init_logging(
     data_dir: &Path,
     level: &str,
@@ -167,7 +172,9 @@ fn init_logging(
         .max_log_files(7)
         .build(&log_dir)
         .context("cannot open the log directory")?;
-    let (file_writer, guard) = tracing_appender::non_blocking(appender);
+    let (file_writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(LOG_BUFFERED_LINES)
+        .finish(appender);
     let stderr = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)

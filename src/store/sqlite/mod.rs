@@ -58,7 +58,7 @@ impl SqliteStore {
             .context("cannot migrate the database schema")?;
 
         let readers = r2d2::Pool::builder()
-            .max_size(READERS)
+            .max_size(reader_count())
             .build(SqliteConnectionManager::file(path).with_init(configure_reader))
             .context("cannot open read connections to the database")?;
 
@@ -114,19 +114,24 @@ fn configure_writer(connection: &Connection) -> StoreResult<()> {
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
              PRAGMA foreign_keys = ON;
-             PRAGMA busy_timeout = 5000;",
+             PRAGMA busy_timeout = 5000;
+             PRAGMA cache_size = -512;",
         )
         .context("cannot configure the database connection")
 }
 
-/// Read connections. Reads are short, and a household server has a core or two: more
-/// connections would only hold more page caches.
-const READERS: u32 = 4;
+/// Read connections: one per core, two to four. Reads are short and CPU-bound, so more
+/// connections than cores would only hold more page caches and schema copies.
+fn reader_count() -> u32 {
+    let cores = thread::available_parallelism().map_or(2, |n| n.get());
+    u32::try_from(cores.clamp(2, 4)).unwrap_or(2)
+}
 
 /// A read connection's page cache (`cache_size` in KiB when negative). The file's pages stay in
 /// the operating system's cache too, so a small cache per connection costs little speed and
-/// keeps an idle server small; the writer keeps SQLite's default of 2 MiB.
-const READER_CACHE_KIB: i64 = 1024;
+/// keeps an idle server small. The writer's is 512 KiB (`configure_writer`): it touches the
+/// newest pages of a few tables, which its cache holds across a batch.
+const READER_CACHE_KIB: i64 = 256;
 
 fn configure_reader(connection: &mut Connection) -> Result<(), rusqlite::Error> {
     connection.execute_batch(&format!(
