@@ -202,6 +202,7 @@ pub fn subject_matches(pattern: &str, subject: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::testing::TestDatabase;
 
     #[test]
     fn wildcards_match_as_in_nats() {
@@ -220,15 +221,15 @@ mod tests {
         }
     }
 
-    fn temp_store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::open_sqlite(&dir.path().join("bus.db")).unwrap();
-        (dir, store)
+    async fn temp_store() -> (TestDatabase, Store) {
+        let db = TestDatabase::new().await;
+        let store = db.open().await;
+        (db, store)
     }
 
     #[tokio::test]
     async fn subscribers_get_only_matching_subjects() {
-        let (_dir, store) = temp_store();
+        let (_db, store) = temp_store().await;
         let bus = Bus::new(store);
         let mut rooms = bus.subscribe("room.*.event");
         bus.publish("typing.x", &1).await.unwrap();
@@ -240,7 +241,7 @@ mod tests {
 
     #[tokio::test]
     async fn durable_consumers_resume_after_their_acknowledgement() {
-        let (dir, store) = temp_store();
+        let (db, store) = temp_store().await;
         let stream = StreamConfig { name: "out".into(), subjects: vec!["out.>".into()] };
         let bus = Bus::new(store);
         bus.add_stream(stream.clone());
@@ -253,8 +254,8 @@ mod tests {
         consumer.ack(first.sequence).await.unwrap();
         drop((consumer, bus));
 
-        // A "restart": a new store on the same file, a new bus.
-        let bus = Bus::new(crate::store::open_sqlite(&dir.path().join("bus.db")).unwrap());
+        // A "restart": a new store on the same database, a new bus.
+        let bus = Bus::new(db.open().await);
         bus.add_stream(stream);
         let mut consumer = bus.consumer("out", "worker").await.unwrap();
         assert_eq!(consumer.next().await.unwrap().message.decode::<i32>().unwrap(), 2);
@@ -262,7 +263,7 @@ mod tests {
 
     #[tokio::test]
     async fn durable_consumers_wait_for_new_messages() {
-        let (_dir, store) = temp_store();
+        let (_db, store) = temp_store().await;
         let bus = Bus::new(store);
         bus.add_stream(StreamConfig { name: "s".into(), subjects: vec!["s.*".into()] });
         let mut consumer = bus.consumer("s", "c").await.unwrap();

@@ -121,18 +121,26 @@ pub struct WellKnownConfig {
 }
 
 /// `[database]`: where the data lives.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// `sqlite` (the default, one file in the data directory). PostgreSQL is not served yet.
-    #[serde(default = "default_backend")]
-    pub backend: String,
+    #[serde(default)]
+    pub backend: DatabaseBackend,
+    /// For PostgreSQL: the connection URL (`postgresql://user:password@host:port/database`) or
+    /// key-value string. It may hold a password, so it is never logged.
+    #[serde(default)]
+    pub url: String,
 }
 
-impl Default for DatabaseConfig {
-    fn default() -> Self {
-        Self { backend: default_backend() }
-    }
+/// The storage backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatabaseBackend {
+    /// One file, `hearth.db`, in the data directory.
+    #[default]
+    Sqlite,
+    /// A PostgreSQL 12 (or later) database named by `url`.
+    Postgres,
 }
 
 fn default_listen() -> SocketAddr {
@@ -149,10 +157,6 @@ fn default_max_request_bytes() -> u64 {
 
 fn default_login_per_minute() -> u32 {
     30
-}
-
-fn default_backend() -> String {
-    "sqlite".to_owned()
 }
 
 /// The values a first run writes into a fresh configuration file.
@@ -179,10 +183,12 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        if self.database.backend != "sqlite" {
+        if self.database.backend == DatabaseBackend::Postgres && self.database.url.is_empty() {
+            bail!("[database] backend = \"postgres\" needs the connection `url`");
+        }
+        if self.database.backend == DatabaseBackend::Postgres && !cfg!(feature = "postgres") {
             bail!(
-                "[database] backend = {:?} is not supported yet; use \"sqlite\"",
-                self.database.backend
+                "[database] backend = \"postgres\": this build of Hearth has no PostgreSQL support"
             );
         }
         if self.registration.mode == RegistrationMode::Token && self.registration.tokens.is_empty()
@@ -261,8 +267,12 @@ client = ""
 server = ""
 
 [database]
-# Where the data lives: "sqlite" (one file, hearth.db, in the data directory).
+# Where the data lives: "sqlite" (one file, hearth.db, in the data directory) or
+# "postgres" (PostgreSQL 12 or later, at `url`).
 backend = "sqlite"
+# For "postgres": the connection URL, e.g.
+# "postgresql://hearth:secret@localhost:5432/hearth". Empty for "sqlite".
+url = ""
 "#,
         server_name = settings.server_name,
         listen = settings.listen,

@@ -121,6 +121,9 @@ impl Error {
         match self {
             Self::Client { status, .. } => *status,
             Self::Uiaa(_) => StatusCode::UNAUTHORIZED,
+            Self::Internal(cause) if crate::store::is_unavailable(cause) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -134,6 +137,11 @@ impl Error {
                 standard_response(*status, kind.clone(), message.clone())
             }
             Self::Uiaa(info) => json_response(StatusCode::UNAUTHORIZED, info.as_ref()),
+            Self::Internal(cause) if crate::store::is_unavailable(cause) => standard_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorKind::Unknown,
+                "The database is unavailable just now; try again shortly".to_owned(),
+            ),
             Self::Internal(_) => standard_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 ErrorKind::Unknown,
@@ -188,6 +196,18 @@ mod tests {
         let text = String::from_utf8(error.to_http_response().into_body()).unwrap();
         assert!(!text.contains("secret"), "{text}");
         assert!(text.contains("M_UNKNOWN"));
+    }
+
+    #[test]
+    fn an_unreachable_database_is_a_503_without_its_cause() {
+        let cause =
+            anyhow::anyhow!(crate::store::Unavailable("connection refused to db:5432".into()));
+        let error = Error::Internal(cause.context("reading the room"));
+        assert_eq!(error.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let response = error.to_http_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let text = String::from_utf8(response.into_body()).unwrap();
+        assert!(text.contains("M_UNKNOWN") && !text.contains("5432"), "{text}");
     }
 
     #[test]

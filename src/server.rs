@@ -15,10 +15,10 @@ use tracing_subscriber::{
 };
 
 use crate::{
-    config::{self, Config, FirstRunSettings, RegistrationMode},
+    config::{self, Config, DatabaseBackend, DatabaseConfig, FirstRunSettings, RegistrationMode},
     federation::ServerKeys,
     services::Services,
-    store,
+    store::{self, Store},
     users::Users,
 };
 
@@ -66,19 +66,37 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds every component on the data directory's database.
+/// Builds every component on the database the configuration names.
 pub async fn open_services(data_dir: &Path, config: Config) -> anyhow::Result<Arc<Services>> {
-    let (data_dir, server_name) = (data_dir.to_owned(), config.server_name.clone());
-    // Reading or generating the key, opening the database and migrating it is file work: it
-    // runs off the async runtime.
-    let (keys, store) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let keys = ServerKeys::load_or_generate(&data_dir, server_name)?;
-        let store = store::open_sqlite(&data_dir.join(DATABASE_FILE))?;
-        Ok((keys, store))
-    })
-    .await
-    .context("opening the data directory failed unexpectedly")??;
+    let (key_dir, server_name) = (data_dir.to_owned(), config.server_name.clone());
+    // Reading or generating the key is file work: it runs off the async runtime.
+    let keys =
+        tokio::task::spawn_blocking(move || ServerKeys::load_or_generate(&key_dir, server_name))
+            .await
+            .context("reading the signing key failed unexpectedly")??;
+    let store = open_store(data_dir, &config.database).await?;
     Ok(Services::start(config, keys, store))
+}
+
+/// Opens (and migrates) the configured database.
+async fn open_store(data_dir: &Path, database: &DatabaseConfig) -> anyhow::Result<Store> {
+    match database.backend {
+        DatabaseBackend::Sqlite => {
+            let path = data_dir.join(DATABASE_FILE);
+            // Opening and migrating the file is blocking work.
+            tokio::task::spawn_blocking(move || store::open_sqlite(&path))
+                .await
+                .context("opening the database failed unexpectedly")?
+        }
+        #[cfg(feature = "postgres")]
+        DatabaseBackend::Postgres => store::open_postgres(&database.url)
+            .await
+            .context("cannot open the PostgreSQL database named in [database] url"),
+        #[cfg(not(feature = "postgres"))]
+        DatabaseBackend::Postgres => {
+            anyhow::bail!("this build of Hearth has no PostgreSQL support")
+        }
+    }
 }
 
 /// `hearth user add`: creates an account directly in the database.
@@ -90,7 +108,7 @@ pub async fn add_user(
 ) -> anyhow::Result<()> {
     let config = Config::load(&data_dir.join(config::CONFIG_FILE))
         .context("run `hearth serve` once first to create the data directory")?;
-    let store = store::open_sqlite(&data_dir.join(DATABASE_FILE))?;
+    let store = open_store(data_dir, &config.database).await?;
     let users = Users::new(store, config.server_name.clone(), None);
     let user_id =
         users.user_id_for_localpart(name).map_err(|e| anyhow::anyhow!("{}", client_message(&e)))?;

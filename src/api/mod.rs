@@ -133,8 +133,12 @@ fn close_if_too_large(mut response: http::Response<Vec<u8>>) -> http::Response<V
 
 /// Builds the error reply, logging internal causes once with their whole chain.
 fn error_response(error: &Error) -> http::Response<Vec<u8>> {
-    if let Error::Internal(cause) = error {
-        tracing::error!(error = format!("{cause:#}"), "internal error");
+    match error {
+        Error::Internal(cause) if crate::store::is_unavailable(cause) => {
+            tracing::warn!(error = format!("{cause:#}"), "database unavailable");
+        }
+        Error::Internal(cause) => tracing::error!(error = format!("{cause:#}"), "internal error"),
+        _ => {}
     }
     error.to_http_response()
 }

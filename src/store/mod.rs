@@ -7,7 +7,13 @@
 //! closure against a [`RoomTxn`] inside the backend's single writer, so concurrent sends to one room
 //! are serialized without an async lock and still commit together.
 
+#[cfg(feature = "postgres")]
+mod postgres;
 mod sqlite;
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod tests;
 pub mod types;
 
 use std::{path::Path, sync::Arc};
@@ -30,6 +36,23 @@ pub type Store = Arc<dyn Storage>;
 /// Opens (and migrates) the SQLite database at `path`.
 pub fn open_sqlite(path: &Path) -> StoreResult<Store> {
     Ok(Arc::new(sqlite::SqliteStore::open(path)?))
+}
+
+/// Connects to (and migrates) the PostgreSQL database at `url`.
+#[cfg(feature = "postgres")]
+pub async fn open_postgres(url: &str) -> StoreResult<Store> {
+    Ok(Arc::new(postgres::PostgresStore::open(url).await?))
+}
+
+/// The database cannot be reached just now (PostgreSQL down, restarting, or out of
+/// connections). Clients get a 503 and may retry; nothing acknowledged was lost.
+#[derive(Debug, thiserror::Error)]
+#[error("the database is unavailable: {0}")]
+pub struct Unavailable(pub String);
+
+/// Whether a storage failure is [`Unavailable`] somewhere in its chain of causes.
+pub fn is_unavailable(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| cause.is::<Unavailable>())
 }
 
 /// Everything a backend provides.

@@ -15,13 +15,13 @@ use ruma::{
 use serde_json::json;
 
 use super::*;
-use crate::store::Store;
+use crate::store::{Store, testing::TestDatabase};
 
 /// Two create events alike in every byte (one user, one millisecond, one content) would
 /// name the same version 12 room: the second must get a room ID of its own.
 #[tokio::test]
 async fn identical_create_events_get_distinct_room_ids() {
-    let (_dir, store, keys) = setup();
+    let (_db, store, keys) = setup().await;
     let version = RoomVersionId::V12;
     let rules = rules_for(&version).unwrap();
     let proto = ProtoEvent {
@@ -81,7 +81,7 @@ room_version_tests! {
 /// Builds the small room and checks every stored PDU: its format, hashes and signature, its
 /// event ID, its references, and the redaction of the message.
 async fn check_small_room(version: RoomVersionId) {
-    let (_dir, store, keys) = setup();
+    let (_db, store, keys) = setup().await;
     let rules = rules_for(&version).unwrap();
     let job_keys = keys.clone();
     let job_version = version.clone();
@@ -246,12 +246,13 @@ fn assert_redacted(
     assert_eq!(parsed.redacts.as_ref(), Some(&message.event_id), "{version}: parsed redacts");
 }
 
-fn setup() -> (tempfile::TempDir, Store, ServerKeys) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = crate::store::open_sqlite(&dir.path().join("hearth.db")).unwrap();
+/// A store on the backend under test, and a signing key beside it.
+async fn setup() -> (TestDatabase, Store, ServerKeys) {
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
     let name = crate::config::parse_server_name("localhost").unwrap();
-    let keys = ServerKeys::load_or_generate(dir.path(), name).unwrap();
-    (dir, store, keys)
+    let keys = ServerKeys::load_or_generate(db.dir(), name).unwrap();
+    (db, store, keys)
 }
 
 fn public_keys(keys: &ServerKeys) -> PublicKeyMap {

@@ -1,0 +1,709 @@
+//! PostgreSQL queries for rooms: events, state, memberships, aliases and the directory.
+//!
+//! The state at a stream position is derived from `state_history` as on SQLite: for each (type,
+//! state key), the newest entry at or before that position, picked here with `DISTINCT ON`. Lists
+//! of IDs are one array parameter (`= ANY($n)`), so no query grows with the number of rooms.
+//! Text is sorted `COLLATE "C"` (by bytes, as SQLite does), whatever the database's collation.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use ruma::{
+    EventId, OwnedEventId, OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId,
+    RoomVersionId, UserId,
+};
+use tokio_postgres::{Row, types::ToSql};
+
+use super::{
+    Conn, PostgresStore, Writer, current_stream_position, execute, flag, next_stream_position,
+    query, query_opt,
+};
+use crate::store::{
+    AliasRecord, AppendedEvent, Direction, EventRecord, MembershipRecord, NewEvent,
+    RoomEventsQuery, RoomJob, RoomStore, RoomTxn, StoreResult, TransactionKey,
+};
+
+const EVENT_COLUMNS: &str = "e.stream_position, e.event_id, e.room_id, e.event_type, e.state_key, \
+     e.sender, e.origin_server_ts, e.depth, e.pdu, e.redacted_by, e.replaces_state";
+
+/// The latest `state_history` entry per (type, state key) in a position range of one room.
+const STATE_IN_RANGE: &str = "SELECT DISTINCT ON (event_type, state_key) event_id
+     FROM state_history
+     WHERE room_id = $1 AND stream_position > $2 AND stream_position <= $3
+     ORDER BY event_type, state_key, stream_position DESC";
+
+/// A query parameter of a statement assembled at run time.
+type Param = Box<dyn ToSql + Sync + Send>;
+
+#[async_trait]
+impl RoomStore for PostgresStore {
+    async fn write_rooms(&self, job: RoomJob) -> crate::Result<Vec<AppendedEvent>> {
+        // The job's own verdict travels inside the store result so that a refused job rolls back
+        // its savepoint while the batch it shares goes on.
+        let outcome = self
+            .write(move |w| match job(&Txn { w }) {
+                Ok(appended) => Ok(Ok(appended)),
+                Err(error) => Err(anyhow::Error::new(JobRefused(error))),
+            })
+            .await;
+        match outcome {
+            Ok(result) => result,
+            Err(error) => match error.downcast::<JobRefused>() {
+                Ok(JobRefused(error)) => Err(error),
+                Err(error) => Err(crate::Error::Internal(error)),
+            },
+        }
+    }
+
+    async fn current_position(&self) -> StoreResult<i64> {
+        current_stream_position(&*self.conn().await?).await
+    }
+
+    async fn room_version(&self, room_id: &RoomId) -> StoreResult<Option<RoomVersionId>> {
+        room_version(&*self.conn().await?, room_id).await
+    }
+
+    async fn event(&self, event_id: &EventId) -> StoreResult<Option<EventRecord>> {
+        event_by_id(&*self.conn().await?, event_id).await
+    }
+
+    async fn events(&self, event_ids: &[OwnedEventId]) -> StoreResult<Vec<EventRecord>> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events e WHERE e.event_id = ANY($1)
+             ORDER BY e.stream_position"
+        );
+        query_events(&*self.conn().await?, &sql, &[&id_strings(event_ids)]).await
+    }
+
+    async fn transaction_event(&self, key: &TransactionKey) -> StoreResult<Option<OwnedEventId>> {
+        transaction_event(&*self.conn().await?, key).await
+    }
+
+    async fn transaction_ids(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        event_ids: &[OwnedEventId],
+    ) -> StoreResult<BTreeMap<OwnedEventId, String>> {
+        let rows = query(
+            &*self.conn().await?,
+            "SELECT event_id, txn_id FROM event_transactions
+             WHERE user_id = $1 AND device_id = $2 AND event_id = ANY($3)",
+            &[&user_id.as_str(), &device_id, &id_strings(event_ids)],
+        )
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let event_id: String = row.try_get(0)?;
+                Ok((OwnedEventId::try_from(event_id)?, row.try_get(1)?))
+            })
+            .collect()
+    }
+
+    async fn current_state(&self, room_id: &RoomId) -> StoreResult<Vec<EventRecord>> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM current_state s JOIN events e ON e.event_id = s.event_id
+             WHERE s.room_id = $1 ORDER BY e.stream_position"
+        );
+        query_events(&*self.conn().await?, &sql, &[&room_id.as_str()]).await
+    }
+
+    async fn current_state_event(
+        &self,
+        room_id: &RoomId,
+        event_type: &str,
+        state_key: &str,
+    ) -> StoreResult<Option<EventRecord>> {
+        current_state_event(&*self.conn().await?, room_id, event_type, state_key).await
+    }
+
+    async fn state_key_history(
+        &self,
+        room_id: &RoomId,
+        event_type: &str,
+        state_key: &str,
+    ) -> StoreResult<Vec<EventRecord>> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM state_history s JOIN events e ON e.event_id = s.event_id
+             WHERE s.room_id = $1 AND s.event_type = $2 AND s.state_key = $3
+             ORDER BY s.stream_position"
+        );
+        let params: [&(dyn ToSql + Sync); 3] = [&room_id.as_str(), &event_type, &state_key];
+        query_events(&*self.conn().await?, &sql, &params).await
+    }
+
+    async fn state_at(&self, room_id: &RoomId, at: i64) -> StoreResult<Vec<EventRecord>> {
+        self.state_changes(room_id, 0, at).await
+    }
+
+    async fn state_changes(
+        &self,
+        room_id: &RoomId,
+        from: i64,
+        to: i64,
+    ) -> StoreResult<Vec<EventRecord>> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM ({STATE_IN_RANGE}) s
+             JOIN events e ON e.event_id = s.event_id ORDER BY e.stream_position"
+        );
+        query_events(&*self.conn().await?, &sql, &[&room_id.as_str(), &from, &to]).await
+    }
+
+    async fn membership(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        at: Option<i64>,
+    ) -> StoreResult<Option<MembershipRecord>> {
+        let at = at.unwrap_or(i64::MAX);
+        let row = query_opt(
+            &*self.conn().await?,
+            "SELECT membership, event_id, stream_position FROM state_history
+             WHERE room_id = $1 AND event_type = 'm.room.member' AND state_key = $2
+               AND stream_position <= $3
+             ORDER BY stream_position DESC LIMIT 1",
+            &[&room_id.as_str(), &user_id.as_str(), &at],
+        )
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let Some(membership) = row.try_get::<_, Option<String>>(0)? else { return Ok(None) };
+        Ok(Some(MembershipRecord {
+            room_id: room_id.to_owned(),
+            user_id: user_id.to_owned(),
+            membership,
+            event_id: OwnedEventId::try_from(row.try_get::<_, String>(1)?)?,
+            stream_position: row.try_get(2)?,
+        }))
+    }
+
+    async fn memberships_of(&self, user_id: &UserId) -> StoreResult<Vec<MembershipRecord>> {
+        let rows = query(
+            &*self.conn().await?,
+            "SELECT room_id, membership, event_id, stream_position FROM current_state
+             WHERE state_key = $1 AND event_type = 'm.room.member'
+             ORDER BY stream_position",
+            &[&user_id.as_str()],
+        )
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(MembershipRecord {
+                    room_id: OwnedRoomId::try_from(row.try_get::<_, String>(0)?)?,
+                    user_id: user_id.to_owned(),
+                    membership: row.try_get(1)?,
+                    event_id: OwnedEventId::try_from(row.try_get::<_, String>(2)?)?,
+                    stream_position: row.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn members_with(
+        &self,
+        room_id: &RoomId,
+        membership: &str,
+    ) -> StoreResult<Vec<OwnedUserId>> {
+        let rows = query(
+            &*self.conn().await?,
+            "SELECT state_key FROM current_state
+             WHERE room_id = $1 AND event_type = 'm.room.member' AND membership = $2
+             ORDER BY state_key COLLATE \"C\"",
+            &[&room_id.as_str(), &membership],
+        )
+        .await?;
+        rows.iter().map(|row| Ok(OwnedUserId::try_from(row.try_get::<_, String>(0)?)?)).collect()
+    }
+
+    async fn room_events(&self, query: RoomEventsQuery) -> StoreResult<Vec<EventRecord>> {
+        room_events(&*self.conn().await?, &query).await
+    }
+
+    async fn rooms_changed(
+        &self,
+        room_ids: &[OwnedRoomId],
+        from: i64,
+        to: i64,
+    ) -> StoreResult<Vec<OwnedRoomId>> {
+        let ids: Vec<&str> = room_ids.iter().map(|id| id.as_str()).collect();
+        let rows = query(
+            &*self.conn().await?,
+            "SELECT DISTINCT room_id FROM events
+             WHERE stream_position > $1 AND stream_position <= $2 AND room_id = ANY($3)",
+            &[&from, &to, &ids],
+        )
+        .await?;
+        room_ids_of(&rows)
+    }
+
+    async fn forget_room(&self, user_id: &UserId, room_id: &RoomId) -> StoreResult<()> {
+        let (user_id, room_id) = (user_id.to_owned(), room_id.to_owned());
+        self.write(move |w| {
+            w.block_on(execute(
+                w.conn(),
+                "INSERT INTO forgotten_rooms (user_id, room_id) VALUES ($1, $2)
+                 ON CONFLICT DO NOTHING",
+                &[&user_id.as_str(), &room_id.as_str()],
+            ))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn forgotten_rooms(&self, user_id: &UserId) -> StoreResult<Vec<OwnedRoomId>> {
+        let rows = query(
+            &*self.conn().await?,
+            "SELECT room_id FROM forgotten_rooms WHERE user_id = $1",
+            &[&user_id.as_str()],
+        )
+        .await?;
+        room_ids_of(&rows)
+    }
+
+    async fn create_alias(
+        &self,
+        alias: &RoomAliasId,
+        room_id: &RoomId,
+        creator: &UserId,
+    ) -> StoreResult<bool> {
+        let (alias, room_id, creator) = (alias.to_owned(), room_id.to_owned(), creator.to_owned());
+        self.write(move |w| {
+            let inserted = w.block_on(execute(
+                w.conn(),
+                "INSERT INTO room_aliases (room_alias, room_id, creator) VALUES ($1, $2, $3)
+                 ON CONFLICT (room_alias) DO NOTHING",
+                &[&alias.as_str(), &room_id.as_str(), &creator.as_str()],
+            ))?;
+            Ok(inserted == 1)
+        })
+        .await
+    }
+
+    async fn alias(&self, alias: &RoomAliasId) -> StoreResult<Option<AliasRecord>> {
+        let row = query_opt(
+            &*self.conn().await?,
+            "SELECT room_id, creator FROM room_aliases WHERE room_alias = $1",
+            &[&alias.as_str()],
+        )
+        .await?;
+        row.map(|row| {
+            Ok(AliasRecord {
+                alias: alias.to_owned(),
+                room_id: OwnedRoomId::try_from(row.try_get::<_, String>(0)?)?,
+                creator: OwnedUserId::try_from(row.try_get::<_, String>(1)?)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn delete_alias(&self, alias: &RoomAliasId) -> StoreResult<bool> {
+        let alias: OwnedRoomAliasId = alias.to_owned();
+        self.write(move |w| {
+            let deleted = w.block_on(execute(
+                w.conn(),
+                "DELETE FROM room_aliases WHERE room_alias = $1",
+                &[&alias.as_str()],
+            ))?;
+            Ok(deleted == 1)
+        })
+        .await
+    }
+
+    async fn room_aliases(&self, room_id: &RoomId) -> StoreResult<Vec<OwnedRoomAliasId>> {
+        let rows = query(
+            &*self.conn().await?,
+            "SELECT room_alias FROM room_aliases WHERE room_id = $1 ORDER BY room_alias COLLATE \"C\"",
+            &[&room_id.as_str()],
+        )
+        .await?;
+        rows.iter()
+            .map(|row| Ok(OwnedRoomAliasId::try_from(row.try_get::<_, String>(0)?)?))
+            .collect()
+    }
+
+    async fn set_published(&self, room_id: &RoomId, published: bool) -> StoreResult<()> {
+        let room_id = room_id.to_owned();
+        self.write(move |w| {
+            w.block_on(execute(
+                w.conn(),
+                "UPDATE rooms SET published = $2 WHERE room_id = $1",
+                &[&room_id.as_str(), &flag(published)],
+            ))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn is_published(&self, room_id: &RoomId) -> StoreResult<bool> {
+        let row = query_opt(
+            &*self.conn().await?,
+            "SELECT published FROM rooms WHERE room_id = $1",
+            &[&room_id.as_str()],
+        )
+        .await?;
+        Ok(row.map(|row| row.try_get::<_, i32>(0)).transpose()?.is_some_and(|p| p != 0))
+    }
+
+    async fn published_rooms(&self) -> StoreResult<Vec<OwnedRoomId>> {
+        let rows = query(
+            &*self.conn().await?,
+            "SELECT room_id FROM rooms WHERE published = 1 ORDER BY created_ts",
+            &[],
+        )
+        .await?;
+        room_ids_of(&rows)
+    }
+}
+
+/// A room job's verdict carried through the writer as an error, so its savepoint rolls back.
+#[derive(Debug, thiserror::Error)]
+#[error("room job refused: {0}")]
+struct JobRefused(crate::Error);
+
+/// The writer's transaction seen by a room job: each call waits for its query on the writer
+/// thread.
+struct Txn<'w> {
+    w: &'w Writer,
+}
+
+impl RoomTxn for Txn<'_> {
+    fn room_version(&self, room_id: &RoomId) -> StoreResult<Option<RoomVersionId>> {
+        self.w.block_on(room_version(self.w.conn(), room_id))
+    }
+
+    fn create_room(&self, room_id: &RoomId, version: &RoomVersionId, ts: i64) -> StoreResult<()> {
+        self.w.block_on(execute(
+            self.w.conn(),
+            "INSERT INTO rooms (room_id, room_version, created_ts) VALUES ($1, $2, $3)",
+            &[&room_id.as_str(), &version.as_str(), &ts],
+        ))?;
+        Ok(())
+    }
+
+    fn forward_extremities(&self, room_id: &RoomId) -> StoreResult<Vec<EventRecord>> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM forward_extremities f JOIN events e ON e.event_id = f.event_id
+             WHERE f.room_id = $1 ORDER BY e.stream_position"
+        );
+        self.w.block_on(query_events(self.w.conn(), &sql, &[&room_id.as_str()]))
+    }
+
+    fn current_state_event(
+        &self,
+        room_id: &RoomId,
+        event_type: &str,
+        state_key: &str,
+    ) -> StoreResult<Option<EventRecord>> {
+        self.w.block_on(current_state_event(self.w.conn(), room_id, event_type, state_key))
+    }
+
+    fn event(&self, event_id: &EventId) -> StoreResult<Option<EventRecord>> {
+        self.w.block_on(event_by_id(self.w.conn(), event_id))
+    }
+
+    fn transaction_event(&self, txn: &TransactionKey) -> StoreResult<Option<OwnedEventId>> {
+        self.w.block_on(transaction_event(self.w.conn(), txn))
+    }
+
+    fn append_event(&self, event: NewEvent) -> StoreResult<i64> {
+        self.w.block_on(append_event(self.w.conn(), &event))
+    }
+
+    fn redact_event(
+        &self,
+        event_id: &EventId,
+        redacted_pdu: &str,
+        redacted_by: &EventId,
+    ) -> StoreResult<()> {
+        self.w.block_on(execute(
+            self.w.conn(),
+            "UPDATE events SET pdu = $2, redacted_by = $3 WHERE event_id = $1",
+            &[&event_id.as_str(), &redacted_pdu, &redacted_by.as_str()],
+        ))?;
+        Ok(())
+    }
+}
+
+async fn append_event(c: &Conn, event: &NewEvent) -> StoreResult<i64> {
+    let position = next_stream_position(c).await?;
+    let replaces = match &event.state_key {
+        Some(key) => current_state_event(c, &event.room_id, &event.event_type, key).await?,
+        None => None,
+    };
+    insert_event(c, event, position, replaces.as_ref().map(|e| e.event_id.as_str())).await?;
+    update_extremities(c, event).await?;
+    if let Some(state_key) = &event.state_key {
+        update_state(c, event, state_key, position).await?;
+    }
+    if let Some(txn) = &event.transaction {
+        execute(
+            c,
+            "INSERT INTO event_transactions (user_id, device_id, scope, txn_id, event_id)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &txn.user_id.as_str(),
+                &txn.device_id,
+                &txn.scope,
+                &txn.txn_id,
+                &event.event_id.as_str(),
+            ],
+        )
+        .await?;
+    }
+    Ok(position)
+}
+
+async fn insert_event(
+    c: &Conn,
+    event: &NewEvent,
+    position: i64,
+    replaces_state: Option<&str>,
+) -> StoreResult<()> {
+    execute(
+        c,
+        "INSERT INTO events (stream_position, event_id, room_id, event_type, state_key, sender,
+                             depth, origin_server_ts, pdu, replaces_state)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        &[
+            &position,
+            &event.event_id.as_str(),
+            &event.room_id.as_str(),
+            &event.event_type,
+            &event.state_key,
+            &event.sender.as_str(),
+            &event.depth,
+            &event.origin_server_ts,
+            &event.pdu,
+            &replaces_state,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn update_extremities(c: &Conn, event: &NewEvent) -> StoreResult<()> {
+    execute(
+        c,
+        "DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = ANY($2)",
+        &[&event.room_id.as_str(), &id_strings(&event.prev_events)],
+    )
+    .await?;
+    execute(
+        c,
+        "INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)",
+        &[&event.room_id.as_str(), &event.event_id.as_str()],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn update_state(
+    c: &Conn,
+    event: &NewEvent,
+    state_key: &str,
+    position: i64,
+) -> StoreResult<()> {
+    let (room_id, event_id) = (event.room_id.as_str(), event.event_id.as_str());
+    let values: [&(dyn ToSql + Sync); 6] =
+        [&room_id, &event.event_type, &state_key, &event_id, &event.membership, &position];
+    execute(
+        c,
+        "INSERT INTO current_state
+             (room_id, event_type, state_key, event_id, membership, stream_position)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (room_id, event_type, state_key) DO UPDATE SET
+             event_id = excluded.event_id, membership = excluded.membership,
+             stream_position = excluded.stream_position",
+        &values,
+    )
+    .await?;
+    execute(
+        c,
+        "INSERT INTO state_history
+             (room_id, event_type, state_key, event_id, membership, stream_position)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &values,
+    )
+    .await?;
+    if event.event_type == "m.room.member" && event.membership.as_deref() != Some("leave") {
+        // Rejoining (or being invited back to, or banned from) a forgotten room brings it back.
+        execute(
+            c,
+            "DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2",
+            &[&state_key, &room_id],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn room_version(c: &Conn, room_id: &RoomId) -> StoreResult<Option<RoomVersionId>> {
+    let row =
+        query_opt(c, "SELECT room_version FROM rooms WHERE room_id = $1", &[&room_id.as_str()])
+            .await?;
+    let version = row.map(|row| row.try_get::<_, String>(0)).transpose()?;
+    Ok(version.map(RoomVersionId::try_from).transpose()?)
+}
+
+async fn event_by_id(c: &Conn, event_id: &EventId) -> StoreResult<Option<EventRecord>> {
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM events e WHERE e.event_id = $1");
+    Ok(query_events(c, &sql, &[&event_id.as_str()]).await?.pop())
+}
+
+async fn current_state_event(
+    c: &Conn,
+    room_id: &RoomId,
+    event_type: &str,
+    state_key: &str,
+) -> StoreResult<Option<EventRecord>> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM current_state s JOIN events e ON e.event_id = s.event_id
+         WHERE s.room_id = $1 AND s.event_type = $2 AND s.state_key = $3"
+    );
+    Ok(query_events(c, &sql, &[&room_id.as_str(), &event_type, &state_key]).await?.pop())
+}
+
+async fn transaction_event(c: &Conn, txn: &TransactionKey) -> StoreResult<Option<OwnedEventId>> {
+    let row = query_opt(
+        c,
+        "SELECT event_id FROM event_transactions
+         WHERE user_id = $1 AND device_id = $2 AND scope = $3 AND txn_id = $4",
+        &[&txn.user_id.as_str(), &txn.device_id, &txn.scope, &txn.txn_id],
+    )
+    .await?;
+    let event_id = row.map(|row| row.try_get::<_, String>(0)).transpose()?;
+    Ok(event_id.map(OwnedEventId::try_from).transpose()?)
+}
+
+async fn room_events(c: &Conn, query: &RoomEventsQuery) -> StoreResult<Vec<EventRecord>> {
+    let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events e WHERE e.room_id = $1");
+    let mut values: Vec<Param> = vec![Box::new(query.room_id.to_string())];
+    let (after, before) = match query.direction {
+        Direction::Forward => (Some(query.from), query.to),
+        Direction::Backward => (query.to, Some(query.from)),
+    };
+    if let Some(after) = after {
+        push_param(&mut sql, &mut values, " AND e.stream_position > ", Box::new(after));
+    }
+    if let Some(before) = before {
+        push_param(&mut sql, &mut values, " AND e.stream_position < ", Box::new(before));
+    }
+    push_globs(&mut sql, &mut values, "e.event_type", query.types.as_deref(), &query.not_types);
+    push_list(&mut sql, &mut values, "e.sender", query.senders.as_deref(), &query.not_senders);
+    let order = if query.direction == Direction::Forward { "ASC" } else { "DESC" };
+    sql.push_str(&format!(" ORDER BY e.stream_position {order}"));
+    let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+    push_param(&mut sql, &mut values, " LIMIT ", Box::new(limit));
+    let params: Vec<&(dyn ToSql + Sync)> =
+        values.iter().map(|value| value.as_ref() as &(dyn ToSql + Sync)).collect();
+    query_events(c, &sql, &params).await
+}
+
+/// Appends `prefix` and the next parameter's placeholder to `sql`, and the value to `values`.
+fn push_param(sql: &mut String, values: &mut Vec<Param>, prefix: &str, value: Param) {
+    values.push(value);
+    sql.push_str(&format!("{prefix}${}", values.len()));
+}
+
+/// Adds type filters; `*` is a wildcard as the spec's filters allow, nothing else is special.
+fn push_globs(
+    sql: &mut String,
+    values: &mut Vec<Param>,
+    column: &str,
+    only: Option<&[String]>,
+    never: &[String],
+) {
+    let patterns = |globs: &[String]| -> Param {
+        Box::new(globs.iter().map(|glob| like_pattern(glob)).collect::<Vec<_>>())
+    };
+    if let Some(only) = only {
+        push_param(sql, values, &format!(" AND {column} LIKE ANY("), patterns(only));
+        sql.push(')');
+    }
+    if !never.is_empty() {
+        push_param(sql, values, &format!(" AND NOT ({column} LIKE ANY("), patterns(never));
+        sql.push_str("))");
+    }
+}
+
+/// A filter glob as a `LIKE` pattern: `*` matches anything, `%`, `_` and `\` match themselves.
+fn like_pattern(glob: &str) -> String {
+    let mut pattern = String::with_capacity(glob.len());
+    for character in glob.chars() {
+        match character {
+            '*' => pattern.push('%'),
+            '%' | '_' | '\\' => {
+                pattern.push('\\');
+                pattern.push(character);
+            }
+            other => pattern.push(other),
+        }
+    }
+    pattern
+}
+
+fn push_list(
+    sql: &mut String,
+    values: &mut Vec<Param>,
+    column: &str,
+    only: Option<&[String]>,
+    never: &[String],
+) {
+    if let Some(only) = only {
+        push_param(sql, values, &format!(" AND {column} = ANY("), Box::new(only.to_vec()));
+        sql.push(')');
+    }
+    if !never.is_empty() {
+        push_param(sql, values, &format!(" AND NOT ({column} = ANY("), Box::new(never.to_vec()));
+        sql.push_str("))");
+    }
+}
+
+fn id_strings(ids: &[OwnedEventId]) -> Vec<&str> {
+    ids.iter().map(|id| id.as_str()).collect()
+}
+
+fn room_ids_of(rows: &[Row]) -> StoreResult<Vec<OwnedRoomId>> {
+    rows.iter().map(|row| Ok(OwnedRoomId::try_from(row.try_get::<_, String>(0)?)?)).collect()
+}
+
+async fn query_events(
+    c: &Conn,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> StoreResult<Vec<EventRecord>> {
+    query(c, sql, params).await?.iter().map(event_record).collect()
+}
+
+fn event_record(row: &Row) -> StoreResult<EventRecord> {
+    let optional_id = |index: usize| -> StoreResult<Option<OwnedEventId>> {
+        let id: Option<String> = row.try_get(index)?;
+        Ok(id.map(OwnedEventId::try_from).transpose()?)
+    };
+    Ok(EventRecord {
+        stream_position: row.try_get(0)?,
+        event_id: OwnedEventId::try_from(row.try_get::<_, String>(1)?)?,
+        room_id: OwnedRoomId::try_from(row.try_get::<_, String>(2)?)?,
+        event_type: row.try_get(3)?,
+        state_key: row.try_get(4)?,
+        sender: OwnedUserId::try_from(row.try_get::<_, String>(5)?)?,
+        origin_server_ts: row.try_get(6)?,
+        depth: row.try_get(7)?,
+        pdu: row.try_get(8)?,
+        redacted_by: optional_id(9)?,
+        replaces_state: optional_id(10)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::like_pattern;
+
+    #[test]
+    fn filter_globs_become_like_patterns_with_only_the_star_special() {
+        assert_eq!(like_pattern("m.room.*"), "m.room.%");
+        assert_eq!(like_pattern("m.room_message"), "m.room\\_message");
+        assert_eq!(like_pattern("100%"), "100\\%");
+        assert_eq!(like_pattern("a\\b"), "a\\\\b");
+        assert_eq!(like_pattern("*"), "%");
+    }
+}

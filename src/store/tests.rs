@@ -1,0 +1,266 @@
+//! The storage suite both backends pass: it speaks only the storage API, and runs on the
+//! backend `HEARTH_TEST_BACKEND` names (see [`super::testing`]).
+//!
+//! Room events are appended with hand-made PDUs here: what matters is what the store keeps and
+//! returns. The event graph itself is tested through the builder in `rooms`.
+
+use std::sync::Arc;
+
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomVersionId};
+use serde_json::value::to_raw_value;
+
+use super::{
+    Direction, NewEvent, NewSession, NewUser, RoomEventsQuery, RoomTxn, Store, TransactionKey,
+    testing::TestDatabase,
+};
+
+fn user(name: &str) -> OwnedUserId {
+    OwnedUserId::try_from(format!("@{name}:localhost")).unwrap()
+}
+
+fn room(name: &str) -> OwnedRoomId {
+    OwnedRoomId::try_from(format!("!{name}:localhost")).unwrap()
+}
+
+fn event_id(n: usize) -> OwnedEventId {
+    OwnedEventId::try_from(format!("$event{n}")).unwrap()
+}
+
+/// A state or message event whose PDU is only a marker: the store does not read PDUs.
+fn new_event(n: usize, room_id: &OwnedRoomId, state: Option<(&str, &str)>) -> NewEvent {
+    let membership = state.filter(|(kind, _)| *kind == "m.room.member").map(|_| "join".to_owned());
+    NewEvent {
+        event_id: event_id(n),
+        room_id: room_id.clone(),
+        event_type: state.map_or("m.room.message", |(kind, _)| kind).to_owned(),
+        state_key: state.map(|(_, key)| key.to_owned()),
+        membership,
+        sender: user("alice"),
+        origin_server_ts: 1_000 + n as i64,
+        depth: n as i64,
+        prev_events: if n > 0 { vec![event_id(n - 1)] } else { Vec::new() },
+        pdu: format!("{{\"n\":{n}}}"),
+        transaction: None,
+    }
+}
+
+/// Creates a room and appends `events` to it in one job.
+async fn append(store: &Store, room_id: &OwnedRoomId, events: Vec<NewEvent>) -> Vec<i64> {
+    let room_id = room_id.clone();
+    let positions = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let found = positions.clone();
+    let job = move |txn: &dyn RoomTxn| {
+        if txn.room_version(&room_id)?.is_none() {
+            txn.create_room(&room_id, &RoomVersionId::V12, 0)?;
+        }
+        for event in events {
+            found.lock().unwrap().push(txn.append_event(event)?);
+        }
+        Ok(Vec::new())
+    };
+    store.write_rooms(Box::new(job)).await.unwrap();
+    positions.lock().unwrap().clone()
+}
+
+#[tokio::test]
+async fn concurrent_writes_all_commit_with_distinct_positions() {
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
+    let tasks: Vec<_> = (0..200)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move { store.bus_append("s", "s.x", &n.to_string()).await })
+        })
+        .collect();
+    let mut sequences = Vec::new();
+    for task in tasks {
+        sequences.push(task.await.unwrap().unwrap());
+    }
+    sequences.sort_unstable();
+    assert_eq!(sequences, (1..=200).collect::<Vec<i64>>());
+    assert_eq!(store.bus_read("s", 190, 100).await.unwrap().len(), 10);
+}
+
+#[tokio::test]
+async fn a_refused_room_job_keeps_nothing_and_spares_the_others() {
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
+    let refused = Box::new(|txn: &dyn RoomTxn| {
+        txn.create_room(&room("refused"), &RoomVersionId::V12, 0)?;
+        Err(crate::Error::forbidden("no"))
+    });
+    let kept = Box::new(|txn: &dyn RoomTxn| {
+        txn.create_room(&room("kept"), &RoomVersionId::V12, 0)?;
+        Ok(Vec::new())
+    });
+    let (refused, kept) = tokio::join!(store.write_rooms(refused), store.write_rooms(kept));
+    assert!(matches!(refused, Err(crate::Error::Client { .. })), "{refused:?}");
+    assert!(kept.is_ok());
+    assert_eq!(store.room_version(&room("refused")).await.unwrap(), None);
+    assert_eq!(store.room_version(&room("kept")).await.unwrap(), Some(RoomVersionId::V12));
+}
+
+#[tokio::test]
+async fn a_panicking_room_job_is_an_error_and_the_writer_survives() {
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
+    let result = store.write_rooms(Box::new(|_: &dyn RoomTxn| panic!("boom"))).await;
+    assert!(matches!(result, Err(crate::Error::Internal(_))));
+    assert_eq!(append(&store, &room("r"), vec![new_event(0, &room("r"), None)]).await, vec![1]);
+}
+
+#[tokio::test]
+async fn state_follows_the_newest_event_per_key_and_keeps_its_history() {
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
+    let r = room("r");
+    let events = vec![
+        new_event(0, &r, Some(("m.room.create", ""))),
+        new_event(1, &r, Some(("m.room.member", "@alice:localhost"))),
+        new_event(2, &r, Some(("m.room.name", ""))),
+        new_event(3, &r, None),
+        new_event(4, &r, Some(("m.room.name", ""))),
+    ];
+    let positions = append(&store, &r, events).await;
+    assert_eq!(positions, vec![1, 2, 3, 4, 5]);
+
+    let name = store.current_state_event(&r, "m.room.name", "").await.unwrap().unwrap();
+    assert_eq!(
+        (name.event_id.clone(), name.replaces_state.clone()),
+        (event_id(4), Some(event_id(2)))
+    );
+    let ids = |events: Vec<super::EventRecord>| -> Vec<OwnedEventId> {
+        events.into_iter().map(|e| e.event_id).collect()
+    };
+    let now = store.current_state(&r).await.unwrap();
+    assert_eq!(ids(now), vec![event_id(0), event_id(1), event_id(4)]);
+    let before = store.state_at(&r, 3).await.unwrap();
+    assert_eq!(ids(before), vec![event_id(0), event_id(1), event_id(2)]);
+    let changed = store.state_changes(&r, 2, 5).await.unwrap();
+    assert_eq!(ids(changed), vec![event_id(4)], "the newest value of a key changed twice");
+    let history = store.state_key_history(&r, "m.room.name", "").await.unwrap();
+    assert_eq!(ids(history), vec![event_id(2), event_id(4)]);
+
+    let alice = store.membership(&r, &user("alice"), None).await.unwrap().unwrap();
+    assert_eq!((alice.membership.as_str(), alice.stream_position), ("join", 2));
+    assert!(store.membership(&r, &user("alice"), Some(1)).await.unwrap().is_none());
+    assert_eq!(store.members_with(&r, "join").await.unwrap(), vec![user("alice")]);
+    assert_eq!(store.memberships_of(&user("alice")).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn room_events_page_both_ways_with_filters() {
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
+    let r = room("r");
+    let mut events: Vec<NewEvent> = (0..6).map(|n| new_event(n, &r, None)).collect();
+    events[2].event_type = "m.reaction".to_owned();
+    events[4].event_type = "m.room_x".to_owned();
+    append(&store, &r, events).await;
+    let query = |direction, from, types: Option<Vec<&str>>, not_types: Vec<&str>| RoomEventsQuery {
+        room_id: r.clone(),
+        from,
+        to: None,
+        direction,
+        limit: 10,
+        types: types.map(|t| t.into_iter().map(str::to_owned).collect()),
+        not_types: not_types.into_iter().map(str::to_owned).collect(),
+        senders: None,
+        not_senders: Vec::new(),
+    };
+    let positions = |events: Vec<super::EventRecord>| -> Vec<i64> {
+        events.into_iter().map(|e| e.stream_position).collect()
+    };
+    let cases = [
+        (query(Direction::Forward, 0, None, vec![]), vec![1, 2, 3, 4, 5, 6], "all, oldest first"),
+        (query(Direction::Backward, 5, None, vec![]), vec![4, 3, 2, 1], "before 5, newest first"),
+        (query(Direction::Forward, 0, Some(vec!["m.room.*"]), vec![]), vec![1, 2, 4, 6], "glob"),
+        (query(Direction::Forward, 0, Some(vec!["m.room_x"]), vec![]), vec![5], "_ is literal"),
+        (query(Direction::Forward, 0, None, vec!["m.reaction"]), vec![1, 2, 4, 5, 6], "not"),
+    ];
+    for (query, expected, why) in cases {
+        assert_eq!(positions(store.room_events(query).await.unwrap()), expected, "{why}");
+    }
+}
+
+#[tokio::test]
+async fn long_id_lists_never_reach_a_parameter_limit() {
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
+    let r = room("r");
+    append(&store, &r, (0..3).map(|n| new_event(n, &r, None)).collect()).await;
+    let mut ids: Vec<OwnedEventId> = (0..40_000).map(|n| event_id(n + 10)).collect();
+    ids.push(event_id(1));
+    let found = store.events(&ids).await.unwrap();
+    assert_eq!(found.len(), 1);
+    let mut rooms: Vec<OwnedRoomId> = (0..40_000).map(|n| room(&format!("x{n}"))).collect();
+    rooms.push(r.clone());
+    assert_eq!(store.rooms_changed(&rooms, 0, 3).await.unwrap(), vec![r]);
+    let txns = store.transaction_ids(&user("alice"), "D", &ids).await.unwrap();
+    assert!(txns.is_empty());
+}
+
+#[tokio::test]
+async fn transactions_are_scoped_to_device_and_endpoint() {
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
+    let r = room("r");
+    let key = |device: &str, scope: &str| TransactionKey {
+        user_id: user("alice"),
+        device_id: device.to_owned(),
+        scope: scope.to_owned(),
+        txn_id: "t1".to_owned(),
+    };
+    let mut event = new_event(0, &r, None);
+    event.transaction = Some(key("D", "send"));
+    append(&store, &r, vec![event]).await;
+    assert_eq!(store.transaction_event(&key("D", "send")).await.unwrap(), Some(event_id(0)));
+    assert_eq!(store.transaction_event(&key("E", "send")).await.unwrap(), None);
+    assert_eq!(store.transaction_event(&key("D", "redact")).await.unwrap(), None);
+    let ids = store.transaction_ids(&user("alice"), "D", &[event_id(0)]).await.unwrap();
+    assert_eq!(ids.get(&event_id(0)).map(String::as_str), Some("t1"));
+}
+
+#[tokio::test]
+async fn accounts_sessions_and_account_data_survive_a_restart() {
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
+    let alice = user("alice");
+    let new_user = NewUser {
+        user_id: alice.clone(),
+        password_hash: Some("hash".into()),
+        is_admin: true,
+        created_ts: 1,
+    };
+    assert!(store.create_user(new_user.clone()).await.unwrap());
+    assert!(!store.create_user(new_user).await.unwrap(), "a taken user ID");
+    let session = NewSession {
+        user_id: alice.clone(),
+        device_id: "D".into(),
+        display_name: Some("phone".into()),
+        token_hash: "t".into(),
+        created_ts: 2,
+    };
+    store.create_session(session).await.unwrap();
+    let content = to_raw_value(&serde_json::json!({"a": 1})).unwrap();
+    let first = store.set_account_data(&alice, None, "m.x", &content).await.unwrap();
+    let second = store.set_account_data(&alice, Some(&room("r")), "m.y", &content).await.unwrap();
+    assert!(second > first);
+    store.bus_ack("s", "c", 5).await.unwrap();
+    store.bus_ack("s", "c", 3).await.unwrap();
+    drop(store);
+
+    let store = db.open().await;
+    let record = store.user(&alice).await.unwrap().unwrap();
+    assert!(record.is_admin && !record.deactivated);
+    let session = store.session_by_token("t").await.unwrap().unwrap();
+    assert_eq!(session.device_id, "D");
+    assert_eq!(
+        store.device(&alice, "D").await.unwrap().unwrap().display_name.as_deref(),
+        Some("phone")
+    );
+    assert_eq!(store.account_data_since(&alice, first).await.unwrap().len(), 1);
+    assert_eq!(store.account_data_since(&alice, 0).await.unwrap().len(), 2);
+    assert_eq!(store.bus_acked("s", "c").await.unwrap(), 5, "an acknowledgement never goes back");
+    assert!(store.current_position().await.unwrap() >= second);
+}
