@@ -225,6 +225,36 @@ impl Config {
     }
 }
 
+/// Points `[database]` of the configuration file at `path` to another backend, keeping every
+/// comment and other setting. The new file is checked, then replaces the old one atomically
+/// (written beside it, flushed, renamed), so a crash leaves either the old or the new file.
+pub fn set_database(path: &Path, database: &DatabaseConfig) -> anyhow::Result<()> {
+    let text = fs::read_to_string(path)
+        .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
+    let mut document: toml_edit::DocumentMut =
+        text.parse().with_context(|| format!("invalid configuration file {}", path.display()))?;
+    let backend = match database.backend {
+        DatabaseBackend::Sqlite => "sqlite",
+        DatabaseBackend::Postgres => "postgres",
+    };
+    if !document.contains_table("database") {
+        document["database"] = toml_edit::table();
+    }
+    document["database"]["backend"] = toml_edit::value(backend);
+    document["database"]["url"] = toml_edit::value(database.url.as_str());
+    let text = document.to_string();
+    Config::parse(&text).context("the changed configuration would not be valid")?;
+
+    let temporary = path.with_extension("toml.new");
+    let mut file = fs::File::create(&temporary)
+        .with_context(|| format!("cannot write {}", temporary.display()))?;
+    std::io::Write::write_all(&mut file, text.as_bytes())?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&temporary, path)
+        .with_context(|| format!("cannot replace the configuration file {}", path.display()))
+}
+
 /// Renders the commented configuration file written on first run.
 pub fn template(settings: &FirstRunSettings) -> String {
     format!(
@@ -339,6 +369,28 @@ mod tests {
         assert!(token.len() == 24 && token.chars().all(|c| c.is_ascii_alphanumeric()), "{token}");
         assert_ne!(first.registration.tokens, second.registration.tokens);
         assert!(Config::parse(&template(&first_run())).unwrap().registration.tokens.is_empty());
+    }
+
+    #[test]
+    fn switching_the_database_keeps_comments_and_other_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CONFIG_FILE);
+        fs::write(&path, template(&first_run())).unwrap();
+        let postgres = DatabaseConfig {
+            backend: DatabaseBackend::Postgres,
+            url: "postgresql://h@localhost/h".into(),
+        };
+        set_database(&path, &postgres).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        let config = Config::parse(&text).unwrap();
+        assert_eq!(config.database.backend, DatabaseBackend::Postgres);
+        assert_eq!(config.database.url, "postgresql://h@localhost/h");
+        assert_eq!(config.server_name.as_str(), "localhost:8448");
+        assert!(text.contains("# Where the data lives"), "comments kept");
+
+        let broken = DatabaseConfig { backend: DatabaseBackend::Postgres, url: String::new() };
+        assert!(set_database(&path, &broken).is_err(), "a config that would not start");
+        assert_eq!(fs::read_to_string(&path).unwrap(), text, "the file is left as it was");
     }
 
     #[test]

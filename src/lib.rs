@@ -10,6 +10,8 @@ pub mod bus;
 pub mod config;
 pub mod error;
 pub mod federation;
+#[cfg(feature = "postgres")]
+pub mod migrate;
 pub mod rooms;
 pub mod server;
 pub mod services;

@@ -49,6 +49,26 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Manage the database.
+    #[cfg(feature = "postgres")]
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+}
+
+#[cfg(feature = "postgres")]
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Move the data to PostgreSQL, with the server stopped. The SQLite file is kept unchanged;
+    /// a move that stops half-way resumes when run again. (A running server moves itself
+    /// through the admin API.)
+    Migrate {
+        /// The PostgreSQL database to move to, e.g.
+        /// `postgresql://hearth:secret@localhost/hearth`: empty, PostgreSQL 12 or later, UTF-8.
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -98,6 +118,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User { command: UserCommand::Add { name, password_file, password, admin } } => {
             let password = read_password(password_file, password)?;
             runtime.block_on(server::add_user(&data_dir, &name, password, admin))
+        }
+        #[cfg(feature = "postgres")]
+        Command::Db { command: DbCommand::Migrate { to } } => {
+            runtime.block_on(server::migrate_database(&data_dir, &to))
         }
     }
 }

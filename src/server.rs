@@ -120,6 +120,57 @@ pub async fn add_user(
     Ok(())
 }
 
+/// `hearth db migrate --to URL`: moves the data of a stopped server from SQLite to PostgreSQL,
+/// printing its progress. The data directory stays locked meanwhile, so no server starts on it.
+#[cfg(feature = "postgres")]
+pub async fn migrate_database(data_dir: &Path, to: &str) -> anyhow::Result<()> {
+    let _lock = lock_data_dir(data_dir).map_err(|_| {
+        anyhow::anyhow!(
+            "Hearth is running on {}: stop it first, or start the move through the admin API \
+             (POST /_hearth/admin/v1/database/migration), which moves the data while it serves",
+            data_dir.display()
+        )
+    })?;
+    let config_path = data_dir.join(config::CONFIG_FILE);
+    let config = Config::load(&config_path)
+        .context("run `hearth serve` once first to create the data directory")?;
+    if to == "sqlite" {
+        bail!("moving back from PostgreSQL to SQLite is not supported yet");
+    }
+    if config.database.backend == DatabaseBackend::Postgres {
+        bail!("this server keeps its data in PostgreSQL already");
+    }
+    let request = crate::migrate::MoveRequest {
+        sqlite_path: data_dir.join(DATABASE_FILE),
+        config_path,
+        target_url: to.to_owned(),
+        store: None,
+    };
+    let last = std::sync::Mutex::new((None, None));
+    crate::migrate::run_to_end(request, |progress| print_progress(&last, progress)).await?;
+    println!("done: the server now uses PostgreSQL; hearth.db is kept unchanged as the way back");
+    Ok(())
+}
+
+/// Prints a line when the move enters a phase or a table.
+#[cfg(feature = "postgres")]
+fn print_progress(
+    last: &std::sync::Mutex<(Option<crate::migrate::Phase>, Option<String>)>,
+    progress: &crate::migrate::Progress,
+) {
+    let Ok(mut last) = last.lock() else { return };
+    let now = (Some(progress.phase), progress.table.clone());
+    if *last == now {
+        return;
+    }
+    *last = now;
+    let table = progress.table.as_deref().map(|t| format!(" {t}")).unwrap_or_default();
+    println!(
+        "{:?}{table}: {} of {} rows, {} rows/s",
+        progress.phase, progress.rows_done, progress.rows_total, progress.rows_per_second
+    );
+}
+
 fn client_message(error: &crate::Error) -> String {
     match error {
         crate::Error::Client { message, .. } => message.clone(),
@@ -165,13 +216,13 @@ fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
     }
 }
 
-/// Logs to stderr and to daily-rotated files in `<data dir>/logs`. `RUST_LOG` wins over the
-/// configured level.
 /// Log lines queued for the file writer before new ones are dropped. tracing-appender's default
 /// of 128,000 preallocates a 4 MB queue, a fifth of an idle server's memory; a household server's
 /// log writer keeps up with far fewer.
 const LOG_BUFFERED_LINES: usize = 4096;
 
+/// Logs to stderr and to daily-rotated files in `<data dir>/logs`. `RUST_LOG` wins over the
+/// configured level.
 fn init_logging(
     data_dir: &Path,
     level: &str,

@@ -10,10 +10,13 @@
 #[cfg(feature = "postgres")]
 mod postgres;
 mod sqlite;
+pub mod switch;
 #[cfg(test)]
 pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
+#[cfg(feature = "postgres")]
+pub mod transfer;
 pub mod types;
 
 use std::{path::Path, sync::Arc};

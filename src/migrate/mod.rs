@@ -1,0 +1,431 @@
+//! The move from SQLite to PostgreSQL, done while Hearth keeps serving.
+//!
+//! 1. **Check** the target before anything is written: reachable, PostgreSQL 12 or later, UTF-8,
+//!    the role may create tables, and empty (or holding an unfinished move of ours).
+//! 2. **Log** every change to the SQLite file from now on (triggers, in the file itself, so the
+//!    log outlives a crash), then **copy** a consistent snapshot table by table, parents before
+//!    children, in batches whose progress the target records in the same transaction.
+//! 3. **Catch up** with what changed meanwhile, from a newer snapshot, until little is left, and
+//!    **verify** every table against that snapshot by row count and digest, still online.
+//! 4. **Switch**: writes pause, the last changes are copied and compared row by row, the counts of
+//!    every table are compared, the configuration names PostgreSQL, and the running store
+//!    switches; the held writes go to PostgreSQL. The SQLite file stays as it was.
+//!
+//! Until the configuration names PostgreSQL, Hearth serves from SQLite: a crash, a lost
+//! connection or a cancel at any earlier point loses nothing, and running the move again resumes
+//! it: tables copied completely by the same unbroken change log are kept and caught up; the rest
+//! is copied again.
+
+mod apply;
+
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Instant,
+};
+
+use anyhow::{Context as _, bail};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::{
+    config::{self, DatabaseBackend, DatabaseConfig},
+    store::{
+        self,
+        switch::SwitchableStore,
+        transfer::{
+            TableSchema,
+            postgres::{PostgresTarget, TargetState},
+            sqlite::{SqliteSnapshot, SqliteSource},
+        },
+    },
+};
+
+/// Rows per copied batch (and per progress record).
+const BATCH_ROWS: usize = 10_000;
+/// Catch-up rounds before the pause, at most; fewer when little is left.
+const CATCH_UP_ROUNDS: usize = 5;
+/// Changes left after which catching up online is not worth another round.
+const SMALL_ENOUGH: usize = 1_000;
+
+/// What to move, and where.
+pub struct MoveRequest {
+    /// The SQLite database file the server uses now.
+    pub sqlite_path: PathBuf,
+    /// The configuration file to switch once the copy is proven.
+    pub config_path: PathBuf,
+    pub target_url: String,
+    /// The running server's store, whose writes pause for the switch; `None` when no server
+    /// runs on the data (the command line holds the data directory's lock then).
+    pub store: Option<Arc<SwitchableStore>>,
+}
+
+/// Where a move is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Checking,
+    Copying,
+    CatchingUp,
+    Verifying,
+    Switching,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+/// A move's progress, as the admin API and the command line show it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Progress {
+    pub phase: Phase,
+    /// The table being copied or verified.
+    pub table: Option<String>,
+    pub rows_done: u64,
+    pub rows_total: u64,
+    pub rows_per_second: u64,
+    pub eta_seconds: Option<u64>,
+    /// Whether this run resumed an earlier one (and how many tables it kept).
+    pub tables_kept: usize,
+    /// Rough size the data takes in PostgreSQL, from the SQLite file's size.
+    pub estimated_bytes: u64,
+    /// Why the move failed.
+    pub error: Option<String>,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self {
+            phase: Phase::Checking,
+            table: None,
+            rows_done: 0,
+            rows_total: 0,
+            rows_per_second: 0,
+            eta_seconds: None,
+            tables_kept: 0,
+            estimated_bytes: 0,
+            error: None,
+        }
+    }
+}
+
+/// A move in progress: its reports and the way to cancel it.
+#[derive(Clone)]
+pub struct MoveHandle {
+    progress: watch::Receiver<Progress>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl MoveHandle {
+    pub fn progress(&self) -> Progress {
+        self.progress.borrow().clone()
+    }
+
+    /// A receiver that sees every change of the progress.
+    pub fn subscribe(&self) -> watch::Receiver<Progress> {
+        self.progress.clone()
+    }
+
+    /// Asks the move to stop at its next batch. A move already switching finishes.
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_finished(&self) -> bool {
+        matches!(self.progress.borrow().phase, Phase::Done | Phase::Failed | Phase::Cancelled)
+    }
+}
+
+/// Starts a move in the background; its handle reports progress and can cancel it.
+pub fn start(request: MoveRequest) -> MoveHandle {
+    let (sender, receiver) = watch::channel(Progress::default());
+    let cancel = Arc::new(AtomicBool::new(false));
+    let reporter = Reporter { sender, cancel: cancel.clone(), started: Instant::now() };
+    tokio::spawn(async move {
+        let outcome = run(&request, &reporter).await;
+        reporter.finish(outcome);
+    });
+    MoveHandle { progress: receiver, cancel }
+}
+
+/// Sends progress and tells the move whether it was cancelled.
+struct Reporter {
+    sender: watch::Sender<Progress>,
+    cancel: Arc<AtomicBool>,
+    started: Instant,
+}
+
+/// Why a move stopped early without failing.
+#[derive(Debug, thiserror::Error)]
+#[error("the move was cancelled")]
+struct Cancelled;
+
+impl Reporter {
+    fn update(&self, change: impl FnOnce(&mut Progress)) {
+        self.sender.send_modify(change);
+    }
+
+    fn phase(&self, phase: Phase, table: Option<&str>) {
+        self.update(|p| {
+            p.phase = phase;
+            p.table = table.map(str::to_owned);
+        });
+    }
+
+    fn rows(&self, done: u64) {
+        let seconds = self.started.elapsed().as_secs_f64().max(0.001);
+        self.update(|p| {
+            p.rows_done = done;
+            let rate = done as f64 / seconds;
+            p.rows_per_second = rate as u64;
+            p.eta_seconds =
+                (rate > 0.0).then(|| (p.rows_total.saturating_sub(done) as f64 / rate) as u64);
+        });
+    }
+
+    fn check_cancel(&self) -> anyhow::Result<()> {
+        if self.cancel.load(Ordering::SeqCst) {
+            return Err(Cancelled.into());
+        }
+        Ok(())
+    }
+
+    fn finish(&self, outcome: anyhow::Result<()>) {
+        match outcome {
+            Ok(()) => self.phase(Phase::Done, None),
+            Err(error) if error.is::<Cancelled>() => self.phase(Phase::Cancelled, None),
+            Err(error) => {
+                tracing::warn!(error = format!("{error:#}"), "the move to PostgreSQL failed");
+                self.update(|p| {
+                    p.phase = Phase::Failed;
+                    p.error = Some(format!("{error:#}"));
+                });
+            }
+        }
+    }
+}
+
+/// Runs a whole move, reporting as it goes. Also the command line's entry point.
+pub async fn run_to_end(
+    request: MoveRequest,
+    on_progress: impl Fn(&Progress),
+) -> anyhow::Result<()> {
+    let handle = start(request);
+    let mut progress = handle.subscribe();
+    loop {
+        let current = progress.borrow_and_update().clone();
+        on_progress(&current);
+        match current.phase {
+            Phase::Done => return Ok(()),
+            Phase::Failed => bail!("{}", current.error.unwrap_or_default()),
+            Phase::Cancelled => bail!("the move was cancelled"),
+            _ => {}
+        }
+        if progress.changed().await.is_err() {
+            bail!("the move stopped without a report");
+        }
+    }
+}
+
+async fn run(request: &MoveRequest, reporter: &Reporter) -> anyhow::Result<()> {
+    reporter.phase(Phase::Checking, None);
+    let source = SqliteSource::new(&request.sqlite_path);
+    let tables = source.tables().await.context("cannot read the SQLite schema")?;
+    let size = source.size_bytes().await?;
+    reporter.update(|p| p.estimated_bytes = size.saturating_mul(3) / 2);
+    let mut target = PostgresTarget::connect(&request.target_url).await?;
+    let preflight = target.preflight().await?;
+    if let TargetState::Occupied(found) = &preflight.state {
+        bail!(
+            "the PostgreSQL database is not empty (it has the tables {}); \
+             give Hearth an empty database of its own",
+            found.join(", ")
+        );
+    }
+    reporter.check_cancel()?;
+
+    let epoch = source.start_change_log(&tables).await?;
+    let outcome = copy_and_switch(request, reporter, &source, &mut target, &tables, &epoch).await;
+    if outcome.as_ref().is_err_and(|e| e.is::<Cancelled>()) {
+        // A cancelled move stops logging changes; running it again starts over.
+        source.stop_change_log().await?;
+    }
+    outcome
+}
+
+async fn copy_and_switch(
+    request: &MoveRequest,
+    reporter: &Reporter,
+    source: &SqliteSource,
+    target: &mut PostgresTarget,
+    tables: &[TableSchema],
+    epoch: &str,
+) -> anyhow::Result<()> {
+    let resumable = target.epoch().await.unwrap_or(None).as_deref() == Some(epoch);
+    target.prepare(tables).await?;
+    let kept = plan_resume(target, tables, resumable).await?;
+    target.set_epoch(epoch).await?;
+    reporter.update(|p| p.tables_kept = kept.len());
+
+    // Everything from here on reads the log from its start: changes logged before a kept
+    // table's copy are already in it, and re-applying a change is harmless.
+    let snapshot = source.snapshot().await?;
+    let mut applied = snapshot.log_position().await?;
+    apply::catch_up(&snapshot, target, tables, 0, applied, Some(kept.as_slice())).await?;
+    copy_tables(reporter, &snapshot, target, tables, &kept).await?;
+    drop(snapshot);
+
+    reporter.phase(Phase::CatchingUp, None);
+    let mut latest = source.snapshot().await?;
+    for _ in 0..CATCH_UP_ROUNDS {
+        reporter.check_cancel()?;
+        latest = source.snapshot().await?;
+        let position = latest.log_position().await?;
+        let changed = apply::catch_up(&latest, target, tables, applied, position, None).await?;
+        applied = position;
+        if changed < SMALL_ENOUGH {
+            break;
+        }
+    }
+    verify_tables(reporter, &latest, target, tables).await?;
+    drop(latest);
+    reporter.check_cancel()?;
+    switch(request, reporter, source, target, tables, applied).await
+}
+
+/// Decides which tables an earlier run copied completely and may keep; empties the others
+/// (children first, so no foreign key stands in the way). Returns the names kept.
+async fn plan_resume(
+    target: &mut PostgresTarget,
+    tables: &[TableSchema],
+    resumable: bool,
+) -> anyhow::Result<Vec<String>> {
+    let done: Vec<String> = match resumable {
+        true => target.progress().await?.into_iter().filter(|p| p.done).map(|p| p.table).collect(),
+        false => Vec::new(),
+    };
+    // A table is kept only with every table it references: a parent copied again would leave
+    // its children pointing at rows that are gone. Tables come parents first.
+    let mut kept: Vec<String> = Vec::new();
+    for table in tables {
+        let parents_kept = table.references.iter().all(|r| r == &table.name || kept.contains(r));
+        if done.contains(&table.name) && parents_kept {
+            kept.push(table.name.clone());
+        }
+    }
+    for table in tables.iter().rev() {
+        if !kept.contains(&table.name) && target.count(table).await? > 0 {
+            target.restart_table(table).await?;
+        }
+    }
+    Ok(kept)
+}
+
+/// Copies every table not kept from the snapshot, in batches.
+async fn copy_tables(
+    reporter: &Reporter,
+    snapshot: &SqliteSnapshot,
+    target: &mut PostgresTarget,
+    tables: &[TableSchema],
+    kept: &[String],
+) -> anyhow::Result<()> {
+    let to_copy: Vec<&TableSchema> = tables.iter().filter(|t| !kept.contains(&t.name)).collect();
+    let mut total = 0;
+    for table in &to_copy {
+        total += snapshot.count(table).await?;
+    }
+    reporter.update(|p| p.rows_total = total);
+    let mut done = 0;
+    for table in to_copy {
+        reporter.phase(Phase::Copying, Some(&table.name));
+        let mut after = 0;
+        loop {
+            reporter.check_cancel()?;
+            let batch = snapshot.rows_after(table, after, BATCH_ROWS).await?;
+            let complete = batch.len() < BATCH_ROWS;
+            after = batch.last().map_or(after, |(rowid, _)| *rowid);
+            let rows: Vec<_> = batch.into_iter().map(|(_, row)| row).collect();
+            target
+                .copy_batch(table, &rows, after, complete)
+                .await
+                .with_context(|| format!("copying table {} failed", table.name))?;
+            done += rows.len() as u64;
+            reporter.rows(done);
+            if complete {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Compares every table of the target with the snapshot: row counts, then digests.
+async fn verify_tables(
+    reporter: &Reporter,
+    snapshot: &SqliteSnapshot,
+    target: &mut PostgresTarget,
+    tables: &[TableSchema],
+) -> anyhow::Result<()> {
+    for table in tables {
+        reporter.phase(Phase::Verifying, Some(&table.name));
+        let (expected, found) = (snapshot.digest(table).await?, target.digest(table).await?);
+        if expected != found {
+            // Copied again next time.
+            target.restart_table(table).await.ok();
+            bail!(
+                "table {} differs after the copy ({} rows in SQLite, {} in PostgreSQL); \
+                 run the move again to copy it anew",
+                table.name,
+                expected.rows,
+                found.rows
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Pauses writes, copies and checks the last changes, and switches the configuration and the
+/// running store to PostgreSQL.
+async fn switch(
+    request: &MoveRequest,
+    reporter: &Reporter,
+    source: &SqliteSource,
+    target: &mut PostgresTarget,
+    tables: &[TableSchema],
+    applied: i64,
+) -> anyhow::Result<()> {
+    reporter.phase(Phase::Switching, None);
+    let pause = match &request.store {
+        Some(store) => Some(store.pause_writes().await),
+        None => None,
+    };
+    let last = source.snapshot().await?;
+    let position = last.log_position().await?;
+    apply::catch_up(&last, target, tables, applied, position, None).await?;
+    apply::verify_changed(&last, target, tables, applied, position).await?;
+    for table in tables {
+        let (expected, found) = (last.count(table).await?, target.count(table).await?);
+        if expected != found {
+            bail!("table {} has {expected} rows in SQLite but {found} in PostgreSQL", table.name);
+        }
+    }
+    drop(last);
+
+    let database =
+        DatabaseConfig { backend: DatabaseBackend::Postgres, url: request.target_url.clone() };
+    let new_store = match &pause {
+        Some(_) => Some(store::open_postgres(&request.target_url).await?),
+        None => None,
+    };
+    config::set_database(&request.config_path, &database)?;
+    if let (Some(pause), Some(new_store)) = (pause, new_store) {
+        pause.switch_to(new_store);
+    }
+    tracing::info!("the data moved to PostgreSQL; hearth.db stays as it was, as the way back");
+    // The move's bookkeeping goes last: a crash before this only leaves it behind.
+    source.stop_change_log().await?;
+    target.finish().await?;
+    Ok(())
+}
