@@ -5,6 +5,8 @@
 //! HTTP and nothing else does, `store` speaks SQL and nothing else does, and the components in
 //! between (`users`, `rooms`, `sync`) talk to each other through `bus` subjects.
 
+#[cfg(feature = "postgres")]
+pub mod admin;
 pub mod api;
 pub mod bus;
 pub mod config;

@@ -75,7 +75,7 @@ pub async fn open_services(data_dir: &Path, config: Config) -> anyhow::Result<Ar
             .await
             .context("reading the signing key failed unexpectedly")??;
     let store = open_store(data_dir, &config.database).await?;
-    Ok(Services::start(config, keys, store))
+    Ok(Services::start(config, keys, data_dir, store))
 }
 
 /// Opens (and migrates) the configured database.

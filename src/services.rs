@@ -4,7 +4,7 @@
 //! handler. Each field is owned here for the life of the process; background tasks spawned at
 //! start (the sync notifier) end when the runtime shuts down.
 
-use std::sync::Arc;
+use std::{path::Path, sync::Arc};
 
 use crate::{
     api::ratelimit::RateLimiter,
@@ -12,7 +12,7 @@ use crate::{
     config::Config,
     federation::ServerKeys,
     rooms::Rooms,
-    store::Store,
+    store::{Store, switch::SwitchableStore},
     sync::Notifier,
     users::{Users, uiaa::Uiaa},
 };
@@ -31,18 +31,41 @@ pub struct Services {
     pub login_limiter: RateLimiter,
     /// User-interactive authentication sessions in progress.
     pub uiaa: Uiaa,
+    /// Administration: the move to PostgreSQL.
+    #[cfg(feature = "postgres")]
+    pub admin: crate::admin::Admin,
 }
 
 impl Services {
-    /// Wires the components and starts their background tasks. Needs a Tokio runtime.
-    pub fn start(config: Config, keys: ServerKeys, store: Store) -> Arc<Self> {
+    /// Wires the components on the data directory's store and starts their background tasks.
+    /// Needs a Tokio runtime. The store is switchable, so that a move to another backend can
+    /// swap it while the server runs.
+    pub fn start(config: Config, keys: ServerKeys, data_dir: &Path, store: Store) -> Arc<Self> {
+        let switchable = Arc::new(SwitchableStore::new(store));
+        #[cfg(feature = "postgres")]
+        let admin = crate::admin::Admin::new(data_dir, switchable.clone(), config.database.backend);
+        #[cfg(not(feature = "postgres"))]
+        let _ = data_dir;
+        let store: Store = switchable;
         let bus = Bus::new(store.clone());
         let users = Users::new(store.clone(), config.server_name.clone(), Some(bus.clone()));
         let rooms = Rooms::new(store.clone(), bus.clone(), keys.clone());
         let notifier = Notifier::start(&bus, store.clone());
         let login_limiter = RateLimiter::per_minute(config.limits.login_attempts_per_minute);
         let uiaa = Uiaa::default();
-        Arc::new(Self { config, keys, store, bus, users, rooms, notifier, login_limiter, uiaa })
+        Arc::new(Self {
+            config,
+            keys,
+            store,
+            bus,
+            users,
+            rooms,
+            notifier,
+            login_limiter,
+            uiaa,
+            #[cfg(feature = "postgres")]
+            admin,
+        })
     }
 
     pub fn server_name(&self) -> &ruma::ServerName {

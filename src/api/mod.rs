@@ -5,6 +5,8 @@
 //! IDs and, with `?access_token=`, secrets). A panic in a handler becomes an opaque 500 for that
 //! request alone.
 
+#[cfg(feature = "postgres")]
+pub mod admin;
 pub mod client;
 pub mod ratelimit;
 pub mod router;
@@ -58,6 +60,8 @@ pub async fn serve(
 pub fn routes() -> Router {
     let mut router = Router::default();
     client::register(&mut router);
+    #[cfg(feature = "postgres")]
+    admin::register(&mut router);
     router
 }
 

@@ -28,7 +28,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::{
@@ -64,7 +64,7 @@ pub struct MoveRequest {
 }
 
 /// Where a move is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     Checking,
@@ -78,7 +78,7 @@ pub enum Phase {
 }
 
 /// A move's progress, as the admin API and the command line show it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Progress {
     pub phase: Phase,
     /// The table being copied or verified.
@@ -229,6 +229,25 @@ pub async fn run_to_end(
     }
 }
 
+/// The checks of a move's first step alone: whether `url` names a database the data may move to
+/// (reachable, PostgreSQL 12 or later, UTF-8, tables may be created, empty or an unfinished
+/// move's). Writes nothing.
+pub async fn check_target(url: &str) -> anyhow::Result<()> {
+    let target = PostgresTarget::connect(url).await?;
+    refuse_occupied(&target.preflight().await?.state)
+}
+
+fn refuse_occupied(state: &TargetState) -> anyhow::Result<()> {
+    if let TargetState::Occupied(found) = state {
+        bail!(
+            "the PostgreSQL database is not empty (it has the tables {}); \
+             give Hearth an empty database of its own",
+            found.join(", ")
+        );
+    }
+    Ok(())
+}
+
 async fn run(request: &MoveRequest, reporter: &Reporter) -> anyhow::Result<()> {
     reporter.phase(Phase::Checking, None);
     let source = SqliteSource::new(&request.sqlite_path);
@@ -236,14 +255,7 @@ async fn run(request: &MoveRequest, reporter: &Reporter) -> anyhow::Result<()> {
     let size = source.size_bytes().await?;
     reporter.update(|p| p.estimated_bytes = size.saturating_mul(3) / 2);
     let mut target = PostgresTarget::connect(&request.target_url).await?;
-    let preflight = target.preflight().await?;
-    if let TargetState::Occupied(found) = &preflight.state {
-        bail!(
-            "the PostgreSQL database is not empty (it has the tables {}); \
-             give Hearth an empty database of its own",
-            found.join(", ")
-        );
-    }
+    refuse_occupied(&target.preflight().await?.state)?;
     reporter.check_cancel()?;
 
     let epoch = source.start_change_log(&tables).await?;

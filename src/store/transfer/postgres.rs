@@ -67,10 +67,9 @@ impl PostgresTarget {
             url.parse().map_err(|e| anyhow!("the PostgreSQL URL is not valid: {e}"))?;
         let mut config = config;
         config.connect_timeout(std::time::Duration::from_secs(10));
-        let (client, connection) = config
-            .connect(NoTls)
-            .await
-            .map_err(|e| anyhow!("cannot connect to the PostgreSQL server: {e}"))?;
+        let (client, connection) = config.connect(NoTls).await.map_err(|e| {
+            anyhow::Error::new(e).context("cannot connect to the PostgreSQL server")
+        })?;
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::warn!(%error, "the move's PostgreSQL connection ended");
