@@ -17,6 +17,8 @@
 //! is copied again.
 
 mod apply;
+#[cfg(test)]
+mod tests;
 
 use std::{
     path::PathBuf,
@@ -116,6 +118,7 @@ impl Default for Progress {
 pub struct MoveHandle {
     progress: watch::Receiver<Progress>,
     cancel: Arc<AtomicBool>,
+    task: tokio::task::AbortHandle,
 }
 
 impl MoveHandle {
@@ -136,6 +139,12 @@ impl MoveHandle {
     pub fn is_finished(&self) -> bool {
         matches!(self.progress.borrow().phase, Phase::Done | Phase::Failed | Phase::Cancelled)
     }
+
+    /// Stops the move's task where it is, as a crash of the process would.
+    #[cfg(test)]
+    fn abort_for_test(&self) {
+        self.task.abort();
+    }
 }
 
 /// Starts a move in the background; its handle reports progress and can cancel it.
@@ -143,11 +152,11 @@ pub fn start(request: MoveRequest) -> MoveHandle {
     let (sender, receiver) = watch::channel(Progress::default());
     let cancel = Arc::new(AtomicBool::new(false));
     let reporter = Reporter { sender, cancel: cancel.clone(), started: Instant::now() };
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let outcome = run(&request, &reporter).await;
         reporter.finish(outcome);
     });
-    MoveHandle { progress: receiver, cancel }
+    MoveHandle { progress: receiver, cancel, task: task.abort_handle() }
 }
 
 /// Sends progress and tells the move whether it was cancelled.

@@ -59,7 +59,7 @@ impl TestDatabase {
 
 /// Creates an empty database on the server of `HEARTH_TEST_POSTGRES_URL`; returns its URL.
 #[cfg(feature = "postgres")]
-async fn create_postgres_database() -> String {
+pub(crate) async fn create_postgres_database() -> String {
     use rand::Rng as _;
 
     let admin_url = std::env::var("HEARTH_TEST_POSTGRES_URL")
@@ -79,7 +79,7 @@ async fn create_postgres_database() -> String {
 }
 
 #[cfg(not(feature = "postgres"))]
-async fn create_postgres_database() -> String {
+pub(crate) async fn create_postgres_database() -> String {
     panic!("HEARTH_TEST_BACKEND=postgres in a build without PostgreSQL")
 }
 

@@ -1,0 +1,314 @@
+//! The move's engine against a real SQLite file and a real PostgreSQL server (the one
+//! `HEARTH_TEST_POSTGRES_URL` names; without it these tests say so and pass, and the
+//! PostgreSQL run of `scripts/test-all` runs them).
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomVersionId};
+
+use super::*;
+use crate::store::{NewEvent, NewSession, NewUser, RoomTxn, Store, testing};
+
+/// A fresh, empty PostgreSQL database, or `None` (and a note) when there is no server to use.
+async fn target_database() -> Option<String> {
+    if std::env::var("HEARTH_TEST_POSTGRES_URL").is_err() {
+        eprintln!("skipped: the move needs PostgreSQL (HEARTH_TEST_POSTGRES_URL is not set)");
+        return None;
+    }
+    Some(testing::create_postgres_database().await)
+}
+
+/// A SQLite data directory with a config file, an account, a session, account data and a room
+/// of `messages` events.
+async fn source(dir: &Path, messages: usize) -> Store {
+    let settings = config::FirstRunSettings {
+        server_name: config::parse_server_name("localhost").unwrap(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        registration: config::RegistrationMode::Closed,
+    };
+    std::fs::write(dir.join(config::CONFIG_FILE), config::template(&settings)).unwrap();
+    let store = store::open_sqlite(&dir.join("hearth.db")).unwrap();
+    let alice: OwnedUserId = "@alice:localhost".try_into().unwrap();
+    let user =
+        NewUser { user_id: alice.clone(), password_hash: None, is_admin: true, created_ts: 1 };
+    store.create_user(user).await.unwrap();
+    let session = NewSession {
+        user_id: alice.clone(),
+        device_id: "PHONE".into(),
+        display_name: Some("phone".into()),
+        token_hash: "hash".into(),
+        created_ts: 2,
+    };
+    store.create_session(session).await.unwrap();
+    let content = serde_json::value::to_raw_value(&serde_json::json!({"theme": "dark"})).unwrap();
+    store.set_account_data(&alice, None, "m.theme", &content).await.unwrap();
+    append_messages(&store, 0, messages).await;
+    store
+}
+
+fn room() -> OwnedRoomId {
+    "!family:localhost".try_into().unwrap()
+}
+
+/// Appends messages `from..from + count` to the room (creating it first).
+async fn append_messages(store: &Store, from: usize, count: usize) {
+    let job = move |txn: &dyn RoomTxn| {
+        if txn.room_version(&room())?.is_none() {
+            txn.create_room(&room(), &RoomVersionId::V12, 0)?;
+        }
+        for n in from..from + count {
+            let event = NewEvent {
+                event_id: OwnedEventId::try_from(format!("$m{n}")).unwrap(),
+                room_id: room(),
+                event_type: "m.room.message".into(),
+                state_key: None,
+                membership: None,
+                sender: "@alice:localhost".try_into().unwrap(),
+                origin_server_ts: n as i64,
+                depth: n as i64,
+                prev_events: Vec::new(),
+                pdu: format!("{{\"body\":\"message {n}\"}}"),
+                transaction: None,
+            };
+            txn.append_event(event)?;
+        }
+        Ok(Vec::new())
+    };
+    store.write_rooms(Box::new(job)).await.unwrap();
+}
+
+fn request(dir: &Path, url: &str, store: Option<Arc<SwitchableStore>>) -> MoveRequest {
+    MoveRequest {
+        sqlite_path: dir.join("hearth.db"),
+        config_path: dir.join(config::CONFIG_FILE),
+        target_url: url.to_owned(),
+        store,
+    }
+}
+
+/// Every table's digest in SQLite and in PostgreSQL, which must be equal.
+async fn assert_same_data(dir: &Path, url: &str) {
+    let source = SqliteSource::new(&dir.join("hearth.db"));
+    let snapshot = source.snapshot().await.unwrap();
+    let target = PostgresTarget::connect(url).await.unwrap();
+    for table in source.tables().await.unwrap() {
+        let (expected, found) =
+            (snapshot.digest(&table).await.unwrap(), target.digest(&table).await.unwrap());
+        assert_eq!(expected, found, "table {}", table.name);
+    }
+}
+
+fn config_backend(dir: &Path) -> DatabaseBackend {
+    config::Config::load(&dir.join(config::CONFIG_FILE)).unwrap().database.backend
+}
+
+#[tokio::test]
+async fn every_table_and_column_of_the_schema_is_moved() {
+    let Some(url) = target_database().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    drop(source(dir.path(), 3).await);
+    let tables = SqliteSource::new(&dir.path().join("hearth.db")).tables().await.unwrap();
+    let mut target = PostgresTarget::connect(&url).await.unwrap();
+    target.prepare(&tables).await.unwrap();
+
+    // The move copies exactly the columns it read from SQLite's schema; PostgreSQL's copy of
+    // the schema (made by the same migrations) must have the same tables and columns, in the
+    // same order, with the matching types.
+    let from_sqlite: Vec<(String, String, String)> = tables
+        .iter()
+        .flat_map(|table| {
+            table.columns.iter().map(|column| {
+                let pg_type = match column.column_type {
+                    crate::store::transfer::ColumnType::Integer => "integer",
+                    crate::store::transfer::ColumnType::BigInt => "bigint",
+                    crate::store::transfer::ColumnType::Text => "text",
+                };
+                (table.name.clone(), column.name.clone(), pg_type.to_owned())
+            })
+        })
+        .collect();
+    let mut from_sqlite = from_sqlite;
+    from_sqlite.sort();
+    let mut in_postgres: Vec<_> = target
+        .columns()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(table, _, _)| crate::store::transfer::is_data_table(table))
+        .collect();
+    in_postgres.sort();
+    assert_eq!(from_sqlite, in_postgres);
+    assert!(tables.iter().any(|t| t.name == "events") && tables.len() >= 15, "{tables:?}");
+}
+
+#[tokio::test]
+async fn a_stopped_server_moves_and_the_copy_is_proven() {
+    let Some(url) = target_database().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    drop(source(dir.path(), 25_000).await);
+    run_to_end(request(dir.path(), &url, None), |_| {}).await.unwrap();
+
+    assert_eq!(config_backend(dir.path()), DatabaseBackend::Postgres);
+    assert_same_data(dir.path(), &url).await;
+    let moved = store::open_postgres(&url).await.unwrap();
+    let events = moved.room_events(crate::store::RoomEventsQuery {
+        room_id: room(),
+        from: 0,
+        to: None,
+        direction: crate::store::Direction::Forward,
+        limit: 30_000,
+        types: None,
+        not_types: Vec::new(),
+        senders: None,
+        not_senders: Vec::new(),
+    });
+    assert_eq!(events.await.unwrap().len(), 25_000);
+    assert_eq!(moved.session_by_token("hash").await.unwrap().unwrap().device_id, "PHONE");
+    // The move's own bookkeeping is gone from both sides.
+    let sqlite = rusqlite::Connection::open(dir.path().join("hearth.db")).unwrap();
+    let leftovers: i64 = sqlite
+        .query_row("SELECT count(*) FROM sqlite_master WHERE name LIKE 'hearth_move_%'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(leftovers, 0);
+    let target = PostgresTarget::connect(&url).await.unwrap();
+    assert_eq!(
+        target.preflight().await.unwrap().state,
+        TargetState::Occupied(pg_tables(&target).await)
+    );
+}
+
+async fn pg_tables(target: &PostgresTarget) -> Vec<String> {
+    let mut tables: Vec<String> =
+        target.columns().await.unwrap().into_iter().map(|(table, _, _)| table).collect();
+    tables.dedup();
+    tables
+}
+
+#[tokio::test]
+async fn a_database_holding_other_tables_is_refused_and_left_alone() {
+    let Some(url) = target_database().await else { return };
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute("CREATE TABLE invoices (id INTEGER); INSERT INTO invoices VALUES (7)")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    drop(source(dir.path(), 10).await);
+
+    let error = run_to_end(request(dir.path(), &url, None), |_| {}).await.unwrap_err();
+    assert!(error.to_string().contains("invoices"), "{error:#}");
+    let error = check_target(&url).await.unwrap_err();
+    assert!(error.to_string().contains("not empty"), "{error:#}");
+    assert_eq!(config_backend(dir.path()), DatabaseBackend::Sqlite);
+    let rows = client
+        .query(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "nothing was created beside the foreign table");
+}
+
+#[tokio::test]
+async fn an_unreachable_or_wrong_target_is_explained() {
+    let cases = [
+        ("postgresql://nobody@127.0.0.1:1/none", "cannot connect"),
+        ("not a url at all ::", "not valid"),
+    ];
+    for (url, expected) in cases {
+        let error = check_target(url).await.unwrap_err();
+        assert!(format!("{error:#}").contains(expected), "{url}: {error:#}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_move_resumes_and_keeps_what_it_copied() {
+    let Some(url) = target_database().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let store = source(dir.path(), 60_000).await;
+
+    // The move dies in the middle of copying `events` (as with `kill -9`: its task simply
+    // stops), after every table before it is complete.
+    let handle = start(request(dir.path(), &url, None));
+    let mut progress = handle.subscribe();
+    progress
+        .wait_for(|p| p.table.as_deref() == Some("events") && p.rows_done > 20_000)
+        .await
+        .unwrap();
+    handle.abort_for_test();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(config_backend(dir.path()), DatabaseBackend::Sqlite, "still on SQLite");
+
+    // The server goes on writing meanwhile: the change log catches it.
+    append_messages(&store, 60_000, 500).await;
+    let alice: OwnedUserId = "@alice:localhost".try_into().unwrap();
+    store.set_displayname(&alice, Some("Alice")).await.unwrap();
+    drop(store);
+
+    let last = std::sync::Mutex::new(Progress::default());
+    run_to_end(request(dir.path(), &url, None), |p| *last.lock().unwrap() = p.clone())
+        .await
+        .unwrap();
+    let last = last.into_inner().unwrap();
+    assert!(last.tables_kept > 0, "the tables copied before were kept: {last:?}");
+    assert_eq!(config_backend(dir.path()), DatabaseBackend::Postgres);
+    assert_same_data(dir.path(), &url).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_serving_store_moves_while_it_is_written_and_switches() {
+    let Some(url) = target_database().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let switchable = Arc::new(SwitchableStore::new(source(dir.path(), 20_000).await));
+    let serving: Store = switchable.clone();
+
+    let handle = start(request(dir.path(), &url, Some(switchable.clone())));
+    let writer = {
+        let serving = serving.clone();
+        tokio::spawn(async move {
+            let mut n = 20_000;
+            while n < 21_000 {
+                append_messages(&serving, n, 10).await;
+                n += 10;
+            }
+        })
+    };
+    let mut progress = handle.subscribe();
+    let done = progress.wait_for(|p| matches!(p.phase, Phase::Done | Phase::Failed)).await;
+    let done = done.unwrap().clone();
+    assert_eq!(done.phase, Phase::Done, "{:?}", done.error);
+    writer.await.unwrap();
+
+    // Every write went somewhere, and the store in use is PostgreSQL with all of them.
+    let moved = store::open_postgres(&url).await.unwrap();
+    let count = |store: Store| async move { store.current_position().await.unwrap() };
+    assert_eq!(count(serving.clone()).await, count(moved.clone()).await);
+    assert!(count(moved).await >= 21_000);
+    assert_eq!(config_backend(dir.path()), DatabaseBackend::Postgres);
+}
+
+#[tokio::test]
+async fn a_cancelled_move_leaves_sqlite_serving_and_no_change_log() {
+    let Some(url) = target_database().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    drop(source(dir.path(), 40_000).await);
+    let handle = start(request(dir.path(), &url, None));
+    let mut progress = handle.subscribe();
+    progress.wait_for(|p| p.phase == Phase::Copying).await.unwrap();
+    handle.cancel();
+    let end = progress.wait_for(|p| matches!(p.phase, Phase::Cancelled | Phase::Done)).await;
+    assert_eq!(end.unwrap().phase, Phase::Cancelled);
+    assert_eq!(config_backend(dir.path()), DatabaseBackend::Sqlite);
+    let sqlite = rusqlite::Connection::open(dir.path().join("hearth.db")).unwrap();
+    let triggers: i64 = sqlite
+        .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'trigger'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(triggers, 0);
+    // Run again, it starts over and finishes.
+    run_to_end(request(dir.path(), &url, None), |_| {}).await.unwrap();
+    assert_same_data(dir.path(), &url).await;
+}
