@@ -70,16 +70,34 @@ fn dir_str(server: &TestServer) -> &str {
 
 #[tokio::test]
 async fn first_run_creates_a_commented_config_the_signing_key_and_the_database() {
+    // On PostgreSQL the harness writes the first run's template itself, pointed at the test's
+    // database (the server cannot know the database otherwise); the rest is the server's.
     let mut server = TestServer::start_with(&["--server-name", "home.example"]).await;
     let dir = server.data_dir.clone();
-    for file in ["hearth.toml", "signing.key", "hearth.db"] {
+    for file in ["hearth.toml", "signing.key"] {
         assert!(dir.join(file).is_file(), "{file} created in {}", dir.display());
+    }
+    // The database: the file, or the schema in the configured PostgreSQL database.
+    match server.database() {
+        None => assert!(dir.join("hearth.db").is_file(), "hearth.db created in {}", dir.display()),
+        Some(database) => {
+            assert!(!dir.join("hearth.db").exists(), "no hearth.db on PostgreSQL");
+            let tables = database.tables().await;
+            for table in ["users", "devices", "access_tokens", "rooms"] {
+                assert!(tables.iter().any(|t| t == table), "table {table} in {tables:?}");
+            }
+        }
     }
 
     // The configuration parses, holds the first-run settings, and documents every option.
     let text = std::fs::read_to_string(dir.join("hearth.toml")).unwrap();
     let config = hearth::config::Config::parse(&text).expect("the written hearth.toml parses");
     assert_eq!(config.server_name.as_str(), "home.example");
+    let backend = match server.database() {
+        None => hearth::config::DatabaseBackend::Sqlite,
+        Some(_) => hearth::config::DatabaseBackend::Postgres,
+    };
+    assert_eq!(config.database.backend, backend);
     assert_eq!(config.registration.mode, hearth::config::RegistrationMode::Closed);
     assert_eq!(config.limits.max_request_bytes, 1024 * 1024);
     let parsed: toml::Table = toml::from_str(&text).expect("plain TOML");
@@ -93,7 +111,7 @@ async fn first_run_creates_a_commented_config_the_signing_key_and_the_database()
     assert_eq!(keys("log"), ["level"]);
     assert_eq!(keys("limits"), ["login_attempts_per_minute", "max_request_bytes"]);
     assert_eq!(keys("well_known"), ["client", "server"]);
-    assert_eq!(keys("database"), ["backend"]);
+    assert_eq!(keys("database"), ["backend", "url"]);
     assert!(parsed.contains_key("server_name") && parsed.contains_key("listen"));
     // Every setting line comes right after a comment explaining it (or after another setting
     // of the same explained group).
@@ -145,11 +163,11 @@ async fn first_run_creates_a_commented_config_the_signing_key_and_the_database()
 #[tokio::test]
 async fn logs_go_to_stderr_and_to_a_file_at_the_configured_level() {
     let temp = tempfile::tempdir().unwrap();
-    std::fs::write(
-        temp.path().join("hearth.toml"),
+    let _database = common::backend::write_config(
+        temp.path(),
         "server_name = \"localhost\"\n[registration]\nmode = \"open\"\n[log]\nlevel = \"info\"\n",
     )
-    .unwrap();
+    .await;
     let mut child = Command::new(binary())
         .arg("--data-dir")
         .arg(temp.path())
@@ -241,7 +259,7 @@ async fn a_broken_config_stops_the_server_with_file_line_and_reason() {
         (
             "server_name = \"localhost\"\n[database]\nbackend = \"postgres\"\n",
             None,
-            &["backend = \"postgres\" is not supported"],
+            &["backend = \"postgres\" needs the connection `url`"],
         ),
     ];
     for (text, line, reasons) in cases {

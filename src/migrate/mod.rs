@@ -118,6 +118,7 @@ impl Default for Progress {
 pub struct MoveHandle {
     progress: watch::Receiver<Progress>,
     cancel: Arc<AtomicBool>,
+    #[cfg(test)]
     task: tokio::task::AbortHandle,
 }
 
@@ -152,11 +153,16 @@ pub fn start(request: MoveRequest) -> MoveHandle {
     let (sender, receiver) = watch::channel(Progress::default());
     let cancel = Arc::new(AtomicBool::new(false));
     let reporter = Reporter { sender, cancel: cancel.clone(), started: Instant::now() };
-    let task = tokio::spawn(async move {
+    let _task = tokio::spawn(async move {
         let outcome = run(&request, &reporter).await;
         reporter.finish(outcome);
     });
-    MoveHandle { progress: receiver, cancel, task: task.abort_handle() }
+    MoveHandle {
+        progress: receiver,
+        cancel,
+        #[cfg(test)]
+        task: _task.abort_handle(),
+    }
 }
 
 /// Sends progress and tells the move whether it was cancelled.

@@ -1,10 +1,15 @@
 //! The integration-test harness: starts the real `hearth` binary on port 0 with a fresh data
 //! directory and speaks HTTP to it, as a client would.
+//!
+//! Every server runs on the storage backend the environment names ([`backend()`]): SQLite by
+//! default, or a fresh PostgreSQL database of its own with `HEARTH_TEST_BACKEND=postgres` and
+//! `HEARTH_TEST_POSTGRES_URL` (see [`backend`](mod@backend)).
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 use std::{path::PathBuf, process::Stdio, time::Duration};
 
+use hearth::config::{FirstRunSettings, RegistrationMode};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::{
@@ -12,11 +17,16 @@ use tokio::{
     process::{Child, Command},
 };
 
+pub mod backend;
 pub mod table;
+
+pub use backend::{TestDatabase, backend};
 
 /// A running server and its data directory.
 pub struct TestServer {
     child: Child,
+    /// On PostgreSQL, the server's own database; dropped after the server is killed.
+    database: Option<TestDatabase>,
     pub base_url: String,
     pub data_dir: PathBuf,
     /// Keeps the temporary directory alive for the server's life (and across restarts).
@@ -71,23 +81,57 @@ impl TestServer {
     }
 
     /// A server with extra `serve` arguments.
+    ///
+    /// On PostgreSQL the data directory starts with the `hearth.toml` that the first run would
+    /// write for `args` (the same template, with the same server name, registration mode and
+    /// address), its `[database]` pointed at the server's own database.
     pub async fn start_with(args: &[&str]) -> Self {
         let temp = tempfile::tempdir().expect("temporary directory");
-        let data_dir = temp.path().to_owned();
         let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-        let (child, base_url) = spawn(&data_dir, &args).await;
-        Self { child, base_url, data_dir, _temp: Some(temp), http: reqwest::Client::new(), args }
+        let database = TestDatabase::for_backend().await;
+        if let Some(database) = &database {
+            let text = backend::with_postgres(&first_run_config(&args), database.url());
+            std::fs::write(temp.path().join(hearth::config::CONFIG_FILE), text)
+                .expect("write hearth.toml");
+        }
+        Self::launch(temp, database, args).await
     }
 
     /// A server whose data directory starts with `config` as its `hearth.toml` (so the first
-    /// run reads it instead of writing the template), with extra `serve` arguments.
+    /// run reads it instead of writing the template), with extra `serve` arguments. On
+    /// PostgreSQL its `[database]` is pointed at the server's own database.
     pub async fn start_with_config(config: &str, args: &[&str]) -> Self {
         let temp = tempfile::tempdir().expect("temporary directory");
-        let data_dir = temp.path().to_owned();
-        std::fs::write(data_dir.join("hearth.toml"), config).expect("write hearth.toml");
+        let database = backend::write_config(temp.path(), config).await;
         let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        Self::launch(temp, database, args).await
+    }
+
+    async fn launch(
+        temp: tempfile::TempDir,
+        database: Option<TestDatabase>,
+        args: Vec<String>,
+    ) -> Self {
+        let data_dir = temp.path().to_owned();
+        match &database {
+            Some(database) => eprintln!("test server on postgres, database {}", database.name()),
+            None => eprintln!("test server on {}", backend()),
+        }
         let (child, base_url) = spawn(&data_dir, &args).await;
-        Self { child, base_url, data_dir, _temp: Some(temp), http: reqwest::Client::new(), args }
+        Self {
+            child,
+            database,
+            base_url,
+            data_dir,
+            _temp: Some(temp),
+            http: reqwest::Client::new(),
+            args,
+        }
+    }
+
+    /// The server's PostgreSQL database (`None` on SQLite).
+    pub fn database(&self) -> Option<&TestDatabase> {
+        self.database.as_ref()
     }
 
     /// Kills the server with SIGKILL (no shutdown at all) and starts it again on the same data.
@@ -233,6 +277,23 @@ fn rand_suffix() -> u64 {
     u64::from(nanos) * 1000 + COUNTER.fetch_add(1, Ordering::Relaxed)
 }
 
+/// The `hearth.toml` a first run of `hearth serve --listen 127.0.0.1:0 ARGS` writes.
+fn first_run_config(args: &[String]) -> String {
+    let flag = |name: &str| {
+        let at = args.iter().rposition(|arg| arg == name)?;
+        Some(args.get(at + 1).unwrap_or_else(|| panic!("{name} needs a value")).as_str())
+    };
+    let server_name = flag("--server-name").unwrap_or("localhost");
+    let registration = flag("--registration").map_or(RegistrationMode::default(), |mode| {
+        <RegistrationMode as clap::ValueEnum>::from_str(mode, false).expect("a registration mode")
+    });
+    hearth::config::template(&FirstRunSettings {
+        server_name: hearth::config::parse_server_name(server_name).expect("a server name"),
+        listen: flag("--listen").unwrap_or("127.0.0.1:0").parse().expect("a listen address"),
+        registration,
+    })
+}
+
 async fn spawn(data_dir: &std::path::Path, args: &[String]) -> (Child, String) {
     let mut child = Command::new(binary())
         .arg("--data-dir")
@@ -258,6 +319,14 @@ async fn spawn(data_dir: &std::path::Path, args: &[String]) -> (Child, String) {
     })
     .await
     .expect("hearth started within 30 s");
+    if backend().is_postgres() {
+        let file = data_dir.join(hearth::server::DATABASE_FILE);
+        assert!(
+            !file.exists(),
+            "the server was configured for PostgreSQL but created {}: it used SQLite",
+            file.display()
+        );
+    }
     // Keep draining stdout so the server never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, url)

@@ -247,14 +247,22 @@ fn in_savepoint<T>(writer: &Writer, f: impl FnOnce(&Writer) -> StoreResult<T>) -
     result
 }
 
+/// A query's failure: [`Unavailable`] when the connection broke (the server went away while
+/// the query ran), an internal error otherwise.
+fn database_error(error: tokio_postgres::Error) -> anyhow::Error {
+    let broken = error.is_closed()
+        || std::error::Error::source(&error).is_some_and(|cause| cause.is::<std::io::Error>());
+    if broken { unavailable(error) } else { error.into() }
+}
+
 /// Runs a query through the connection's statement cache.
 pub(crate) async fn query(
     c: &Conn,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> StoreResult<Vec<Row>> {
-    let statement = c.prepare_cached(sql).await?;
-    Ok(c.query(&statement, params).await?)
+    let statement = c.prepare_cached(sql).await.map_err(database_error)?;
+    c.query(&statement, params).await.map_err(database_error)
 }
 
 /// Runs a query that returns at most one row.
@@ -263,8 +271,8 @@ pub(crate) async fn query_opt(
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> StoreResult<Option<Row>> {
-    let statement = c.prepare_cached(sql).await?;
-    Ok(c.query_opt(&statement, params).await?)
+    let statement = c.prepare_cached(sql).await.map_err(database_error)?;
+    c.query_opt(&statement, params).await.map_err(database_error)
 }
 
 /// Runs a statement; returns the number of rows it changed.
@@ -273,8 +281,8 @@ pub(crate) async fn execute(
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> StoreResult<u64> {
-    let statement = c.prepare_cached(sql).await?;
-    Ok(c.execute(&statement, params).await?)
+    let statement = c.prepare_cached(sql).await.map_err(database_error)?;
+    c.execute(&statement, params).await.map_err(database_error)
 }
 
 /// Hands out the next global stream position.
