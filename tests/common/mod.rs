@@ -18,6 +18,7 @@ use tokio::{
 };
 
 pub mod backend;
+pub mod cluster;
 pub mod table;
 
 pub use backend::{TestDatabase, backend};
@@ -33,6 +34,8 @@ pub struct TestServer {
     _temp: Option<tempfile::TempDir>,
     pub http: reqwest::Client,
     args: Vec<String>,
+    /// Whether the server must not create `hearth.db` (it was configured for PostgreSQL).
+    on_postgres: bool,
 }
 
 /// A registered user's credentials.
@@ -117,7 +120,8 @@ impl TestServer {
             Some(database) => eprintln!("test server on postgres, database {}", database.name()),
             None => eprintln!("test server on {}", backend()),
         }
-        let (child, base_url) = spawn(&data_dir, &args).await;
+        let on_postgres = backend().is_postgres();
+        let (child, base_url) = spawn(&data_dir, &args, on_postgres).await;
         Self {
             child,
             database,
@@ -126,7 +130,64 @@ impl TestServer {
             _temp: Some(temp),
             http: reqwest::Client::new(),
             args,
+            on_postgres,
         }
+    }
+
+    /// A server on SQLite whatever the run's backend, with the `hearth.toml` its first run
+    /// writes: for the move to PostgreSQL, which starts there.
+    pub async fn start_on_sqlite(args: &[&str]) -> Self {
+        let temp = tempfile::tempdir().expect("temporary directory");
+        let data_dir = temp.path().to_owned();
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let (child, base_url) = spawn(&data_dir, &args, false).await;
+        Self {
+            child,
+            database: None,
+            base_url,
+            data_dir,
+            _temp: Some(temp),
+            http: reqwest::Client::new(),
+            args,
+            on_postgres: false,
+        }
+    }
+
+    /// A server whose `hearth.toml` is exactly `config` (its `[database]` included).
+    pub async fn start_exact(config: &str, args: &[&str]) -> Self {
+        let temp = tempfile::tempdir().expect("temporary directory");
+        std::fs::write(temp.path().join(hearth::config::CONFIG_FILE), config)
+            .expect("write hearth.toml");
+        let data_dir = temp.path().to_owned();
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let (child, base_url) = spawn(&data_dir, &args, false).await;
+        Self {
+            child,
+            database: None,
+            base_url,
+            data_dir,
+            _temp: Some(temp),
+            http: reqwest::Client::new(),
+            args,
+            on_postgres: false,
+        }
+    }
+
+    /// Whether the server process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Kills the server with SIGKILL and waits until it is gone.
+    pub async fn kill(&mut self) {
+        self.child.kill().await.expect("kill the server");
+    }
+
+    /// Starts the server again on the same data (after [`Self::kill`]).
+    pub async fn restart(&mut self) {
+        let (child, base_url) = spawn(&self.data_dir, &self.args, self.on_postgres).await;
+        self.child = child;
+        self.base_url = base_url;
     }
 
     /// The server's PostgreSQL database (`None` on SQLite).
@@ -137,7 +198,7 @@ impl TestServer {
     /// Kills the server with SIGKILL (no shutdown at all) and starts it again on the same data.
     pub async fn kill_and_restart(&mut self) {
         self.child.kill().await.expect("kill the server");
-        let (child, base_url) = spawn(&self.data_dir, &self.args).await;
+        let (child, base_url) = spawn(&self.data_dir, &self.args, self.on_postgres).await;
         self.child = child;
         self.base_url = base_url;
     }
@@ -294,7 +355,7 @@ fn first_run_config(args: &[String]) -> String {
     })
 }
 
-async fn spawn(data_dir: &std::path::Path, args: &[String]) -> (Child, String) {
+async fn spawn(data_dir: &std::path::Path, args: &[String], on_postgres: bool) -> (Child, String) {
     let mut child = Command::new(binary())
         .arg("--data-dir")
         .arg(data_dir)
@@ -319,7 +380,7 @@ async fn spawn(data_dir: &std::path::Path, args: &[String]) -> (Child, String) {
     })
     .await
     .expect("hearth started within 30 s");
-    if backend().is_postgres() {
+    if on_postgres {
         let file = data_dir.join(hearth::server::DATABASE_FILE);
         assert!(
             !file.exists(),
