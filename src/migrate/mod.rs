@@ -368,16 +368,24 @@ async fn copy_tables(
     for table in to_copy {
         reporter.phase(Phase::Copying, Some(&table.name));
         let mut after = 0;
+        let mut batch = snapshot.rows_after(table, after, BATCH_ROWS).await?;
         loop {
             reporter.check_cancel()?;
-            let batch = snapshot.rows_after(table, after, BATCH_ROWS).await?;
             let complete = batch.len() < BATCH_ROWS;
             after = batch.last().map_or(after, |(rowid, _)| *rowid);
             let rows: Vec<_> = batch.into_iter().map(|(_, row)| row).collect();
-            target
-                .copy_batch(table, &rows, after, complete)
-                .await
-                .with_context(|| format!("copying table {} failed", table.name))?;
+            // The next batch is read from SQLite while PostgreSQL takes this one: the two sides
+            // work at the same time instead of waiting for each other.
+            let next = async {
+                match complete {
+                    true => Ok(Vec::new()),
+                    false => snapshot.rows_after(table, after, BATCH_ROWS).await,
+                }
+            };
+            let (copied, next) =
+                tokio::join!(target.copy_batch(table, &rows, after, complete), next);
+            copied.with_context(|| format!("copying table {} failed", table.name))?;
+            batch = next?;
             done += rows.len() as u64;
             reporter.rows(done);
             if complete {
@@ -397,7 +405,9 @@ async fn verify_tables(
 ) -> anyhow::Result<()> {
     for table in tables {
         reporter.phase(Phase::Verifying, Some(&table.name));
-        let (expected, found) = (snapshot.digest(table).await?, target.digest(table).await?);
+        // Both sides read and hash at the same time.
+        let (expected, found) = tokio::join!(snapshot.digest(table), target.digest(table));
+        let (expected, found) = (expected?, found?);
         if expected != found {
             // Copied again next time.
             target.restart_table(table).await.ok();
