@@ -461,8 +461,13 @@ async fn switch(
         pause.switch_to(new_store);
     }
     tracing::info!("the data moved to PostgreSQL; hearth.db stays as it was, as the way back");
-    // The move's bookkeeping goes last: a crash before this only leaves it behind.
-    source.stop_change_log().await?;
-    target.finish().await?;
+    // The move's bookkeeping goes last: a crash before this only leaves it behind, and so does
+    // a failure here, which must not report as failed a move that has switched.
+    if let Err(error) = source.stop_change_log().await {
+        tracing::warn!(error = format!("{error:#}"), "cannot remove the change log from hearth.db");
+    }
+    if let Err(error) = target.finish().await {
+        tracing::warn!(error = format!("{error:#}"), "cannot remove the move's bookkeeping");
+    }
     Ok(())
 }

@@ -218,7 +218,7 @@ fn run_batch(handle: &Handle, pool: &Pool, batch: Vec<WriteJob>) {
         .collect();
 
     let commit = writer.block_on(writer.conn().batch_execute("COMMIT")).map_err(|error| {
-        tracing::error!(%error, "database commit failed");
+        tracing::warn!(%error, "database commit failed");
         error.to_string()
     });
     for completion in completions {
@@ -247,10 +247,15 @@ fn in_savepoint<T>(writer: &Writer, f: impl FnOnce(&Writer) -> StoreResult<T>) -
     result
 }
 
-/// A query's failure: [`Unavailable`] when the connection broke (the server went away while
-/// the query ran), an internal error otherwise.
+/// A query's failure: [`Unavailable`] when the connection broke or the server is going away
+/// (it was closed, an I/O error, or SQLSTATE class 08 "connection exception" or 57 "operator
+/// intervention", as when the server shuts down or an administrator ends the session), an
+/// internal error otherwise.
 fn database_error(error: tokio_postgres::Error) -> anyhow::Error {
+    let state = error.code().map(|code| code.code().to_owned()).unwrap_or_default();
     let broken = error.is_closed()
+        || state.starts_with("08")
+        || state.starts_with("57")
         || std::error::Error::source(&error).is_some_and(|cause| cause.is::<std::io::Error>());
     if broken { unavailable(error) } else { error.into() }
 }

@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{Context as _, anyhow, bail};
 use rusqlite::{
-    Connection, OpenFlags, OptionalExtension as _, params_from_iter,
+    Connection, OpenFlags, OptionalExtension as _, TransactionBehavior, params_from_iter,
     types::{ToSqlOutput, ValueRef},
 };
 
@@ -66,8 +66,10 @@ impl SqliteSource {
     pub async fn start_change_log(&self, tables: &[TableSchema]) -> StoreResult<String> {
         let (path, tables) = (self.path.clone(), tables.to_vec());
         blocking(move || {
-            let c = open(&path, true)?;
-            let tx = c.unchecked_transaction()?;
+            let mut c = open(&path, true)?;
+            // Immediate: a deferred transaction that reads first could not become a writer
+            // once the server's writer commits, and would fail at once instead of waiting.
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute_batch(&format!(
                 "CREATE TABLE IF NOT EXISTS {CHANGE_LOG} (
                      id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -98,8 +100,8 @@ impl SqliteSource {
     pub async fn stop_change_log(&self) -> StoreResult<()> {
         let path = self.path.clone();
         blocking(move || {
-            let c = open(&path, true)?;
-            let tx = c.unchecked_transaction()?;
+            let mut c = open(&path, true)?;
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let triggers: Vec<String> = {
                 let mut statement = tx.prepare(
                     "SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE ?1",
