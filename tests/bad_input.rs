@@ -1693,3 +1693,54 @@ async fn no_garbage_makes_a_room_endpoint_fail_internally() {
     let (status, body) = f.server.get(&format!("{V3}/sync?timeout=0"), &f.bob.access_token).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+/// A NUL character cannot be part of an identifier, a type, a key or a name: PostgreSQL's text
+/// cannot hold one, so both backends refuse it alike. (In event content it is only JSON text.)
+#[tokio::test]
+async fn nul_characters_in_ids_types_keys_and_names_are_invalid_params() {
+    use StatusCode as S;
+    let f = fixture().await;
+    let a = Some(f.alice.access_token.as_str());
+    let me = enc(&f.alice.user_id);
+    let put = Method::PUT;
+    let text = Some(r#"{"msgtype":"m.text","body":"hi"}"#);
+    let rows = vec![
+        row("event type", put.clone(), room_path(&f.room, "send/m.x%00y/t1"), a, text),
+        row("transaction ID", put.clone(), room_path(&f.room, "send/m.room.message/t%00"), a, text),
+        row("state type", put.clone(), room_path(&f.room, "state/m.x%00/"), a, Some("{}")),
+        row("state key", put.clone(), room_path(&f.room, "state/m.x/k%00"), a, Some("{}")),
+        row(
+            "account data type",
+            put.clone(),
+            format!("{V3}/user/{me}/account_data/m.x%00"),
+            a,
+            Some("{}"),
+        ),
+        row(
+            "display name",
+            put.clone(),
+            format!("{V3}/profile/{me}/displayname"),
+            a,
+            Some(r#"{"displayname":"a\u0000b"}"#),
+        ),
+        row(
+            "device name",
+            put.clone(),
+            format!("{V3}/devices/{}", enc(&f.alice.device_id)),
+            a,
+            Some(r#"{"display_name":"phone\u0000"}"#),
+        ),
+    ];
+    let rows = rows.into_iter().map(|r| r.expect(S::BAD_REQUEST, "M_INVALID_PARAM")).collect();
+    run_table(&f.server, rows).await;
+    // The same characters in message content are plain JSON text, kept as sent.
+    let (status, body) = f
+        .server
+        .put(
+            &room_path(&f.room, "send/m.room.message/t2"),
+            &f.alice.access_token,
+            json!({"msgtype": "m.text", "body": "a\u{0}b"}),
+        )
+        .await;
+    assert_eq!(status, S::OK, "{body}");
+}

@@ -202,6 +202,11 @@ where
     Fut: Future<Output = Result<R::OutgoingResponse>>,
 {
     let auth = A::authenticate(services.clone(), meta).await?;
+    // IDs, types, keys and transaction IDs from the path are stored as text of their own, which
+    // PostgreSQL cannot hold with a NUL in it; no identifier the spec allows has one.
+    if path_args.iter().any(|arg| arg.contains('\0')) {
+        return Err(Error::invalid_param("A path parameter contains a NUL character"));
+    }
     let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
     let (parts, body) = request.into_parts();
     let body = empty_as_object(&parts.method, body);

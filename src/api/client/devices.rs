@@ -65,6 +65,9 @@ async fn update_device(
     {
         return Err(Error::invalid_param("The device name is longer than 255 bytes"));
     }
+    if request.display_name.as_deref().is_some_and(|name| name.contains('\0')) {
+        return Err(Error::invalid_param("The device name contains a NUL character"));
+    }
     let name = request.display_name.as_deref();
     services.users.rename_device(&user.user_id, request.device_id.as_str(), name).await?;
     Ok(update_device::v3::Response::new())

@@ -76,6 +76,12 @@ async fn set_profile_field(
         ProfileFieldValue::AvatarUrl(url) if url.as_str().len() > 1000 => {
             return Err(Error::invalid_param("The avatar URL is longer than 1000 bytes"));
         }
+        ProfileFieldValue::DisplayName(name) if name.contains('\0') => {
+            return Err(Error::invalid_param("The display name contains a NUL character"));
+        }
+        ProfileFieldValue::AvatarUrl(url) if url.as_str().contains('\0') => {
+            return Err(Error::invalid_param("The avatar URL contains a NUL character"));
+        }
         ProfileFieldValue::DisplayName(name) => ProfileChange::DisplayName(non_empty(name)),
         ProfileFieldValue::AvatarUrl(url) => ProfileChange::AvatarUrl(non_empty(url.to_string())),
         _ => return Err(Error::invalid_param("Hearth stores only displayname and avatar_url")),
