@@ -267,6 +267,36 @@ pub trait RoomTxn {
     ) -> StoreResult<()>;
 }
 
+/// A room job's refusal carried through a backend's writer as a store error, so that the job's
+/// savepoint rolls back while the batch it shares goes on; [`job_verdict`] unwraps it again.
+#[derive(Debug, thiserror::Error)]
+#[error("room job refused: {0}")]
+pub(crate) struct JobRefused(crate::Error);
+
+/// A room job's result as the writer takes it: a refusal becomes an error that rolls back.
+pub(crate) fn job_result(
+    result: crate::Result<Vec<AppendedEvent>>,
+) -> StoreResult<crate::Result<Vec<AppendedEvent>>> {
+    match result {
+        Ok(appended) => Ok(Ok(appended)),
+        Err(error) => Err(anyhow::Error::new(JobRefused(error))),
+    }
+}
+
+/// The job's own verdict from the writer's outcome: its refusal as it was, anything else that
+/// failed as an internal error.
+pub(crate) fn job_verdict(
+    outcome: StoreResult<crate::Result<Vec<AppendedEvent>>>,
+) -> crate::Result<Vec<AppendedEvent>> {
+    match outcome {
+        Ok(result) => result,
+        Err(error) => match error.downcast::<JobRefused>() {
+            Ok(JobRefused(error)) => Err(error),
+            Err(error) => Err(crate::Error::Internal(error)),
+        },
+    }
+}
+
 /// A closure run by [`RoomStore::write_rooms`]: it returns the events it appended, or the error
 /// that stopped it (and then none of its writes are kept).
 pub type RoomJob =

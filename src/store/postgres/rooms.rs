@@ -20,7 +20,8 @@ use super::{
 };
 use crate::store::{
     AliasRecord, AppendedEvent, Direction, EventRecord, MembershipRecord, NewEvent,
-    RoomEventsQuery, RoomJob, RoomStore, RoomTxn, StoreResult, TransactionKey,
+    RoomEventsQuery, RoomJob, RoomStore, RoomTxn, StoreResult, TransactionKey, job_result,
+    job_verdict,
 };
 
 const EVENT_COLUMNS: &str = "e.stream_position, e.event_id, e.room_id, e.event_type, e.state_key, \
@@ -38,21 +39,7 @@ type Param = Box<dyn ToSql + Sync + Send>;
 #[async_trait]
 impl RoomStore for PostgresStore {
     async fn write_rooms(&self, job: RoomJob) -> crate::Result<Vec<AppendedEvent>> {
-        // The job's own verdict travels inside the store result so that a refused job rolls back
-        // its savepoint while the batch it shares goes on.
-        let outcome = self
-            .write(move |w| match job(&Txn { w }) {
-                Ok(appended) => Ok(Ok(appended)),
-                Err(error) => Err(anyhow::Error::new(JobRefused(error))),
-            })
-            .await;
-        match outcome {
-            Ok(result) => result,
-            Err(error) => match error.downcast::<JobRefused>() {
-                Ok(JobRefused(error)) => Err(error),
-                Err(error) => Err(crate::Error::Internal(error)),
-            },
-        }
+        job_verdict(self.write(move |w| job_result(job(&Txn { w }))).await)
     }
 
     async fn current_position(&self) -> StoreResult<i64> {
@@ -353,11 +340,6 @@ impl RoomStore for PostgresStore {
         room_ids_of(&rows)
     }
 }
-
-/// A room job's verdict carried through the writer as an error, so its savepoint rolls back.
-#[derive(Debug, thiserror::Error)]
-#[error("room job refused: {0}")]
-struct JobRefused(crate::Error);
 
 /// The writer's transaction seen by a room job: each call waits for its query on the writer
 /// thread.

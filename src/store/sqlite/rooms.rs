@@ -14,7 +14,8 @@ use rusqlite::{Connection, OptionalExtension as _, ToSql, params, params_from_it
 use super::{MAX_PARAMS, SqliteStore, current_stream_position, next_stream_position, placeholders};
 use crate::store::{
     AliasRecord, AppendedEvent, Direction, EventRecord, MembershipRecord, NewEvent,
-    RoomEventsQuery, RoomJob, RoomStore, RoomTxn, StoreResult, TransactionKey,
+    RoomEventsQuery, RoomJob, RoomStore, RoomTxn, StoreResult, TransactionKey, job_result,
+    job_verdict,
 };
 
 const EVENT_COLUMNS: &str = "e.stream_position, e.event_id, e.room_id, e.event_type, e.state_key, \
@@ -28,24 +29,7 @@ const STATE_IN_RANGE: &str = "SELECT event_id, MAX(stream_position) FROM state_h
 #[async_trait]
 impl RoomStore for SqliteStore {
     async fn write_rooms(&self, job: RoomJob) -> crate::Result<Vec<AppendedEvent>> {
-        // The job's own verdict travels inside the store result so that a refused job rolls back
-        // its savepoint while the batch it shares goes on.
-        let outcome = self
-            .write(move |c| {
-                let txn = Txn { c };
-                match job(&txn) {
-                    Ok(appended) => Ok(Ok(appended)),
-                    Err(error) => Err(anyhow::Error::new(JobRefused(error))),
-                }
-            })
-            .await;
-        match outcome {
-            Ok(result) => result,
-            Err(error) => match error.downcast::<JobRefused>() {
-                Ok(JobRefused(error)) => Err(error),
-                Err(error) => Err(crate::Error::Internal(error)),
-            },
-        }
+        job_verdict(self.write(move |c| job_result(job(&Txn { c }))).await)
     }
 
     async fn current_position(&self) -> StoreResult<i64> {
@@ -419,11 +403,6 @@ impl RoomStore for SqliteStore {
         .await
     }
 }
-
-/// A room job's verdict carried through the writer as an error, so its savepoint rolls back.
-#[derive(Debug, thiserror::Error)]
-#[error("room job refused: {0}")]
-struct JobRefused(crate::Error);
 
 /// The writer connection seen by a room job.
 struct Txn<'c> {
