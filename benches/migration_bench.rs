@@ -283,7 +283,7 @@ fn generation_rows(generated: &Generated) -> Vec<Row> {
 fn move_rows(generated: &Generated, measured: &Measured) -> Vec<Row> {
     let timeline = &measured.timeline;
     let total = measured.total.as_secs_f64().max(1e-9);
-    let copy = timeline.between(Phase::Copying, Phase::CatchingUp);
+    let copy = timeline.between(Phase::Copying, Phase::Indexing);
     let mut rows = vec![
         Row::info("rows copied (all tables)", group(measured.rows_copied)),
         Row::info("  rows in hearth.db's tables after the move", group(measured.rows_in_sqlite)),
@@ -309,6 +309,10 @@ fn move_rows(generated: &Generated, measured: &Measured) -> Vec<Row> {
         }
     }
     rows.extend([
+        Row::info(
+            "  indexes and constraints built after the copy",
+            optional_secs(timeline.between(Phase::Indexing, Phase::CatchingUp)),
+        ),
         Row::info(
             "  catch-up",
             optional_secs(timeline.between(Phase::CatchingUp, Phase::Verifying)),

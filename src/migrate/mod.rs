@@ -71,6 +71,8 @@ pub struct MoveRequest {
 pub enum Phase {
     Checking,
     Copying,
+    /// Building the indexes and constraints the copy set aside.
+    Indexing,
     CatchingUp,
     Verifying,
     Switching,
@@ -271,6 +273,7 @@ async fn run(request: &MoveRequest, reporter: &Reporter) -> anyhow::Result<()> {
     reporter.update(|p| p.estimated_bytes = size.saturating_mul(3) / 2);
     let mut target = PostgresTarget::connect(&request.target_url).await?;
     refuse_occupied(&target.preflight().await?.state)?;
+    target.claim().await?;
     reporter.check_cancel()?;
 
     let epoch = source.start_change_log(&tables).await?;
@@ -303,6 +306,8 @@ async fn copy_and_switch(
     apply::catch_up(&snapshot, target, tables, 0, applied, Some(kept.as_slice())).await?;
     copy_tables(reporter, &snapshot, target, tables, &kept).await?;
     drop(snapshot);
+    reporter.check_cancel()?;
+    target.rebuild_deferred(|table| reporter.phase(Phase::Indexing, Some(table))).await?;
 
     reporter.phase(Phase::CatchingUp, None);
     let mut latest = source.snapshot().await?;
@@ -449,6 +454,10 @@ async fn switch(
         }
     }
     drop(last);
+    let missing = target.deferred().await?;
+    if !missing.is_empty() {
+        bail!("the target lacks indexes or constraints the copy set aside: {missing:?}");
+    }
 
     let database =
         DatabaseConfig { backend: DatabaseBackend::Postgres, url: request.target_url.clone() };

@@ -312,3 +312,76 @@ async fn a_cancelled_move_leaves_sqlite_serving_and_no_change_log() {
     run_to_end(request(dir.path(), &url, None), |_| {}).await.unwrap();
     assert_same_data(dir.path(), &url).await;
 }
+
+/// The indexes and constraints of Hearth's tables in a PostgreSQL database, as SQL.
+async fn schema_objects(url: &str) -> Vec<String> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let rows = client
+        .query(
+            "SELECT tablename || ': ' || indexdef FROM pg_indexes
+             WHERE schemaname = 'public' AND tablename NOT LIKE 'refinery%'
+             UNION ALL
+             SELECT conrelid::regclass::text || ': ' || conname || ' ' || pg_get_constraintdef(oid)
+             FROM pg_constraint
+             WHERE connamespace = 'public'::regnamespace
+               AND conrelid::regclass::text NOT LIKE 'refinery%'
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    rows.iter().map(|row| row.get(0)).collect()
+}
+
+#[tokio::test]
+async fn a_moved_database_has_every_index_and_constraint_of_a_fresh_one() {
+    let Some(url) = target_database().await else { return };
+    let fresh = testing::create_postgres_database().await;
+    drop(store::open_postgres(&fresh).await.unwrap());
+    let expected = schema_objects(&fresh).await;
+    assert!(expected.iter().any(|o| o.contains("events_by_room")), "{expected:#?}");
+    assert!(expected.iter().any(|o| o.contains("FOREIGN KEY")), "{expected:#?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    drop(source(dir.path(), 1_000).await);
+    run_to_end(request(dir.path(), &url, None), |_| {}).await.unwrap();
+    assert_eq!(schema_objects(&url).await, expected);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_move_interrupted_while_indexing_resumes_and_builds_everything() {
+    let Some(url) = target_database().await else { return };
+    let fresh = testing::create_postgres_database().await;
+    drop(store::open_postgres(&fresh).await.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    drop(source(dir.path(), 30_000).await);
+
+    let handle = start(request(dir.path(), &url, None));
+    let mut progress = handle.subscribe();
+    progress.wait_for(|p| p.phase == Phase::Indexing).await.unwrap();
+    handle.abort_for_test();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(config_backend(dir.path()), DatabaseBackend::Sqlite);
+
+    run_to_end(request(dir.path(), &url, None), |_| {}).await.unwrap();
+    assert_eq!(schema_objects(&url).await, schema_objects(&fresh).await);
+    assert_same_data(dir.path(), &url).await;
+}
+
+#[tokio::test]
+async fn two_moves_into_one_database_cannot_run_at_once() {
+    let Some(url) = target_database().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    drop(source(dir.path(), 10).await);
+    // Another move (here: its connection alone) holds the target.
+    let other = PostgresTarget::connect(&url).await.unwrap();
+    other.claim().await.unwrap();
+
+    let error = run_to_end(request(dir.path(), &url, None), |_| {}).await.unwrap_err();
+    assert!(error.to_string().contains("another move"), "{error:#}");
+    assert_eq!(config_backend(dir.path()), DatabaseBackend::Sqlite);
+    drop(other);
+    run_to_end(request(dir.path(), &url, None), |_| {}).await.unwrap();
+    assert_same_data(dir.path(), &url).await;
+}
