@@ -14,7 +14,7 @@ use crate::{
     rooms::Rooms,
     store::{Store, switch::SwitchableStore},
     sync::Notifier,
-    users::{Users, uiaa::Uiaa},
+    users::{Users, activity::DeviceActivity, uiaa::Uiaa},
 };
 
 /// Every component of a running server.
@@ -24,6 +24,8 @@ pub struct Services {
     pub store: Store,
     pub bus: Bus,
     pub users: Users,
+    /// When and from where each device was last used.
+    pub device_activity: DeviceActivity,
     pub rooms: Rooms,
     /// Wakes long-polling `/sync` requests.
     pub notifier: Notifier,
@@ -49,6 +51,7 @@ impl Services {
         let store: Store = switchable;
         let bus = Bus::new(store.clone());
         let users = Users::new(store.clone(), config.server_name.clone(), Some(bus.clone()));
+        let device_activity = DeviceActivity::new(store.clone());
         let rooms = Rooms::new(store.clone(), bus.clone(), keys.clone());
         let notifier = Notifier::start(&bus, store.clone());
         let login_limiter = RateLimiter::per_minute(config.limits.login_attempts_per_minute);
@@ -59,6 +62,7 @@ impl Services {
             store,
             bus,
             users,
+            device_activity,
             rooms,
             notifier,
             login_limiter,

@@ -640,6 +640,35 @@ async fn profile_changes_are_stored_and_repeated_in_joined_rooms() {
 // Devices
 
 #[tokio::test]
+async fn a_device_shows_when_and_from_where_it_was_last_used() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let tablet = server.login_ok("alice", &password_of("alice"), Some("TABLET")).await;
+    let path = format!("{V3}/devices/TABLET");
+    let before =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+            as i64;
+
+    // The tablet makes a request; its device is written in the background, soon after.
+    assert_eq!(whoami(&server, &tablet.access_token).await.0, StatusCode::OK);
+    let mut device = Value::Null;
+    for _ in 0..50 {
+        device = server.get(&path, &alice.access_token).await.1;
+        if device["last_seen_ts"].is_i64() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(device["last_seen_ip"], "127.0.0.1", "{device}");
+    let seen = device["last_seen_ts"].as_i64().unwrap();
+    assert!(seen >= before - 1_000, "{seen} is after the request ({before})");
+    // A device whose token was never used after its login has no time yet.
+    server.login_ok("alice", &password_of("alice"), Some("NEVER")).await;
+    let (_, never) = server.get(&format!("{V3}/devices/NEVER"), &alice.access_token).await;
+    assert!(never.get("last_seen_ts").is_none_or(Value::is_null), "{never}");
+}
+
+#[tokio::test]
 async fn devices_can_be_listed_read_renamed_and_deleted_with_uia() {
     let server = TestServer::start().await;
     let alice = server.register("alice").await;

@@ -184,6 +184,22 @@ async fn malformed_and_mistyped_bodies_get_not_json_or_bad_json() {
         )
         .expect(S::BAD_REQUEST, "M_BAD_JSON"),
         row(
+            "createRoom preset unknown",
+            post.clone(),
+            format!("{V3}/createRoom"),
+            a,
+            Some(r#"{"preset": "nope"}"#),
+        )
+        .expect(S::BAD_REQUEST, "M_BAD_JSON"),
+        row(
+            "createRoom visibility unknown",
+            post.clone(),
+            format!("{V3}/createRoom"),
+            a,
+            Some(r#"{"visibility": "friends"}"#),
+        )
+        .expect(S::BAD_REQUEST, "M_BAD_JSON"),
+        row(
             "createRoom is_direct is a string",
             post.clone(),
             format!("{V3}/createRoom"),

@@ -62,6 +62,7 @@ impl Authenticate for User {
     async fn authenticate(services: Arc<Services>, meta: RequestMeta) -> Result<Self> {
         let token = meta.access_token.ok_or_else(Error::missing_token)?;
         let session = services.users.authenticate(&token).await?;
+        services.device_activity.note(&session.user_id, &session.device_id, meta.origin);
         Ok(Self { user_id: session.user_id, device_id: session.device_id.into() })
     }
 }

@@ -5,6 +5,7 @@
 //! memory and the cache is cleared of every token this process revokes (this process is the only
 //! writer of the database).
 
+pub mod activity;
 pub mod password;
 pub mod uiaa;
 

@@ -70,12 +70,29 @@ fn create_room_spec(
         }
         None => RoomVersionId::try_from(DEFAULT_VERSION).map_err(|e| anyhow::anyhow!(e))?,
     };
+    if !matches!(request.visibility, Visibility::Public | Visibility::Private) {
+        return Err(Error::client(
+            http::StatusCode::BAD_REQUEST,
+            ruma::api::error::ErrorKind::BadJson,
+            format!("Unknown visibility {:?}: use public or private", request.visibility.as_str()),
+        ));
+    }
     let preset = match (request.preset, &request.visibility) {
         (Some(RoomPreset::PublicChat), _) => Preset::PublicChat,
         (Some(RoomPreset::TrustedPrivateChat), _) => Preset::TrustedPrivateChat,
         (Some(RoomPreset::PrivateChat), _) => Preset::PrivateChat,
+        (Some(other), _) => {
+            return Err(Error::client(
+                http::StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::BadJson,
+                format!(
+                    "Unknown preset {:?}: use private_chat, trusted_private_chat or public_chat",
+                    other.as_str()
+                ),
+            ));
+        }
         (None, Visibility::Public) => Preset::PublicChat,
-        _ => Preset::PrivateChat,
+        (None, _) => Preset::PrivateChat,
     };
     let alias =
         request.room_alias_name.as_deref().map(|name| local_alias(services, name)).transpose()?;
