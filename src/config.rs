@@ -285,7 +285,8 @@ level = "info"
 [limits]
 # The largest request body accepted, in bytes.
 max_request_bytes = 1048576
-# Login and registration attempts allowed per client address per minute.
+# Login and registration attempts allowed per client address per minute, and
+# password confirmations (changing the password, deleting devices) per account.
 login_attempts_per_minute = 30
 
 [well_known]

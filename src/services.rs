@@ -31,6 +31,9 @@ pub struct Services {
     pub notifier: Notifier,
     /// Limits login and registration attempts per client address.
     pub login_limiter: RateLimiter,
+    /// Limits password confirmations (user-interactive authentication) per account, so that a
+    /// stolen access token cannot be used to guess the account's password.
+    pub password_limiter: RateLimiter<ruma::OwnedUserId>,
     /// User-interactive authentication sessions in progress.
     pub uiaa: Uiaa,
     /// Administration: the move to PostgreSQL.
@@ -55,6 +58,7 @@ impl Services {
         let rooms = Rooms::new(store.clone(), bus.clone(), keys.clone());
         let notifier = Notifier::start(&bus, store.clone());
         let login_limiter = RateLimiter::per_minute(config.limits.login_attempts_per_minute);
+        let password_limiter = RateLimiter::per_minute(config.limits.login_attempts_per_minute);
         let uiaa = Uiaa::default();
         Arc::new(Self {
             config,
@@ -66,6 +70,7 @@ impl Services {
             rooms,
             notifier,
             login_limiter,
+            password_limiter,
             uiaa,
             #[cfg(feature = "postgres")]
             admin,

@@ -811,6 +811,51 @@ async fn login_attempts_are_rate_limited() {
 }
 
 #[tokio::test]
+async fn password_confirmations_are_rate_limited_per_account() {
+    let toml = config("[limits]\nlogin_attempts_per_minute = 3\n");
+    let server = TestServer::start_with_config(&toml, &["--registration", "open"]).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let path = format!("{V3}/account/password");
+    let change = |password: &str| {
+        json!({ "new_password": "new", "auth": {
+            "type": "m.login.password",
+            "identifier": { "type": "m.id.user", "user": "alice" },
+            "password": password,
+        }})
+    };
+    // Someone holding alice's token guesses her password: three guesses, then no more, and
+    // not even the right password gets through until the bucket refills.
+    for _ in 0..3 {
+        let guessed = server
+            .call(Method::POST, &path, Some(&alice.access_token), Some(change("guess")))
+            .await;
+        assert_error(&guessed, StatusCode::UNAUTHORIZED, "M_FORBIDDEN");
+    }
+    for password in ["guess", &password_of("alice")] {
+        let got = server
+            .call(Method::POST, &path, Some(&alice.access_token), Some(change(password)))
+            .await;
+        assert_error(&got, StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED");
+    }
+    // Bob's account has a bucket of its own, and alice's other requests go on.
+    let got = server
+        .call(
+            Method::POST,
+            &path,
+            Some(&bob.access_token),
+            Some(json!({ "new_password": "new", "auth": {
+                "type": "m.login.password",
+                "identifier": { "type": "m.id.user", "user": "bob" },
+                "password": password_of("bob"),
+            }})),
+        )
+        .await;
+    assert_eq!(got.0, StatusCode::OK, "{}", got.1);
+    assert_eq!(whoami(&server, &alice.access_token).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn registration_attempts_are_rate_limited() {
     let toml = config("[limits]\nlogin_attempts_per_minute = 2\n");
     let server = TestServer::start_with_config(&toml, &["--registration", "open"]).await;

@@ -1,4 +1,5 @@
-//! A per-client-address token bucket, for login and registration.
+//! Token buckets per key: per client address for login and registration, per account for the
+//! password confirmations of user-interactive authentication.
 
 use std::{
     collections::BTreeMap,
@@ -12,12 +13,12 @@ use crate::{Error, Result};
 /// Buckets beyond this many are pruned of the ones that refilled completely.
 const MAX_TRACKED: usize = 10_000;
 
-/// Allows `capacity` attempts at once and refills `capacity` per minute.
-pub struct RateLimiter {
+/// Allows `capacity` attempts per key at once and refills `capacity` per minute.
+pub struct RateLimiter<K = IpAddr> {
     capacity: f64,
     per_second: f64,
     #[allow(clippy::disallowed_types)] // in-memory only
-    buckets: Mutex<BTreeMap<IpAddr, Bucket>>,
+    buckets: Mutex<BTreeMap<K, Bucket>>,
 }
 
 #[derive(Clone, Copy)]
@@ -26,22 +27,21 @@ struct Bucket {
     updated: Instant,
 }
 
-impl RateLimiter {
+impl<K: Ord> RateLimiter<K> {
     pub fn per_minute(capacity: u32) -> Self {
         let capacity = f64::from(capacity.max(1));
         Self { capacity, per_second: capacity / 60.0, buckets: Mutex::default() }
     }
 
-    /// Takes one attempt for `origin`, or says how long to wait.
-    pub fn check(&self, origin: IpAddr) -> Result<()> {
+    /// Takes one attempt for `key`, or says how long to wait (`M_LIMIT_EXCEEDED`).
+    pub fn check(&self, key: K) -> Result<()> {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.len() > MAX_TRACKED {
             let (capacity, rate) = (self.capacity, self.per_second);
             buckets.retain(|_, b| refill(*b, now, rate, capacity).tokens < capacity);
         }
-        let bucket =
-            buckets.entry(origin).or_insert(Bucket { tokens: self.capacity, updated: now });
+        let bucket = buckets.entry(key).or_insert(Bucket { tokens: self.capacity, updated: now });
         *bucket = refill(*bucket, now, self.per_second, self.capacity);
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;

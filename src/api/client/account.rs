@@ -205,9 +205,7 @@ async fn change_password(
     user: User,
     request: change_password::v3::Request,
 ) -> Result<change_password::v3::Response> {
-    let context = UiaaContext { user_id: Some(&user.user_id), registration_tokens: &[] };
-    let flows = vec![vec![AuthType::Password]];
-    services.uiaa.check(&services.users, &flows, request.auth.as_ref(), context).await?;
+    super::confirm_with_password(&services, &user, request.auth.as_ref()).await?;
     if request.new_password.is_empty() {
         return Err(Error::client(
             http::StatusCode::BAD_REQUEST,
@@ -226,9 +224,7 @@ async fn deactivate(
     request: deactivate::v3::Request,
 ) -> Result<deactivate::v3::Response> {
     use ruma::api::client::account::ThirdPartyIdRemovalStatus;
-    let context = UiaaContext { user_id: Some(&user.user_id), registration_tokens: &[] };
-    let flows = vec![vec![AuthType::Password]];
-    services.uiaa.check(&services.users, &flows, request.auth.as_ref(), context).await?;
+    super::confirm_with_password(&services, &user, request.auth.as_ref()).await?;
     services.rooms.leave_all_rooms(&user.user_id).await?;
     services.users.deactivate(&user.user_id).await?;
     Ok(deactivate::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport))

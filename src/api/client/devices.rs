@@ -2,11 +2,8 @@
 
 use std::sync::Arc;
 
-use ruma::api::client::{
-    device::{
-        self as ruma_device, delete_device, delete_devices, get_device, get_devices, update_device,
-    },
-    uiaa::AuthType,
+use ruma::api::client::device::{
+    self as ruma_device, delete_device, delete_devices, get_device, get_devices, update_device,
 };
 
 use crate::{
@@ -14,7 +11,6 @@ use crate::{
     api::router::{Router, User},
     services::Services,
     store::DeviceRecord,
-    users::uiaa::UiaaContext,
 };
 
 pub fn routes(router: &mut Router) {
@@ -79,9 +75,7 @@ async fn delete_device(
     request: delete_device::v3::Request,
 ) -> Result<delete_device::v3::Response> {
     services.users.device(&user.user_id, request.device_id.as_str()).await?;
-    let context = UiaaContext { user_id: Some(&user.user_id), registration_tokens: &[] };
-    let flows = vec![vec![AuthType::Password]];
-    services.uiaa.check(&services.users, &flows, request.auth.as_ref(), context).await?;
+    super::confirm_with_password(&services, &user, request.auth.as_ref()).await?;
     services.users.delete_devices(&user.user_id, &[request.device_id.to_string()]).await?;
     Ok(delete_device::v3::Response::new())
 }
@@ -91,9 +85,7 @@ async fn delete_devices(
     user: User,
     request: delete_devices::v3::Request,
 ) -> Result<delete_devices::v3::Response> {
-    let context = UiaaContext { user_id: Some(&user.user_id), registration_tokens: &[] };
-    let flows = vec![vec![AuthType::Password]];
-    services.uiaa.check(&services.users, &flows, request.auth.as_ref(), context).await?;
+    super::confirm_with_password(&services, &user, request.auth.as_ref()).await?;
     let ids: Vec<String> = request.devices.iter().map(ToString::to_string).collect();
     services.users.delete_devices(&user.user_id, &ids).await?;
     Ok(delete_devices::v3::Response::new())

@@ -11,7 +11,10 @@ mod profile;
 mod rooms;
 mod sync;
 
-use super::router::Router;
+use ruma::api::client::uiaa::{AuthData, AuthType};
+
+use super::router::{Router, User};
+use crate::{Result, services::Services, users::uiaa::UiaaContext};
 
 /// Registers every client-server endpoint Hearth serves.
 pub fn register(router: &mut Router) {
@@ -24,4 +27,18 @@ pub fn register(router: &mut Router) {
     profile::routes(router);
     rooms::routes(router);
     sync::routes(router);
+}
+
+/// Asks the user to confirm with their password (user-interactive authentication) before an
+/// operation on their account. Each password tried counts against the account's limit.
+async fn confirm_with_password(
+    services: &Services,
+    user: &User,
+    auth: Option<&AuthData>,
+) -> Result<()> {
+    if let Some(AuthData::Password(_)) = auth {
+        services.password_limiter.check(user.user_id.clone())?;
+    }
+    let context = UiaaContext { user_id: Some(&user.user_id), registration_tokens: &[] };
+    services.uiaa.check(&services.users, &[vec![AuthType::Password]], auth, context).await
 }
