@@ -11,7 +11,7 @@ use crate::{
     bus::Bus,
     config::Config,
     federation::ServerKeys,
-    rooms::Rooms,
+    rooms::{Rooms, typing::Typing},
     store::{Store, switch::SwitchableStore},
     sync::Notifier,
     users::{Users, activity::DeviceActivity, uiaa::Uiaa},
@@ -27,6 +27,8 @@ pub struct Services {
     /// When and from where each device was last used.
     pub device_activity: DeviceActivity,
     pub rooms: Rooms,
+    /// Who is typing where.
+    pub typing: Typing,
     /// Wakes long-polling `/sync` requests.
     pub notifier: Notifier,
     /// Limits login and registration attempts per client address.
@@ -56,6 +58,7 @@ impl Services {
         let users = Users::new(store.clone(), config.server_name.clone(), Some(bus.clone()));
         let device_activity = DeviceActivity::new(store.clone());
         let rooms = Rooms::new(store.clone(), bus.clone(), keys.clone());
+        let typing = Typing::start(bus.clone());
         let notifier = Notifier::start(&bus, store.clone());
         let login_limiter = RateLimiter::per_minute(config.limits.login_attempts_per_minute);
         let password_limiter = RateLimiter::per_minute(config.limits.login_attempts_per_minute);
@@ -68,6 +71,7 @@ impl Services {
             users,
             device_activity,
             rooms,
+            typing,
             notifier,
             login_limiter,
             password_limiter,

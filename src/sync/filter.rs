@@ -88,6 +88,8 @@ pub struct SyncFilter {
     pub timeline: EventFilter,
     pub state: EventFilter,
     pub room_account_data: EventFilter,
+    /// Ephemeral room events (`m.typing`).
+    pub ephemeral: EventFilter,
     pub account_data: EventFilter,
     pub include_leave: bool,
     /// Room lists from the top-level room filter.
@@ -102,6 +104,7 @@ impl SyncFilter {
             timeline: EventFilter::from_ruma(&room.timeline),
             state: EventFilter::from_ruma(&room.state),
             room_account_data: EventFilter::from_ruma(&room.account_data),
+            ephemeral: EventFilter::from_ruma(&room.ephemeral),
             account_data: EventFilter {
                 types: account_data.types.clone(),
                 not_types: account_data.not_types.clone(),

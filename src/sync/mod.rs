@@ -1,8 +1,11 @@
 //! `/sync`: what changed for a user since a stream position, waiting for it if nothing did.
 //!
-//! A sync token is `s<position>`: everything up to that global stream position was delivered.
-//! Pagination tokens of `/messages` use the same form, and mean "between this position and the
-//! next", so that a timeline's `prev_batch` feeds `/messages` directly.
+//! A sync token is `s<position>_<typing>`: everything up to that global stream position was
+//! delivered, and every typing change up to that serial (see [`crate::rooms::typing`]).
+//! Pagination tokens of `/messages` are `s<position>` alone and mean "between this position and
+//! the next", so that a timeline's `prev_batch` feeds `/messages` directly; `/messages` also
+//! takes a sync token, whose position counts, and `/sync` takes a token without the typing part
+//! (the form of earlier versions), sending the typing users of every room then.
 
 mod filter;
 mod notifier;
@@ -25,14 +28,37 @@ pub fn token(position: i64) -> String {
 /// (`position + 1` for "after this token") never overflows, whatever a client sends.
 pub const MAX_POSITION: i64 = (1 << 53) - 1;
 
-/// Parses a token made by [`token`].
+/// Formats the `next_batch` token of a sync.
+pub fn sync_token(position: i64, typing: u64) -> String {
+    format!("s{position}_{typing}")
+}
+
+/// The stream position of a token made by [`token`] or [`sync_token`].
 pub fn parse_token(token: &str) -> Result<i64> {
-    token
-        .strip_prefix('s')
-        .filter(|digits| digits.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|digits| digits.parse::<i64>().ok())
-        .filter(|position| (0..=MAX_POSITION).contains(position))
-        .ok_or_else(|| Error::invalid_param("Invalid pagination or sync token"))
+    parse_sync_token(token).map(|(position, _)| position)
+}
+
+/// The stream position and typing serial (if the token has one) of a token made by [`token`] or
+/// [`sync_token`].
+pub fn parse_sync_token(token: &str) -> Result<(i64, Option<u64>)> {
+    let invalid = || Error::invalid_param("Invalid pagination or sync token");
+    let digits = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    let rest = token.strip_prefix('s').ok_or_else(invalid)?;
+    let (position, typing) = match rest.split_once('_') {
+        Some((position, typing)) => (position, Some(typing)),
+        None => (rest, None),
+    };
+    let position = Some(position)
+        .filter(|p| digits(p))
+        .and_then(|p| p.parse::<i64>().ok())
+        .filter(|p| (0..=MAX_POSITION).contains(p))
+        .ok_or_else(invalid)?;
+    let typing = match typing {
+        Some(typing) if digits(typing) => Some(typing.parse::<u64>().map_err(|_| invalid())?),
+        Some(_) => return Err(invalid()),
+        None => None,
+    };
+    Ok((position, typing))
 }
 
 #[cfg(test)]
@@ -44,9 +70,27 @@ mod tests {
         assert_eq!(parse_token(&token(42)).unwrap(), 42);
         assert_eq!(parse_token(&token(MAX_POSITION)).unwrap(), MAX_POSITION);
         let too_big = [token(MAX_POSITION + 1), token(i64::MAX)];
-        let garbage = ["", "s", "42", "s-1", "s+1", "sx", "t5", "s99999999999999999999"];
+        let garbage = [
+            "",
+            "s",
+            "42",
+            "s-1",
+            "s+1",
+            "sx",
+            "t5",
+            "s99999999999999999999",
+            "s5_",
+            "s_5",
+            "s5_x",
+            "s5_-1",
+            "s5_1_2",
+            "s5_99999999999999999999",
+        ];
         for bad in garbage.iter().copied().chain(too_big.iter().map(String::as_str)) {
             assert!(parse_token(bad).is_err(), "{bad}");
         }
+        assert_eq!(parse_sync_token(&sync_token(42, 7)).unwrap(), (42, Some(7)));
+        assert_eq!(parse_sync_token("s42").unwrap(), (42, None));
+        assert_eq!(parse_token(&sync_token(42, 7)).unwrap(), 42);
     }
 }

@@ -1,7 +1,8 @@
 //! Wakes long-polling `/sync` requests when something for their user happens.
 //!
 //! A background task follows the bus: each room event wakes the room's joined local users and,
-//! for a membership event, its target; account data wakes its owner. The joined members of a
+//! for a membership event, its target; a change of who is typing wakes the room's joined users;
+//! account data wakes its owner. The joined members of a
 //! room are cached, loaded from the store the first time a room is seen and kept current from the
 //! membership events that pass by.
 
@@ -15,7 +16,10 @@ use tokio::sync::watch;
 
 use crate::{
     bus::{Bus, Message},
-    rooms::{ROOM_EVENT_SUBJECT, RoomEventOutput},
+    rooms::{
+        ROOM_EVENT_SUBJECT, RoomEventOutput,
+        typing::{TYPING_SUBJECT, TypingOutput},
+    },
     store::Store,
     users::{USER_DATA_SUBJECT, UserDataOutput},
 };
@@ -42,12 +46,14 @@ impl Notifier {
         let notifier = Self { inner: Arc::new(inner) };
         let mut room_events = bus.subscribe(ROOM_EVENT_SUBJECT);
         let mut user_data = bus.subscribe(USER_DATA_SUBJECT);
+        let mut typing = bus.subscribe(TYPING_SUBJECT);
         let task = notifier.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     Some(message) = room_events.next() => task.on_room_event(message).await,
                     Some(message) = user_data.next() => task.on_user_data(message),
+                    Some(message) = typing.next() => task.on_typing(message).await,
                     else => break,
                 }
             }
@@ -83,6 +89,31 @@ impl Notifier {
         }
     }
 
+    async fn on_typing(&self, message: Message) {
+        let Ok(output) = message.decode::<TypingOutput>() else { return };
+        match self.members_of(&output.room_id).await {
+            Ok(members) => {
+                for user_id in &members {
+                    self.nudge(user_id);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, room_id = %output.room_id, "cannot load room members");
+            }
+        }
+    }
+
+    /// The room's joined members, from the cache or, the first time, from the store.
+    async fn members_of(&self, room_id: &ruma::RoomId) -> anyhow::Result<BTreeSet<OwnedUserId>> {
+        if let Some(members) = self.rooms().get(room_id) {
+            return Ok(members.clone());
+        }
+        let members: BTreeSet<OwnedUserId> =
+            self.inner.store.members_with(room_id, "join").await?.into_iter().collect();
+        self.rooms().insert(room_id.to_owned(), members.clone());
+        Ok(members)
+    }
+
     fn on_user_data(&self, message: Message) {
         if let Ok(output) = message.decode::<UserDataOutput>() {
             self.wake(&output.user_id, output.stream_position);
@@ -91,13 +122,7 @@ impl Notifier {
 
     /// The room's joined members after `event`, keeping the cache current.
     async fn joined_members(&self, event: &RoomEventOutput) -> anyhow::Result<Vec<OwnedUserId>> {
-        let cached = self.rooms().get(&event.room_id).cloned();
-        let mut members = match cached {
-            Some(members) => members,
-            None => {
-                self.inner.store.members_with(&event.room_id, "join").await?.into_iter().collect()
-            }
-        };
+        let mut members = self.members_of(&event.room_id).await?;
         if let (Some(membership), Some(target)) = (&event.membership, &event.state_key)
             && let Ok(target) = OwnedUserId::try_from(target.as_str())
         {
@@ -116,6 +141,14 @@ impl Notifier {
         let users = self.inner.users.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(sender) = users.get(user_id) {
             sender.send_replace(position);
+        }
+    }
+
+    /// Wakes the user's syncs without a new stream position (typing has none).
+    fn nudge(&self, user_id: &UserId) {
+        let users = self.inner.users.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(sender) = users.get(user_id) {
+            sender.send_modify(|_| ());
         }
     }
 

@@ -3,7 +3,8 @@
 //! An initial sync (no `since`) returns every room the user is in with its latest timeline and
 //! the state before it. An incremental sync returns what changed after `since`; a room the user
 //! joined in that range is returned as if initial. When nothing changed, the request waits (up
-//! to `timeout`) for the notifier to wake it.
+//! to `timeout`) for the notifier to wake it. A joined room also shows who types in it (an
+//! `m.typing` ephemeral event) when that changed after the token's typing serial.
 
 use std::{collections::BTreeSet, time::Duration};
 
@@ -12,14 +13,15 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use ruma::{
     OwnedRoomId, OwnedUserId, UserId,
     api::client::sync::sync_events::v3::{
-        GlobalAccountData, InviteState, InvitedRoom, JoinedRoom, LeftRoom, Response,
+        Ephemeral, GlobalAccountData, InviteState, InvitedRoom, JoinedRoom, LeftRoom, Response,
         RoomAccountData, State, StateEvents, Timeline,
     },
+    events::AnySyncEphemeralRoomEvent,
     serde::Raw,
 };
 use serde_json::Value as JsonValue;
 
-use super::{SyncFilter, token};
+use super::{SyncFilter, sync_token, token};
 use crate::{
     Result,
     rooms::{
@@ -49,6 +51,8 @@ pub struct SyncRequest {
     pub user_id: OwnedUserId,
     pub device_id: String,
     pub since: Option<i64>,
+    /// The typing serial of the `since` token; `None` for a token without one.
+    pub since_typing: Option<u64>,
     pub full_state: bool,
     pub timeout: Duration,
     pub filter: SyncFilter,
@@ -82,6 +86,8 @@ fn is_empty(response: &Response) -> bool {
 async fn compute(services: &Services, request: &SyncRequest, current: i64) -> Result<Response> {
     let store = &services.store;
     let since = request.since.unwrap_or(0);
+    // Read before the rooms: a change after this is sent now and again next time, never lost.
+    let typing_serial = services.typing.serial();
     let memberships = store.memberships_of(&request.user_id).await?;
     let forgotten: BTreeSet<OwnedRoomId> =
         store.forgotten_rooms(&request.user_id).await?.into_iter().collect();
@@ -103,7 +109,7 @@ async fn compute(services: &Services, request: &SyncRequest, current: i64) -> Re
     let sections: Vec<Option<RoomUpdate>> =
         futures::stream::iter(updates).buffered(ROOM_CONCURRENCY).try_collect().await?;
 
-    let mut response = Response::new(token(current));
+    let mut response = Response::new(sync_token(current, typing_serial));
     for update in sections.into_iter().flatten() {
         match update {
             RoomUpdate::Join(room_id, room) => {
@@ -180,16 +186,23 @@ async fn room_update(
 ) -> Result<Option<RoomUpdate>> {
     let room_data = room_data?;
     let room_id = membership.room_id.clone();
+    let extras = || -> Result<RoomExtras> {
+        Ok(RoomExtras {
+            account_data: room_data,
+            ephemeral: typing(services, request, membership)?,
+        })
+    };
     Ok(match membership.membership.as_str() {
-        "join"
-            if room_data.is_empty()
-                && changed.as_ref().is_some_and(|c| !c.contains(&membership.room_id)) =>
-        {
-            None
+        "join" => {
+            let extras = extras()?;
+            let unchanged = changed.as_ref().is_some_and(|c| !c.contains(&membership.room_id));
+            if unchanged && extras.is_empty() {
+                return Ok(None);
+            }
+            joined_room(services, request, membership, current, extras)
+                .await?
+                .map(|room| RoomUpdate::Join(room_id, Box::new(room)))
         }
-        "join" => joined_room(services, request, membership, current, room_data)
-            .await?
-            .map(|room| RoomUpdate::Join(room_id, Box::new(room))),
         "invite" if request.since.is_none_or(|s| membership.stream_position > s) => {
             Some(RoomUpdate::Invite(room_id, invited_room(services, membership).await?))
         }
@@ -215,13 +228,47 @@ fn wants_left_room(
     }
 }
 
+/// What a joined room shows beside its timeline and state.
+struct RoomExtras {
+    account_data: Vec<Raw<ruma::events::AnyRoomAccountDataEvent>>,
+    ephemeral: Vec<Raw<AnySyncEphemeralRoomEvent>>,
+}
+
+impl RoomExtras {
+    fn is_empty(&self) -> bool {
+        self.account_data.is_empty() && self.ephemeral.is_empty()
+    }
+}
+
+/// The room's `m.typing` event, if the sync is to show it: when who types changed after the
+/// token's typing serial, or, for a room new to the sync (or a token without a serial), when
+/// anyone types.
+fn typing(
+    services: &Services,
+    request: &SyncRequest,
+    membership: &MembershipRecord,
+) -> Result<Vec<Raw<AnySyncEphemeralRoomEvent>>> {
+    if !request.filter.ephemeral.matches_type("m.typing")
+        || !request.filter.ephemeral.allows_room(membership.room_id.as_str())
+    {
+        return Ok(Vec::new());
+    }
+    let newly_joined = request.since.is_none_or(|since| membership.stream_position > since);
+    let since = request.since_typing.filter(|_| !newly_joined && !request.full_state);
+    let Some(user_ids) = services.typing.changed_since(&membership.room_id, since) else {
+        return Ok(Vec::new());
+    };
+    let event = serde_json::json!({ "type": "m.typing", "content": { "user_ids": user_ids } });
+    Ok(vec![raw(&event)?])
+}
+
 /// A joined room's section, or `None` if nothing in it changed.
 async fn joined_room(
     services: &Services,
     request: &SyncRequest,
     membership: &MembershipRecord,
     current: i64,
-    account_data: Vec<Raw<ruma::events::AnyRoomAccountDataEvent>>,
+    extras: RoomExtras,
 ) -> Result<Option<JoinedRoom>> {
     let newly_joined = request.since.is_none_or(|since| membership.stream_position > since);
     let full = newly_joined || request.full_state;
@@ -229,10 +276,7 @@ async fn joined_room(
 
     let section =
         room_section(services, request, &membership.room_id, since, current, full).await?;
-    if !full
-        && section.timeline.events.is_empty()
-        && section.state.is_empty()
-        && account_data.is_empty()
+    if !full && section.timeline.events.is_empty() && section.state.is_empty() && extras.is_empty()
     {
         return Ok(None);
     }
@@ -240,8 +284,11 @@ async fn joined_room(
     room.timeline = section.timeline;
     room.state = State::Before(section.state);
     let mut room_data = RoomAccountData::new();
-    room_data.events = account_data;
+    room_data.events = extras.account_data;
     room.account_data = room_data;
+    let mut ephemeral = Ephemeral::new();
+    ephemeral.events = extras.ephemeral;
+    room.ephemeral = ephemeral;
     Ok(Some(room))
 }
 

@@ -10,6 +10,7 @@ mod events;
 mod profile;
 mod rooms;
 mod sync;
+mod typing;
 
 use ruma::api::client::uiaa::{AuthData, AuthType};
 
@@ -27,6 +28,7 @@ pub fn register(router: &mut Router) {
     profile::routes(router);
     rooms::routes(router);
     sync::routes(router);
+    typing::routes(router);
 }
 
 /// Asks the user to confirm with their password (user-interactive authentication) before an

@@ -11,7 +11,7 @@ use crate::{
     Error, Result,
     api::router::{Router, User},
     services::Services,
-    sync::{SyncFilter, SyncRequest, parse_token},
+    sync::{SyncFilter, SyncRequest, parse_sync_token},
 };
 
 pub fn routes(router: &mut Router) {
@@ -29,12 +29,13 @@ async fn sync_events(
         Some(Filter::FilterId(filter_id)) => stored_filter(&services, &user, &filter_id).await?,
         Some(_) => return Err(Error::invalid_param("Unsupported filter parameter")),
     };
-    let since = request.since.as_deref().map(parse_token).transpose()?;
+    let since = request.since.as_deref().map(parse_sync_token).transpose()?;
     // `set_presence` is accepted; presence itself is not tracked yet.
     let sync_request = SyncRequest {
         user_id: user.user_id,
         device_id: user.device_id.to_string(),
-        since,
+        since: since.map(|(position, _)| position),
+        since_typing: since.and_then(|(_, typing)| typing),
         full_state: request.full_state,
         timeout: request.timeout.unwrap_or(Duration::ZERO),
         filter: SyncFilter::from_ruma(&definition),
