@@ -7,7 +7,7 @@
 //! write only leaves the time a little older.
 
 use std::{
-    collections::HashMap,
+    collections::BTreeMap,
     net::IpAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -25,8 +25,7 @@ pub const WRITE_INTERVAL: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 pub struct DeviceActivity {
     store: Store,
-    #[allow(clippy::disallowed_types)] // in-memory throttle, never serialized
-    written: Arc<Mutex<HashMap<(OwnedUserId, String), Written>>>,
+    written: Arc<Mutex<BTreeMap<(OwnedUserId, String), Written>>>,
 }
 
 #[derive(Clone, Copy)]
