@@ -137,12 +137,8 @@ fn the_readme_lists_every_endpoint_hearth_does_not_serve() {
         return;
     }
     if std::env::var_os("HEARTH_UPDATE_README").is_some() {
-        let updated = format!(
-            "{}{BEGIN}\n{}\n{}",
-            &readme[..start],
-            generated.trim(),
-            &readme[end..]
-        );
+        let updated =
+            format!("{}{BEGIN}\n{}\n{}", &readme[..start], generated.trim(), &readme[end..]);
         std::fs::write(&readme_path, updated).unwrap();
         return;
     }
