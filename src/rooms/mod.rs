@@ -11,6 +11,7 @@ pub mod directory;
 pub mod format;
 pub mod pdu;
 pub mod power;
+pub mod receipts;
 pub mod typing;
 pub mod visibility;
 

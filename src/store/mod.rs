@@ -2,8 +2,8 @@
 //! PostgreSQL backend implement.
 //!
 //! Nothing outside this module sees SQL or a database driver type. Operations are grouped by area
-//! ([`UserStore`], [`RoomStore`], [`BusStore`]); [`Store`] is the handle the rest of the server
-//! holds. Writes that must see a consistent room (building and persisting an event) run as one
+//! ([`UserStore`], [`RoomStore`], [`ReceiptStore`], [`BusStore`]); [`Store`] is the handle the
+//! rest of the server holds. Writes that must see a consistent room (building and persisting an event) run as one
 //! closure against a [`RoomTxn`] inside the backend's single writer, so concurrent sends to one room
 //! are serialized without an async lock and still commit together.
 
@@ -59,9 +59,9 @@ pub fn is_unavailable(error: &anyhow::Error) -> bool {
 }
 
 /// Everything a backend provides.
-pub trait Storage: UserStore + RoomStore + BusStore + Send + Sync + 'static {}
+pub trait Storage: UserStore + RoomStore + ReceiptStore + BusStore + Send + Sync + 'static {}
 
-impl<T: UserStore + RoomStore + BusStore + Send + Sync + 'static> Storage for T {}
+impl<T: UserStore + RoomStore + ReceiptStore + BusStore + Send + Sync + 'static> Storage for T {}
 
 /// Accounts, devices, access tokens, profiles, account data and filters.
 #[async_trait]
@@ -222,6 +222,22 @@ pub trait RoomStore {
     async fn set_published(&self, room_id: &RoomId, published: bool) -> StoreResult<()>;
     async fn is_published(&self, room_id: &RoomId) -> StoreResult<bool>;
     async fn published_rooms(&self) -> StoreResult<Vec<OwnedRoomId>>;
+}
+
+/// Read receipts.
+#[async_trait]
+pub trait ReceiptStore {
+    /// Records a receipt at a new stream position, unless the user's receipt of that type and
+    /// thread in that room is already at the same or a later event: then nothing changes and
+    /// the answer is `None`.
+    async fn set_receipt(&self, receipt: NewReceipt) -> StoreResult<Option<i64>>;
+    /// The receipts of these rooms that changed in `(after, upto]` of the stream.
+    async fn receipts(
+        &self,
+        room_ids: &[OwnedRoomId],
+        after: i64,
+        upto: i64,
+    ) -> StoreResult<Vec<ReceiptRecord>>;
 }
 
 /// Durable streams of the bus: ordered messages and consumer acknowledgements.

@@ -36,8 +36,9 @@ use tokio::sync::{OwnedRwLockWriteGuard, RwLock as AsyncRwLock};
 
 use super::{
     AccountDataRecord, AliasRecord, AppendedEvent, BusMessage, BusStore, DeviceRecord, EventRecord,
-    MembershipRecord, NewSession, NewUser, RoomEventsQuery, RoomJob, RoomStore, Session, Store,
-    StoreResult, TransactionKey, UserRecord, UserStore,
+    MembershipRecord, NewReceipt, NewSession, NewUser, ReceiptRecord, ReceiptStore,
+    RoomEventsQuery, RoomJob, RoomStore, Session, Store, StoreResult, TransactionKey, UserRecord,
+    UserStore,
 };
 
 /// The store the rest of the server holds (as a [`Store`]) while the migrator keeps an
@@ -394,6 +395,22 @@ impl RoomStore for SwitchableStore {
 
     async fn published_rooms(&self) -> StoreResult<Vec<OwnedRoomId>> {
         self.current().published_rooms().await
+    }
+}
+
+#[async_trait]
+impl ReceiptStore for SwitchableStore {
+    async fn set_receipt(&self, receipt: NewReceipt) -> StoreResult<Option<i64>> {
+        self.write(|s| async move { s.set_receipt(receipt).await }).await
+    }
+
+    async fn receipts(
+        &self,
+        room_ids: &[OwnedRoomId],
+        after: i64,
+        upto: i64,
+    ) -> StoreResult<Vec<ReceiptRecord>> {
+        self.current().receipts(room_ids, after, upto).await
     }
 }
 

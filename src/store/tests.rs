@@ -264,3 +264,45 @@ async fn accounts_sessions_and_account_data_survive_a_restart() {
     assert_eq!(store.bus_acked("s", "c").await.unwrap(), 5, "an acknowledgement never goes back");
     assert!(store.current_position().await.unwrap() >= second);
 }
+
+#[tokio::test]
+async fn receipts_move_forward_only_and_are_read_by_stream_range() {
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
+    let r = room("r");
+    let positions = append(&store, &r, (0..3).map(|n| new_event(n, &r, None)).collect()).await;
+    let receipt = |n: usize, thread: Option<&str>| super::NewReceipt {
+        room_id: r.clone(),
+        user_id: user("bob"),
+        receipt_type: "m.read".into(),
+        thread_id: thread.map(str::to_owned),
+        event_id: event_id(n),
+        event_position: positions[n],
+        ts: 5_000 + n as i64,
+    };
+    let first = store.set_receipt(receipt(1, None)).await.unwrap().expect("a new receipt");
+    assert!(first > positions[2], "a receipt takes a position of its own");
+    assert_eq!(store.set_receipt(receipt(0, None)).await.unwrap(), None, "an older event");
+    assert_eq!(store.set_receipt(receipt(1, None)).await.unwrap(), None, "the same event");
+    // Each thread has its receipt of its own.
+    let threaded = store.set_receipt(receipt(0, Some("main"))).await.unwrap().unwrap();
+    let second = store.set_receipt(receipt(2, None)).await.unwrap().unwrap();
+
+    let all = store.receipts(&[r.clone()], 0, second).await.unwrap();
+    let found: Vec<_> =
+        all.iter().map(|r| (r.event_id.clone(), r.thread_id.clone(), r.stream_position)).collect();
+    assert_eq!(found, [(event_id(0), Some("main".into()), threaded), (event_id(2), None, second)]);
+    assert_eq!(all[1].ts, 5_002);
+    let newer = store.receipts(&[r.clone()], threaded, second).await.unwrap();
+    assert_eq!(newer.len(), 1);
+    assert!(store.receipts(&[room("other")], 0, second).await.unwrap().is_empty());
+    // Many rooms at once stay below the parameter limit.
+    let mut rooms: Vec<OwnedRoomId> = (0..2_000).map(|n| room(&format!("x{n}"))).collect();
+    rooms.push(r.clone());
+    assert_eq!(store.receipts(&rooms, 0, second).await.unwrap().len(), 2);
+
+    // Kept across a restart.
+    drop(store);
+    let store = db.open().await;
+    assert_eq!(store.receipts(&[r], 0, second).await.unwrap(), all);
+}

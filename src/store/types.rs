@@ -172,3 +172,30 @@ pub struct AppendedEvent {
     /// For `m.room.member`: the new membership.
     pub membership: Option<String>,
 }
+
+/// A read receipt to record.
+#[derive(Clone, Debug)]
+pub struct NewReceipt {
+    pub room_id: OwnedRoomId,
+    pub user_id: OwnedUserId,
+    /// `m.read` or `m.read.private`.
+    pub receipt_type: String,
+    /// `None` for an unthreaded receipt; `main` or a thread root's event ID otherwise.
+    pub thread_id: Option<String>,
+    pub event_id: OwnedEventId,
+    /// The stream position of the event read.
+    pub event_position: i64,
+    pub ts: i64,
+}
+
+/// A stored read receipt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceiptRecord {
+    pub room_id: OwnedRoomId,
+    pub user_id: OwnedUserId,
+    pub receipt_type: String,
+    pub thread_id: Option<String>,
+    pub event_id: OwnedEventId,
+    pub ts: i64,
+    pub stream_position: i64,
+}

@@ -1,8 +1,8 @@
 //! Wakes long-polling `/sync` requests when something for their user happens.
 //!
 //! A background task follows the bus: each room event wakes the room's joined local users and,
-//! for a membership event, its target; a change of who is typing wakes the room's joined users;
-//! account data wakes its owner. The joined members of a
+//! for a membership event, its target; a change of who is typing and a new read receipt wake the
+//! room's joined users; account data wakes its owner. The joined members of a
 //! room are cached, loaded from the store the first time a room is seen and kept current from the
 //! membership events that pass by.
 
@@ -18,6 +18,7 @@ use crate::{
     bus::{Bus, Message},
     rooms::{
         ROOM_EVENT_SUBJECT, RoomEventOutput,
+        receipts::{RECEIPT_SUBJECT, ReceiptOutput},
         typing::{TYPING_SUBJECT, TypingOutput},
     },
     store::Store,
@@ -47,6 +48,7 @@ impl Notifier {
         let mut room_events = bus.subscribe(ROOM_EVENT_SUBJECT);
         let mut user_data = bus.subscribe(USER_DATA_SUBJECT);
         let mut typing = bus.subscribe(TYPING_SUBJECT);
+        let mut receipts = bus.subscribe(RECEIPT_SUBJECT);
         let task = notifier.clone();
         tokio::spawn(async move {
             loop {
@@ -54,6 +56,7 @@ impl Notifier {
                     Some(message) = room_events.next() => task.on_room_event(message).await,
                     Some(message) = user_data.next() => task.on_user_data(message),
                     Some(message) = typing.next() => task.on_typing(message).await,
+                    Some(message) = receipts.next() => task.on_receipt(message).await,
                     else => break,
                 }
             }
@@ -97,6 +100,16 @@ impl Notifier {
                     self.nudge(user_id);
                 }
             }
+            Err(error) => {
+                tracing::warn!(%error, room_id = %output.room_id, "cannot load room members");
+            }
+        }
+    }
+
+    async fn on_receipt(&self, message: Message) {
+        let Ok(output) = message.decode::<ReceiptOutput>() else { return };
+        match self.members_of(&output.room_id).await {
+            Ok(members) => members.iter().for_each(|m| self.wake(m, output.stream_position)),
             Err(error) => {
                 tracing::warn!(%error, room_id = %output.room_id, "cannot load room members");
             }

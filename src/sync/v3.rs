@@ -4,9 +4,13 @@
 //! the state before it. An incremental sync returns what changed after `since`; a room the user
 //! joined in that range is returned as if initial. When nothing changed, the request waits (up
 //! to `timeout`) for the notifier to wake it. A joined room also shows who types in it (an
-//! `m.typing` ephemeral event) when that changed after the token's typing serial.
+//! `m.typing` ephemeral event) when that changed after the token's typing serial, and the read
+//! receipts that changed after the token's position (an `m.receipt` event).
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use futures::{StreamExt as _, TryStreamExt as _};
 
@@ -27,10 +31,11 @@ use crate::{
     rooms::{
         format::{Format, Viewer, client_events},
         pdu::stripped_state,
+        receipts::receipt_content,
         visibility::HistoryView,
     },
     services::Services,
-    store::{AccountDataRecord, Direction, EventRecord, MembershipRecord},
+    store::{AccountDataRecord, Direction, EventRecord, MembershipRecord, ReceiptRecord},
 };
 
 /// The longest a sync request waits, whatever the client asks.
@@ -94,6 +99,7 @@ async fn compute(services: &Services, request: &SyncRequest, current: i64) -> Re
     let account_data = store.account_data_since(&request.user_id, since).await?;
 
     let changed = changed_joined_rooms(services, request, &memberships, current).await?;
+    let receipts = joined_receipts(services, request, &memberships, current).await?;
 
     // Rooms are read concurrently: each takes a few small reads, and a user in many rooms would
     // otherwise wait for all of them one after the other. (The futures are collected first: a
@@ -102,8 +108,8 @@ async fn compute(services: &Services, request: &SyncRequest, current: i64) -> Re
         .iter()
         .filter(|m| request.filter.rooms.allows_room(m.room_id.as_str()))
         .map(|membership| {
-            let room_data = room_account_data(request, &account_data, &membership.room_id);
-            room_update(services, request, membership, current, &changed, &forgotten, room_data)
+            let extras = room_extras(services, request, membership, &account_data, &receipts);
+            room_update(services, request, membership, current, &changed, &forgotten, extras)
         })
         .collect();
     let sections: Vec<Option<RoomUpdate>> =
@@ -182,19 +188,12 @@ async fn room_update(
     current: i64,
     changed: &Option<BTreeSet<OwnedRoomId>>,
     forgotten: &BTreeSet<OwnedRoomId>,
-    room_data: Result<Vec<Raw<ruma::events::AnyRoomAccountDataEvent>>>,
+    extras: Result<RoomExtras>,
 ) -> Result<Option<RoomUpdate>> {
-    let room_data = room_data?;
     let room_id = membership.room_id.clone();
-    let extras = || -> Result<RoomExtras> {
-        Ok(RoomExtras {
-            account_data: room_data,
-            ephemeral: typing(services, request, membership)?,
-        })
-    };
     Ok(match membership.membership.as_str() {
         "join" => {
-            let extras = extras()?;
+            let extras = extras?;
             let unchanged = changed.as_ref().is_some_and(|c| !c.contains(&membership.room_id));
             if unchanged && extras.is_empty() {
                 return Ok(None);
@@ -238,6 +237,59 @@ impl RoomExtras {
     fn is_empty(&self) -> bool {
         self.account_data.is_empty() && self.ephemeral.is_empty()
     }
+}
+
+/// The account data and ephemeral events a joined room shows.
+fn room_extras(
+    services: &Services,
+    request: &SyncRequest,
+    membership: &MembershipRecord,
+    account_data: &[AccountDataRecord],
+    receipts: &BTreeMap<OwnedRoomId, Vec<ReceiptRecord>>,
+) -> Result<RoomExtras> {
+    let mut ephemeral = typing(services, request, membership)?;
+    let room_receipts: Vec<&ReceiptRecord> =
+        receipts.get(&membership.room_id).map(|r| r.iter().collect()).unwrap_or_default();
+    if request.filter.ephemeral.matches_type("m.receipt")
+        && request.filter.ephemeral.allows_room(membership.room_id.as_str())
+        && let Some(content) = receipt_content(&room_receipts, &request.user_id)
+    {
+        ephemeral.push(raw(&serde_json::json!({ "type": "m.receipt", "content": content }))?);
+    }
+    Ok(RoomExtras {
+        account_data: room_account_data(request, account_data, &membership.room_id)?,
+        ephemeral,
+    })
+}
+
+/// The receipts each joined room is to show: those that changed after the token, or all of
+/// them for a room new to the sync.
+async fn joined_receipts(
+    services: &Services,
+    request: &SyncRequest,
+    memberships: &[MembershipRecord],
+    current: i64,
+) -> Result<BTreeMap<OwnedRoomId, Vec<ReceiptRecord>>> {
+    let since = request.since.filter(|_| !request.full_state);
+    let (mut whole, mut changed) = (Vec::new(), Vec::new());
+    for membership in memberships.iter().filter(|m| m.membership == "join") {
+        match since {
+            Some(since) if membership.stream_position <= since => {
+                changed.push(membership.room_id.clone());
+            }
+            _ => whole.push(membership.room_id.clone()),
+        }
+    }
+    let store = &services.store;
+    let mut receipts = store.receipts(&whole, 0, current).await?;
+    if let Some(since) = since.filter(|_| !changed.is_empty()) {
+        receipts.extend(store.receipts(&changed, since, current).await?);
+    }
+    let mut by_room: BTreeMap<OwnedRoomId, Vec<ReceiptRecord>> = BTreeMap::new();
+    for receipt in receipts {
+        by_room.entry(receipt.room_id.clone()).or_default().push(receipt);
+    }
+    Ok(by_room)
 }
 
 /// The room's `m.typing` event, if the sync is to show it: when who types changed after the

@@ -8,6 +8,7 @@ mod directory;
 mod discovery;
 mod events;
 mod profile;
+mod receipts;
 mod rooms;
 mod sync;
 mod typing;
@@ -26,6 +27,7 @@ pub fn register(router: &mut Router) {
     discovery::routes(router);
     events::routes(router);
     profile::routes(router);
+    receipts::routes(router);
     rooms::routes(router);
     sync::routes(router);
     typing::routes(router);

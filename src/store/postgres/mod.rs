@@ -13,6 +13,7 @@
 //! once it is back.
 
 mod bus;
+mod receipts;
 mod rooms;
 mod users;
 

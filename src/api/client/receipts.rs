@@ -1,0 +1,105 @@
+//! Read receipts and read markers: `POST /rooms/{roomId}/receipt/{receiptType}/{eventId}` and
+//! `POST /rooms/{roomId}/read_markers`.
+
+use std::sync::Arc;
+
+use ruma::{
+    EventId, RoomId,
+    api::client::{
+        read_marker::set_read_marker,
+        receipt::create_receipt::{self, v3::ReceiptType},
+    },
+    events::receipt::ReceiptThread,
+};
+
+use crate::{
+    Error, Result,
+    api::router::{Router, User},
+    rooms::receipts::{READ, READ_PRIVATE, Receipt},
+    services::Services,
+};
+
+pub fn routes(router: &mut Router) {
+    router.add(create_receipt).add(set_read_marker);
+}
+
+async fn create_receipt(
+    services: Arc<Services>,
+    user: User,
+    request: create_receipt::v3::Request,
+) -> Result<create_receipt::v3::Response> {
+    let (room_id, event_id) = (&request.room_id, &request.event_id);
+    let receipt_type = match request.receipt_type {
+        ReceiptType::Read => READ,
+        ReceiptType::ReadPrivate => READ_PRIVATE,
+        ReceiptType::FullyRead => {
+            if request.thread != ReceiptThread::Unthreaded {
+                return Err(Error::invalid_param("The fully read marker has no thread"));
+            }
+            set_fully_read(&services, &user, room_id, event_id).await?;
+            return Ok(create_receipt::v3::Response::new());
+        }
+        other => {
+            return Err(Error::invalid_param(format!(
+                "Unknown receipt type {:?}: use m.read, m.read.private or m.fully_read",
+                other.as_str()
+            )));
+        }
+    };
+    let thread_id = match request.thread {
+        ReceiptThread::Unthreaded => None,
+        ReceiptThread::Main => Some("main".to_owned()),
+        ReceiptThread::Thread(root) => Some(root.to_string()),
+        _ => return Err(Error::invalid_param("thread_id is neither \"main\" nor an event ID")),
+    };
+    let receipt = Receipt { room_id, user_id: &user.user_id, receipt_type, event_id, thread_id };
+    services.rooms.set_receipt(receipt).await?;
+    Ok(create_receipt::v3::Response::new())
+}
+
+async fn set_read_marker(
+    services: Arc<Services>,
+    user: User,
+    request: set_read_marker::v3::Request,
+) -> Result<set_read_marker::v3::Response> {
+    let room_id = &request.room_id;
+    services.rooms.require_joined(room_id, &user.user_id).await?;
+    // Every event is checked before anything is stored.
+    for event_id in [&request.fully_read, &request.read_receipt, &request.private_read_receipt]
+        .into_iter()
+        .flatten()
+    {
+        services.rooms.event_in_room(room_id, event_id).await?;
+    }
+    if let Some(event_id) = &request.fully_read {
+        set_fully_read(&services, &user, room_id, event_id).await?;
+    }
+    let receipts = [(READ, &request.read_receipt), (READ_PRIVATE, &request.private_read_receipt)];
+    for (receipt_type, event_id) in receipts {
+        if let Some(event_id) = event_id {
+            let receipt = Receipt {
+                room_id,
+                user_id: &user.user_id,
+                receipt_type,
+                event_id,
+                thread_id: None,
+            };
+            services.rooms.set_receipt(receipt).await?;
+        }
+    }
+    Ok(set_read_marker::v3::Response::new())
+}
+
+/// Moves the user's fully read marker (the `m.fully_read` room account data) to the event.
+async fn set_fully_read(
+    services: &Services,
+    user: &User,
+    room_id: &RoomId,
+    event_id: &EventId,
+) -> Result<()> {
+    services.rooms.require_joined(room_id, &user.user_id).await?;
+    services.rooms.event_in_room(room_id, event_id).await?;
+    let content = serde_json::value::to_raw_value(&serde_json::json!({ "event_id": event_id }))
+        .map_err(anyhow::Error::from)?;
+    services.users.set_account_data(&user.user_id, Some(room_id), "m.fully_read", &content).await
+}
