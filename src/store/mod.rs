@@ -1,11 +1,11 @@
-//! The storage API: every table Hearth keeps, behind traits that a SQLite and (later) a
-//! PostgreSQL backend implement.
+//! The storage API: every table Hearth keeps, behind traits that the SQLite and the
+//! PostgreSQL backends implement.
 //!
 //! Nothing outside this module sees SQL or a database driver type. Operations are grouped by area
 //! ([`UserStore`], [`RoomStore`], [`ReceiptStore`], [`BusStore`]); [`Store`] is the handle the
-//! rest of the server holds. Writes that must see a consistent room (building and persisting an event) run as one
-//! closure against a [`RoomTxn`] inside the backend's single writer, so concurrent sends to one room
-//! are serialized without an async lock and still commit together.
+//! rest of the server holds. Writes that must see a consistent room (building and persisting an
+//! event) run as one closure against a [`RoomTxn`] inside the backend's single writer, so
+//! concurrent sends to one room are serialized without an async lock and still commit together.
 
 #[cfg(feature = "postgres")]
 mod postgres;
