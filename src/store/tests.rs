@@ -288,12 +288,12 @@ async fn receipts_move_forward_only_and_are_read_by_stream_range() {
     let threaded = store.set_receipt(receipt(0, Some("main"))).await.unwrap().unwrap();
     let second = store.set_receipt(receipt(2, None)).await.unwrap().unwrap();
 
-    let all = store.receipts(&[r.clone()], 0, second).await.unwrap();
+    let all = store.receipts(std::slice::from_ref(&r), 0, second).await.unwrap();
     let found: Vec<_> =
         all.iter().map(|r| (r.event_id.clone(), r.thread_id.clone(), r.stream_position)).collect();
     assert_eq!(found, [(event_id(0), Some("main".into()), threaded), (event_id(2), None, second)]);
     assert_eq!(all[1].ts, 5_002);
-    let newer = store.receipts(&[r.clone()], threaded, second).await.unwrap();
+    let newer = store.receipts(std::slice::from_ref(&r), threaded, second).await.unwrap();
     assert_eq!(newer.len(), 1);
     assert!(store.receipts(&[room("other")], 0, second).await.unwrap().is_empty());
     // Many rooms at once stay below the parameter limit.

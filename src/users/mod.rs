@@ -7,6 +7,7 @@
 
 pub mod activity;
 pub mod password;
+pub mod tags;
 pub mod uiaa;
 
 use std::{
@@ -47,6 +48,8 @@ pub struct Users {
     /// Token hash → session, for tokens seen since start. Entries are removed on revocation.
     #[allow(clippy::disallowed_types)] // in-memory cache, never serialized
     sessions: Arc<Mutex<BTreeMap<String, Session>>>,
+    /// Serializes changes of room tags (see [`tags`]).
+    tag_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A new login's credentials, returned to the client once.
@@ -59,7 +62,7 @@ pub struct IssuedSession {
 
 impl Users {
     pub fn new(store: Store, server_name: OwnedServerName, bus: Option<Bus>) -> Self {
-        Self { store, bus, server_name, sessions: Arc::default() }
+        Self { store, bus, server_name, sessions: Arc::default(), tag_lock: Arc::default() }
     }
 
     /// Stores account data (`room_id` `None`: global) and wakes the user's syncs.

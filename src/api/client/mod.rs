@@ -11,6 +11,7 @@ mod profile;
 mod receipts;
 mod rooms;
 mod sync;
+mod tags;
 mod typing;
 
 use ruma::api::client::uiaa::{AuthData, AuthType};
@@ -30,6 +31,7 @@ pub fn register(router: &mut Router) {
     receipts::routes(router);
     rooms::routes(router);
     sync::routes(router);
+    tags::routes(router);
     typing::routes(router);
 }
 
