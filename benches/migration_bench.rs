@@ -161,6 +161,7 @@ async fn move_and_check(
         config_path: config_path.clone(),
         target_url: server.database_url.clone(),
         store: None,
+        direction: hearth::migrate::Direction::ToPostgres,
     };
     let load_before = load_average();
     let cpu_before = cpu_seconds();

@@ -159,6 +159,42 @@ fn default_login_per_minute() -> u32 {
     30
 }
 
+/// Why a PostgreSQL URL that asks for TLS is refused.
+pub const NO_TLS: &str = "TLS connections to PostgreSQL are not supported yet; use a server on \
+                          this machine or sslmode=disable";
+
+/// Refuses a PostgreSQL connection URL (or key-value string) whose `sslmode` asks for TLS
+/// (`require`, `verify-ca`, `verify-full`): Hearth connects without TLS, and such a server would
+/// otherwise fail in an obscure handshake error. `disable`, `prefer` and no `sslmode` pass.
+pub fn check_postgres_url(url: &str) -> anyhow::Result<()> {
+    match requested_ssl_mode(url) {
+        Some("require" | "verify-ca" | "verify-full") => bail!(NO_TLS),
+        _ => Ok(()),
+    }
+}
+
+/// The `sslmode` a connection string names (the last one, as libpq takes it), if any.
+fn requested_ssl_mode(url: &str) -> Option<&str> {
+    if url.contains("://") {
+        let (_, query) = url.split_once('?')?;
+        return query.split('&').filter_map(|pair| pair.strip_prefix("sslmode=")).next_back();
+    }
+    // Key-value form: `host=... sslmode = require`, a value optionally in single quotes.
+    let mut found = None;
+    let mut rest = url;
+    while let Some(at) = rest.find("sslmode") {
+        let starts_word = rest[..at].chars().next_back().is_none_or(char::is_whitespace);
+        rest = &rest[at + "sslmode".len()..];
+        if let Some(value) = rest.trim_start().strip_prefix('=')
+            && starts_word
+        {
+            let value = value.trim_start().trim_start_matches('\'');
+            found = value.split(|c: char| c.is_whitespace() || c == '\'').next();
+        }
+    }
+    found
+}
+
 /// The values a first run writes into a fresh configuration file.
 #[derive(Clone, Debug)]
 pub struct FirstRunSettings {
@@ -185,6 +221,9 @@ impl Config {
     fn validate(&self) -> anyhow::Result<()> {
         if self.database.backend == DatabaseBackend::Postgres && self.database.url.is_empty() {
             bail!("[database] backend = \"postgres\" needs the connection `url`");
+        }
+        if self.database.backend == DatabaseBackend::Postgres {
+            check_postgres_url(&self.database.url).context("[database] url")?;
         }
         if self.database.backend == DatabaseBackend::Postgres && !cfg!(feature = "postgres") {
             bail!(
@@ -213,7 +252,7 @@ impl Config {
         let path = data_dir.join(CONFIG_FILE);
         if !path.exists() {
             let text = template(first_run);
-            fs::write(&path, text).with_context(|| {
+            write_private(&path, &text).with_context(|| {
                 format!("cannot write the configuration file {}", path.display())
             })?;
             tracing::info!(path = %path.display(), "wrote a new configuration file");
@@ -246,13 +285,27 @@ pub fn set_database(path: &Path, database: &DatabaseConfig) -> anyhow::Result<()
     Config::parse(&text).context("the changed configuration would not be valid")?;
 
     let temporary = path.with_extension("toml.new");
-    let mut file = fs::File::create(&temporary)
+    write_private(&temporary, &text)
         .with_context(|| format!("cannot write {}", temporary.display()))?;
-    std::io::Write::write_all(&mut file, text.as_bytes())?;
-    file.sync_all()?;
-    drop(file);
     fs::rename(&temporary, path)
         .with_context(|| format!("cannot replace the configuration file {}", path.display()))
+}
+
+/// Writes `text` to `path` (created or truncated) readable by its owner only, and flushes it to
+/// disk: the file may hold the database password. The mode is set before the text is written, so
+/// the secret is never in a file others may read, even one left by an earlier run.
+///
+/// On Windows the file keeps the permissions of the data directory it is in, the per-user
+/// `%APPDATA%`, which other users cannot read already.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut file = fs::File::create(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    }
+    std::io::Write::write_all(&mut file, text.as_bytes())?;
+    file.sync_all()
 }
 
 /// Renders the commented configuration file written on first run.
@@ -303,6 +356,10 @@ server = ""
 backend = "sqlite"
 # For "postgres": the connection URL, e.g.
 # "postgresql://hearth:secret@localhost:5432/hearth". Empty for "sqlite".
+# Connections are unencrypted: sslmode=require (or verify-*) is refused.
+# PostgreSQL cuts off a statement after 30 s, or after 10 s waiting for a lock
+# (the client gets 503); the URL's options may change either, as in
+# "postgresql://...?options=-c%20statement_timeout%3D60s".
 url = ""
 "#,
         server_name = settings.server_name,
@@ -392,6 +449,69 @@ mod tests {
         let broken = DatabaseConfig { backend: DatabaseBackend::Postgres, url: String::new() };
         assert!(set_database(&path, &broken).is_err(), "a config that would not start");
         assert_eq!(fs::read_to_string(&path).unwrap(), text, "the file is left as it was");
+    }
+
+    #[test]
+    fn urls_asking_for_tls_are_refused_and_the_others_pass() {
+        let refused = [
+            "postgresql://h@localhost/h?sslmode=require",
+            "postgres://h:p@db:5432/h?application_name=x&sslmode=verify-full",
+            "postgresql://h@localhost/h?sslmode=disable&sslmode=verify-ca",
+            "host=db user=h sslmode=require",
+            "host=db sslmode = 'verify-full' user=h",
+        ];
+        for url in refused {
+            let error = check_postgres_url(url).unwrap_err();
+            assert_eq!(error.to_string(), NO_TLS, "{url}");
+        }
+        let accepted = [
+            "postgresql://h@localhost/h",
+            "postgresql://h@localhost/h?sslmode=prefer",
+            "postgresql://h@localhost/h?sslmode=disable",
+            "postgresql://h@localhost/h?sslmode=require&sslmode=disable",
+            "host=db user=h sslmode=disable",
+            "host=db password=nosslmode=require",
+        ];
+        for url in accepted {
+            assert!(check_postgres_url(url).is_ok(), "{url}");
+        }
+    }
+
+    #[test]
+    fn a_postgres_config_asking_for_tls_does_not_load() {
+        let text = "server_name = \"localhost\"\n[database]\nbackend = \"postgres\"\n\
+                    url = \"postgresql://h@localhost/h?sslmode=require\"\n";
+        let error = format!("{:#}", Config::parse(text).unwrap_err());
+        assert!(error.contains(NO_TLS) && error.contains("[database] url"), "{error}");
+        let sqlite = "server_name = \"localhost\"\n";
+        assert!(Config::parse(sqlite).is_ok());
+    }
+
+    /// The file may hold the database password in its URL.
+    #[cfg(unix)]
+    #[test]
+    fn the_config_file_is_readable_by_its_owner_only_when_written_and_rewritten() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CONFIG_FILE);
+        Config::load_or_create(dir.path(), &first_run()).unwrap();
+        assert_eq!(mode(&path), 0o600, "the first run's template");
+
+        // A readable file and a readable leftover of an interrupted rewrite, as an older version
+        // (or a hand edit) may have left them: the rewrite with the password is private anyway.
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let leftover = path.with_extension("toml.new");
+        fs::write(&leftover, "old").unwrap();
+        fs::set_permissions(&leftover, fs::Permissions::from_mode(0o644)).unwrap();
+        let postgres = DatabaseConfig {
+            backend: DatabaseBackend::Postgres,
+            url: "postgresql://hearth:secret@localhost/hearth".into(),
+        };
+        set_database(&path, &postgres).unwrap();
+        assert_eq!(mode(&path), 0o600, "rewritten by set_database");
+        assert!(fs::read_to_string(&path).unwrap().contains("secret"));
+        assert!(!leftover.exists());
     }
 
     #[test]

@@ -60,13 +60,15 @@ enum Command {
 #[cfg(feature = "postgres")]
 #[derive(Subcommand)]
 enum DbCommand {
-    /// Move the data to PostgreSQL, with the server stopped. The SQLite file is kept unchanged;
-    /// a move that stops half-way resumes when run again. (A running server moves itself
-    /// through the admin API.)
+    /// Move the data to PostgreSQL, or back to SQLite, with the server stopped. The side moved
+    /// from is kept unchanged (an earlier hearth.db is renamed aside, never overwritten); a move
+    /// that stops half-way resumes when run again. (A running server moves itself through the
+    /// admin API.)
     Migrate {
         /// The PostgreSQL database to move to, e.g.
         /// `postgresql://hearth:secret@localhost/hearth`: empty, PostgreSQL 12 or later, UTF-8.
-        #[arg(long, value_name = "URL")]
+        /// Or `sqlite`: back from PostgreSQL to a new hearth.db in the data directory.
+        #[arg(long, value_name = "URL|sqlite")]
         to: String,
     },
 }

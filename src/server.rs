@@ -52,7 +52,10 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     apply_overrides(&mut config, &options)?;
     let _log_guard = init_logging(data_dir, &config.log.level)?;
 
-    let services = open_services(data_dir, config).await?;
+    let Some(services) = open_services_when_reachable(data_dir, config).await? else {
+        tracing::info!("stopped while waiting for the database");
+        return Ok(());
+    };
     let listener = tokio::net::TcpListener::bind(services.config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", services.config.listen))?;
@@ -76,6 +79,44 @@ pub async fn open_services(data_dir: &Path, config: Config) -> anyhow::Result<Ar
             .context("reading the signing key failed unexpectedly")??;
     let store = open_store(data_dir, &config.database).await?;
     Ok(Services::start(config, keys, data_dir, store))
+}
+
+/// The first wait before trying an unreachable database again; it doubles up to
+/// [`MAX_RETRY_DELAY`].
+const FIRST_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+const MAX_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// [`open_services`], trying again with a growing delay while the database cannot be reached
+/// (PostgreSQL may start after Hearth when the machine boots), each failure logged with its
+/// cause. A failure that waiting cannot fix (a refused login, a bad URL) returns at once.
+/// `None`: Ctrl-C (or the service manager's stop) came first.
+async fn open_services_when_reachable(
+    data_dir: &Path,
+    config: Config,
+) -> anyhow::Result<Option<Arc<Services>>> {
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut delay = FIRST_RETRY_DELAY;
+    loop {
+        let error = tokio::select! {
+            opened = open_services(data_dir, config.clone()) => match opened {
+                Ok(services) => return Ok(Some(services)),
+                Err(error) if store::is_unavailable(&error) => error,
+                Err(error) => return Err(error),
+            },
+            () = &mut shutdown => return Ok(None),
+        };
+        tracing::warn!(
+            error = %format!("{error:#}"),
+            retry_in_seconds = delay.as_secs(),
+            "the database cannot be reached yet; retrying"
+        );
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = &mut shutdown => return Ok(None),
+        }
+        delay = (delay * 2).min(MAX_RETRY_DELAY);
+    }
 }
 
 /// Opens (and migrates) the configured database.
@@ -106,6 +147,7 @@ pub async fn add_user(
     password: String,
     admin: bool,
 ) -> anyhow::Result<()> {
+    ensure_data_dir(data_dir)?;
     let config = Config::load(&data_dir.join(config::CONFIG_FILE))
         .context("run `hearth serve` once first to create the data directory")?;
     let store = open_store(data_dir, &config.database).await?;
@@ -124,31 +166,57 @@ pub async fn add_user(
 /// printing its progress. The data directory stays locked meanwhile, so no server starts on it.
 #[cfg(feature = "postgres")]
 pub async fn migrate_database(data_dir: &Path, to: &str) -> anyhow::Result<()> {
-    let _lock = lock_data_dir(data_dir).map_err(|_| {
-        anyhow::anyhow!(
-            "Hearth is running on {}: stop it first, or start the move through the admin API \
-             (POST /_hearth/admin/v1/database/migration), which moves the data while it serves",
-            data_dir.display()
-        )
-    })?;
+    ensure_data_dir(data_dir)?;
+    config::check_postgres_url(to)?;
+    let _lock =
+        lock_data_dir(data_dir).map_err(|error| match error.downcast::<AlreadyRunning>() {
+            Ok(_) => anyhow::anyhow!(
+                "Hearth is running on {}: stop it first, or start the move through the admin API \
+                 (POST /_hearth/admin/v1/database/migration), which moves the data while it serves",
+                data_dir.display()
+            ),
+            Err(other) => other,
+        })?;
     let config_path = data_dir.join(config::CONFIG_FILE);
     let config = Config::load(&config_path)
         .context("run `hearth serve` once first to create the data directory")?;
-    if to == "sqlite" {
-        bail!("moving back from PostgreSQL to SQLite is not supported yet");
+    let direction = match to {
+        "sqlite" => crate::migrate::Direction::ToSqlite,
+        _ => crate::migrate::Direction::ToPostgres,
+    };
+    if config.database.backend == direction.backend() {
+        match direction {
+            crate::migrate::Direction::ToSqlite => {
+                bail!("this server keeps its data in SQLite already")
+            }
+            crate::migrate::Direction::ToPostgres => {
+                bail!("this server keeps its data in PostgreSQL already")
+            }
+        }
     }
-    if config.database.backend == DatabaseBackend::Postgres {
-        bail!("this server keeps its data in PostgreSQL already");
-    }
+    let target_url = match direction {
+        crate::migrate::Direction::ToSqlite => config.database.url.clone(),
+        crate::migrate::Direction::ToPostgres => to.to_owned(),
+    };
     let request = crate::migrate::MoveRequest {
         sqlite_path: data_dir.join(DATABASE_FILE),
         config_path,
-        target_url: to.to_owned(),
+        target_url,
         store: None,
+        direction,
     };
     let last = std::sync::Mutex::new((None, None));
     crate::migrate::run_to_end(request, |progress| print_progress(&last, progress)).await?;
-    println!("done: the server now uses PostgreSQL; hearth.db is kept unchanged as the way back");
+    match direction {
+        crate::migrate::Direction::ToSqlite => println!(
+            "done: the server now uses SQLite (hearth.db); the PostgreSQL database is kept \
+             unchanged as the way back, and any earlier hearth.db is kept as \
+             hearth.db.before-<date>"
+        ),
+        crate::migrate::Direction::ToPostgres => println!(
+            "done: the server now uses PostgreSQL; hearth.db is kept unchanged as the way back"
+        ),
+    }
     Ok(())
 }
 
@@ -199,6 +267,33 @@ fn apply_overrides(config: &mut Config, options: &ServeOptions) -> anyhow::Resul
     Ok(())
 }
 
+/// Refuses, for the commands that act on an existing server's data (`hearth user add`, `hearth
+/// db migrate`), a data directory that does not exist or has no `hearth.toml`: what they would
+/// otherwise report (a lock they cannot take, a file they cannot read) hides the real mistake.
+fn ensure_data_dir(data_dir: &Path) -> anyhow::Result<()> {
+    if !data_dir.is_dir() {
+        bail!(
+            "there is no Hearth data directory at {}: run `hearth serve` once first to create it \
+             (with the same --data-dir), or give --data-dir the directory the server uses",
+            data_dir.display()
+        );
+    }
+    if !data_dir.join(config::CONFIG_FILE).is_file() {
+        bail!(
+            "{} is not a Hearth data directory (it has no {}): run `hearth serve` once first to \
+             create it, or give --data-dir the directory the server uses",
+            data_dir.display(),
+            config::CONFIG_FILE
+        );
+    }
+    Ok(())
+}
+
+/// Another process holds the data directory's lock.
+#[derive(Debug, thiserror::Error)]
+#[error("another Hearth server is already running on the data directory {0}")]
+struct AlreadyRunning(String);
+
 /// Holds an exclusive lock on the data directory for the life of the process.
 fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
     let path = data_dir.join(LOCK_FILE);
@@ -206,10 +301,7 @@ fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
         .with_context(|| format!("cannot create the lock file {}", path.display()))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => bail!(
-            "another Hearth server is already running on the data directory {}",
-            data_dir.display()
-        ),
+        Err(TryLockError::WouldBlock) => Err(AlreadyRunning(data_dir.display().to_string()).into()),
         Err(TryLockError::Error(error)) => {
             Err(error).with_context(|| format!("cannot lock {}", path.display()))
         }

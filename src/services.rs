@@ -50,7 +50,7 @@ impl Services {
     pub fn start(config: Config, keys: ServerKeys, data_dir: &Path, store: Store) -> Arc<Self> {
         let switchable = Arc::new(SwitchableStore::new(store));
         #[cfg(feature = "postgres")]
-        let admin = crate::admin::Admin::new(data_dir, switchable.clone(), config.database.backend);
+        let admin = crate::admin::Admin::new(data_dir, switchable.clone());
         #[cfg(not(feature = "postgres"))]
         let _ = data_dir;
         let store: Store = switchable;

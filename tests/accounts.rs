@@ -893,6 +893,10 @@ async fn bad_account_requests_get_the_exact_error() {
         r#"{"identifier":{"type":"m.id.user","user":"alice"},"password":"password-alice"}"#;
     let full_user_id =
         r#"{"username":"@carol:localhost","password":"x","auth":{"type":"m.login.dummy"}}"#;
+    let long_device_name = format!(
+        r#"{as_alice},"password":"password-alice","initial_device_display_name":"{}"}}"#,
+        "x".repeat(300)
+    );
     let long_device_id = format!(
         concat!(
             r#"{{"username":"longdevice","password":"x","device_id":"{}","#,
@@ -1240,6 +1244,14 @@ async fn bad_account_requests_get_the_exact_error() {
             format!("{V3}/register"),
             None,
             Some(&long_device_id),
+        )
+        .expect(S::BAD_REQUEST, "M_INVALID_PARAM"),
+        row(
+            "login with a device display name over 255 bytes",
+            post.clone(),
+            format!("{V3}/login"),
+            None,
+            Some(&long_device_name),
         )
         .expect(S::BAD_REQUEST, "M_INVALID_PARAM"),
         row(

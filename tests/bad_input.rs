@@ -1749,6 +1749,49 @@ async fn nul_characters_in_ids_types_keys_and_names_are_invalid_params() {
     ];
     let rows = rows.into_iter().map(|r| r.expect(S::BAD_REQUEST, "M_INVALID_PARAM")).collect();
     run_table(&f.server, rows).await;
+    // The device a client names when it logs in or registers.
+    let login = |field: &str| {
+        json!({
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": "alice"},
+            "password": "password-alice",
+            field: "a\u{0}b",
+        })
+        .to_string()
+    };
+    let register = |name: &str, field: &str| {
+        json!({
+            "username": name,
+            "password": "a long password",
+            "auth": {"type": "m.login.dummy"},
+            field: "a\u{0}b",
+        })
+        .to_string()
+    };
+    let bodies = [
+        ("login device ID", format!("{V3}/login"), login("device_id")),
+        ("login device name", format!("{V3}/login"), login("initial_device_display_name")),
+        ("registration device ID", format!("{V3}/register"), register("nul1", "device_id")),
+        (
+            "registration device name",
+            format!("{V3}/register"),
+            register("nul2", "initial_device_display_name"),
+        ),
+    ];
+    let rows = bodies
+        .iter()
+        .map(|(reason, path, body)| {
+            row(reason, Method::POST, path.as_str(), None, Some(body.as_str()))
+                .expect(S::BAD_REQUEST, "M_INVALID_PARAM")
+        })
+        .collect();
+    run_table(&f.server, rows).await;
+    // A refused registration leaves no account behind.
+    for name in ["nul1", "nul2"] {
+        let path = format!("{V3}/register/available?username={name}");
+        let (status, body) = f.server.call(Method::GET, &path, None, None).await;
+        assert_eq!(status, S::OK, "{name} is still free: {body}");
+    }
     // The same characters in message content are plain JSON text, kept as sent.
     let (status, body) = f
         .server

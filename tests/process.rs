@@ -443,6 +443,81 @@ async fn user_add_needs_an_initialised_data_directory() {
     assert!(stderr_of(&output).contains("hearth serve"), "{}", stderr_of(&output));
 }
 
+/// `db migrate` and `user add` act on an existing server's data: a directory that is not there
+/// is named as such, not mistaken for a running server.
+#[tokio::test]
+async fn offline_commands_on_a_missing_data_directory_say_to_run_serve_first() {
+    let temp = tempfile::tempdir().unwrap();
+    let missing = temp.path().join("no-such-dir");
+    let dir = missing.to_str().unwrap();
+    let mut commands = vec![vec!["--data-dir", dir, "user", "add", "alice", "--password", "x"]];
+    if cfg!(feature = "postgres") {
+        commands.push(vec![
+            "--data-dir",
+            dir,
+            "db",
+            "migrate",
+            "--to",
+            "postgresql://h@127.0.0.1:1/h",
+        ]);
+    }
+    for args in commands {
+        let output = run_hearth(&args).await;
+        let stderr = stderr_of(&output);
+        assert!(!output.status.success(), "{args:?}: {stderr}");
+        assert!(stderr.contains("there is no Hearth data directory at"), "{args:?}: {stderr}");
+        assert!(stderr.contains(dir) && stderr.contains("hearth serve"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("running"), "{args:?}: {stderr}");
+        assert!(!missing.exists(), "{args:?} created the directory");
+    }
+}
+
+/// Hearth connects to PostgreSQL without TLS: a URL that asks for it is refused with a clear
+/// message before any connection is tried, in the config and by `db migrate`.
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn postgres_urls_asking_for_tls_are_refused_with_a_clear_message() {
+    const NO_TLS: &str = "TLS connections to PostgreSQL are not supported yet";
+    for mode in ["require", "verify-ca", "verify-full"] {
+        let url = format!("postgresql://h:secret@127.0.0.1:1/h?sslmode={mode}");
+        let temp = tempfile::tempdir().unwrap();
+        let config = format!(
+            "server_name = \"localhost\"\n[database]\nbackend = \"postgres\"\nurl = \"{url}\"\n"
+        );
+        std::fs::write(temp.path().join("hearth.toml"), config).unwrap();
+        let stderr = serve_fails(temp.path(), &[]).await;
+        assert!(stderr.contains(NO_TLS) && stderr.contains("sslmode=disable"), "{mode}: {stderr}");
+        assert!(!stderr.contains("secret"), "the password stays out of the message: {stderr}");
+
+        let sqlite = tempfile::tempdir().unwrap();
+        let dir = sqlite.path().to_str().unwrap();
+        let settings = hearth::config::FirstRunSettings {
+            server_name: hearth::config::parse_server_name("localhost").unwrap(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            registration: hearth::config::RegistrationMode::Closed,
+        };
+        std::fs::write(sqlite.path().join("hearth.toml"), hearth::config::template(&settings))
+            .unwrap();
+        let output = run_hearth(&["--data-dir", dir, "db", "migrate", "--to", &url]).await;
+        let stderr = stderr_of(&output);
+        assert!(!output.status.success(), "{mode}: {stderr}");
+        assert!(stderr.contains(NO_TLS), "{mode}: {stderr}");
+    }
+}
+
+/// A URL that does not parse cannot be fixed by waiting for PostgreSQL: the server stops at once.
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn a_postgres_url_that_does_not_parse_stops_the_server_at_once() {
+    let temp = tempfile::tempdir().unwrap();
+    let config = "server_name = \"localhost\"\n[database]\nbackend = \"postgres\"\n\
+                  url = \"postgresql://h@127.0.0.1:99999/h\"\n";
+    std::fs::write(temp.path().join("hearth.toml"), config).unwrap();
+    let stderr = serve_fails(temp.path(), &[]).await;
+    assert!(stderr.contains("URL is not valid"), "{stderr}");
+    assert!(!stderr.contains("retrying"), "{stderr}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Server names
 

@@ -1,5 +1,5 @@
 //! Server administration shared by the admin API and (later) the admin page: for now, moving the
-//! running server's data from SQLite to PostgreSQL.
+//! running server's data between SQLite and PostgreSQL, either way.
 //!
 //! Only one move runs at a time. Its handle stays after it ends, so that its outcome (done,
 //! failed and why, cancelled) can still be read.
@@ -15,7 +15,7 @@ use ruma::api::error::ErrorKind;
 use crate::{
     Error, Result,
     config::{self, DatabaseBackend},
-    migrate::{self, MoveHandle, MoveRequest, Progress},
+    migrate::{self, Direction, MoveHandle, MoveRequest, Progress},
     store::switch::SwitchableStore,
 };
 
@@ -23,31 +23,23 @@ use crate::{
 pub struct Admin {
     data_dir: PathBuf,
     store: Arc<SwitchableStore>,
-    /// The backend the server started on (a finished move changes the one in use).
-    started_on: DatabaseBackend,
     current_move: Mutex<Option<MoveHandle>>,
 }
 
 impl Admin {
-    pub fn new(data_dir: &Path, store: Arc<SwitchableStore>, backend: DatabaseBackend) -> Self {
-        Self {
-            data_dir: data_dir.to_owned(),
-            store,
-            started_on: backend,
-            current_move: Mutex::new(None),
-        }
+    /// The backend in use is the one `hearth.toml` in `data_dir` names: the server started on
+    /// it, and a finished move switches the file and the running store together.
+    pub fn new(data_dir: &Path, store: Arc<SwitchableStore>) -> Self {
+        Self { data_dir: data_dir.to_owned(), store, current_move: Mutex::new(None) }
     }
 
-    /// Checks the target and starts moving the data there in the background.
+    /// Checks the target and starts moving the data there in the background: `to` is a
+    /// PostgreSQL URL, or `sqlite` for the move back to a `hearth.db` in the data directory.
     pub async fn start_move(&self, to: &str) -> Result<Progress> {
-        if to == "sqlite" {
-            return Err(Error::bad_request(
-                "Moving back from PostgreSQL to SQLite is not supported yet",
-            ));
-        }
-        if self.backend() == DatabaseBackend::Postgres {
-            return Err(Error::bad_request("The data is in PostgreSQL already"));
-        }
+        let direction = match to {
+            "sqlite" => Direction::ToSqlite,
+            _ => Direction::ToPostgres,
+        };
         if self.running_move().is_some() {
             return Err(Error::client(
                 StatusCode::CONFLICT,
@@ -55,15 +47,38 @@ impl Admin {
                 "A move is running already",
             ));
         }
-        // The checks run before the answer, so that a wrong URL or an unfit database is
-        // reported at once; nothing has been written when they fail.
-        migrate::check_target(to).await.map_err(|e| Error::bad_request(format!("{e:#}")))?;
+        // The configuration names the backend that holds the data: a finished move switches it
+        // together with the running store.
+        let config_path = self.data_dir.join(config::CONFIG_FILE);
+        let database = config::Config::load(&config_path)
+            .map_err(|e| Error::Internal(e.context("cannot read the configuration")))?
+            .database;
+        match (direction, database.backend) {
+            (Direction::ToPostgres, DatabaseBackend::Postgres) => {
+                return Err(Error::bad_request("The data is in PostgreSQL already"));
+            }
+            (Direction::ToSqlite, DatabaseBackend::Sqlite) => {
+                return Err(Error::bad_request("The data is in SQLite already"));
+            }
+            _ => {}
+        }
         let request = MoveRequest {
             sqlite_path: self.data_dir.join(crate::server::DATABASE_FILE),
-            config_path: self.data_dir.join(config::CONFIG_FILE),
-            target_url: to.to_owned(),
+            config_path,
+            target_url: match direction {
+                Direction::ToPostgres => to.to_owned(),
+                Direction::ToSqlite => database.url,
+            },
             store: Some(self.store.clone()),
+            direction,
         };
+        // The checks run before the answer, so that a wrong URL or an unfit database is
+        // reported at once; nothing has been written when they fail.
+        let checked = match direction {
+            Direction::ToPostgres => migrate::check_target(to).await,
+            Direction::ToSqlite => migrate::check_move_back(&request).await,
+        };
+        checked.map_err(|e| Error::bad_request(format!("{e:#}")))?;
         let mut current = self.lock_move();
         if current.as_ref().is_some_and(|m| !m.is_finished()) {
             return Err(Error::client(
@@ -95,13 +110,6 @@ impl Admin {
 
     fn running_move(&self) -> Option<MoveHandle> {
         self.lock_move().as_ref().filter(|m| !m.is_finished()).cloned()
-    }
-
-    /// The backend in use: the one the server started on, unless a move has finished since.
-    fn backend(&self) -> DatabaseBackend {
-        let moved =
-            self.lock_move().as_ref().is_some_and(|m| m.progress().phase == migrate::Phase::Done);
-        if moved { DatabaseBackend::Postgres } else { self.started_on }
     }
 
     fn lock_move(&self) -> std::sync::MutexGuard<'_, Option<MoveHandle>> {

@@ -10,9 +10,8 @@ use std::collections::BTreeSet;
 
 use anyhow::Context as _;
 
-use crate::store::transfer::{
-    Row, TableSchema, Value, postgres::PostgresTarget, sqlite::SqliteSnapshot,
-};
+use super::ends::{Snapshot, Target};
+use crate::store::transfer::{Row, TableSchema, Value};
 
 /// Log entries read at a time.
 const LOG_PAGE: usize = 10_000;
@@ -20,7 +19,7 @@ const LOG_PAGE: usize = 10_000;
 /// The distinct (table index, key) pairs the log names in `(after, up_to]`, for the tables in
 /// `only` (all when `None`).
 async fn changed_keys(
-    snapshot: &SqliteSnapshot,
+    snapshot: &Snapshot,
     tables: &[TableSchema],
     after: i64,
     up_to: i64,
@@ -54,8 +53,8 @@ fn decode_key(key: &str) -> anyhow::Result<Vec<Value>> {
 /// Makes every key the log names in `(after, up_to]` what `snapshot` holds. Returns how many
 /// distinct keys that was.
 pub(super) async fn catch_up(
-    snapshot: &SqliteSnapshot,
-    target: &mut PostgresTarget,
+    snapshot: &Snapshot,
+    target: &mut Target,
     tables: &[TableSchema],
     after: i64,
     up_to: i64,
@@ -88,8 +87,8 @@ pub(super) async fn catch_up(
 /// Checks that every key the log names in `(after, up_to]` is in the target exactly as in the
 /// snapshot.
 pub(super) async fn verify_changed(
-    snapshot: &SqliteSnapshot,
-    target: &PostgresTarget,
+    snapshot: &Snapshot,
+    target: &Target,
     tables: &[TableSchema],
     after: i64,
     up_to: i64,

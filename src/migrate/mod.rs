@@ -1,4 +1,5 @@
-//! The move from SQLite to PostgreSQL, done while Hearth keeps serving.
+//! Moving the data from SQLite to PostgreSQL and back, done while Hearth keeps serving. The move
+//! to PostgreSQL:
 //!
 //! 1. **Check** the target before anything is written: reachable, PostgreSQL 12 or later, UTF-8,
 //!    the role may create tables, and empty (or holding an unfinished move of ours).
@@ -15,10 +16,26 @@
 //! connection or a cancel at any earlier point loses nothing, and running the move again resumes
 //! it: tables copied completely by the same unbroken change log are kept and caught up; the rest
 //! is copied again.
+//!
+//! The move back ([`Direction::ToSqlite`]) runs the same steps, resume rules and reports with the
+//! ends swapped (`ends.rs` dispatches to each backend's side in `store::transfer`). The check:
+//! PostgreSQL is reachable and holds Hearth's schema, and the data directory may take the new
+//! file. The change log is a table in PostgreSQL filled by plpgsql triggers, its ids
+//! commit-ordered by an advisory lock; installing and removing the triggers happens with the
+//! server's writes paused for a moment. The copy pages every table by its primary key out of a
+//! `REPEATABLE READ` snapshot into `hearth.db.moving`, made by the SQLite backend's migrations.
+//! At the switch the new file takes the place of `hearth.db` (an earlier one, the copy the move
+//! to PostgreSQL left, is renamed aside under a dated name and never written), the change log
+//! leaves PostgreSQL, and only then does the configuration name SQLite. PostgreSQL keeps its data
+//! as the way back. Until the configuration names SQLite, Hearth serves from PostgreSQL, and a
+//! rerun resumes or finishes whatever a crash interrupted (see `store::transfer::sqlite_target`).
 
 mod apply;
+mod ends;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_back;
 
 use std::{
     path::PathBuf,
@@ -33,15 +50,16 @@ use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use self::ends::{Cursor, Snapshot, Source, Target};
 use crate::{
     config::{self, DatabaseBackend, DatabaseConfig},
     store::{
         self,
-        switch::SwitchableStore,
+        switch::{SwitchableStore, WritePause},
         transfer::{
             TableSchema,
             postgres::{PostgresTarget, TargetState},
-            sqlite::{SqliteSnapshot, SqliteSource},
+            sqlite_target,
         },
     },
 };
@@ -59,10 +77,36 @@ pub struct MoveRequest {
     pub sqlite_path: PathBuf,
     /// The configuration file to switch once the copy is proven.
     pub config_path: PathBuf,
+    /// The PostgreSQL database, as a connection URL: the target of a move to PostgreSQL, the
+    /// source of a move back.
     pub target_url: String,
     /// The running server's store, whose writes pause for the switch; `None` when no server
     /// runs on the data (the command line holds the data directory's lock then).
     pub store: Option<Arc<SwitchableStore>>,
+    /// Which way the data moves.
+    pub direction: Direction,
+}
+
+/// Which way the data moves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Direction {
+    /// From `hearth.db` to PostgreSQL.
+    #[default]
+    #[serde(rename = "postgres")]
+    ToPostgres,
+    /// Back from PostgreSQL to a new `hearth.db`; an existing one is kept aside.
+    #[serde(rename = "sqlite")]
+    ToSqlite,
+}
+
+impl Direction {
+    /// The backend that holds the data once a move this way is done.
+    pub fn backend(self) -> DatabaseBackend {
+        match self {
+            Direction::ToPostgres => DatabaseBackend::Postgres,
+            Direction::ToSqlite => DatabaseBackend::Sqlite,
+        }
+    }
 }
 
 /// Where a move is.
@@ -84,6 +128,9 @@ pub enum Phase {
 /// A move's progress, as the admin API and the command line show it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Progress {
+    /// Where the data moves to.
+    #[serde(default)]
+    pub to: Direction,
     pub phase: Phase,
     /// The table being copied or verified.
     pub table: Option<String>,
@@ -93,7 +140,7 @@ pub struct Progress {
     pub eta_seconds: Option<u64>,
     /// Whether this run resumed an earlier one (and how many tables it kept).
     pub tables_kept: usize,
-    /// Rough size the data takes in PostgreSQL, from the SQLite file's size.
+    /// Rough size the data takes at the target, from its size at the source.
     pub estimated_bytes: u64,
     /// Why the move failed.
     pub error: Option<String>,
@@ -102,6 +149,7 @@ pub struct Progress {
 impl Default for Progress {
     fn default() -> Self {
         Self {
+            to: Direction::default(),
             phase: Phase::Checking,
             table: None,
             rows_done: 0,
@@ -152,7 +200,8 @@ impl MoveHandle {
 
 /// Starts a move in the background; its handle reports progress and can cancel it.
 pub fn start(request: MoveRequest) -> MoveHandle {
-    let (sender, receiver) = watch::channel(Progress::default());
+    let progress = Progress { to: request.direction, ..Progress::default() };
+    let (sender, receiver) = watch::channel(progress);
     let cancel = Arc::new(AtomicBool::new(false));
     let reporter = Reporter { sender, cancel: cancel.clone(), started: Instant::now() };
     let _task = tokio::spawn(async move {
@@ -214,7 +263,7 @@ impl Reporter {
             Ok(()) => self.phase(Phase::Done, None),
             Err(error) if error.is::<Cancelled>() => self.phase(Phase::Cancelled, None),
             Err(error) => {
-                tracing::warn!(error = format!("{error:#}"), "the move to PostgreSQL failed");
+                tracing::warn!(error = format!("{error:#}"), "the move of the data failed");
                 self.update(|p| {
                     p.phase = Phase::Failed;
                     p.error = Some(format!("{error:#}"));
@@ -265,22 +314,25 @@ fn refuse_occupied(state: &TargetState) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The checks of a move back to SQLite alone (see [`MoveRequest`]): PostgreSQL is reachable and
+/// holds Hearth's schema, and the data directory may take the new file. Writes nothing.
+pub async fn check_move_back(request: &MoveRequest) -> anyhow::Result<()> {
+    ends::check_to_sqlite(request).await.map(|_| ())
+}
+
 async fn run(request: &MoveRequest, reporter: &Reporter) -> anyhow::Result<()> {
     reporter.phase(Phase::Checking, None);
-    let source = SqliteSource::new(&request.sqlite_path);
-    let tables = source.tables().await.context("cannot read the SQLite schema")?;
-    let size = source.size_bytes().await?;
-    reporter.update(|p| p.estimated_bytes = size.saturating_mul(3) / 2);
-    let mut target = PostgresTarget::connect(&request.target_url).await?;
-    refuse_occupied(&target.preflight().await?.state)?;
+    let ends::Ends { source, mut target, tables, estimated_bytes } = ends::open(request).await?;
+    reporter.update(|p| p.estimated_bytes = estimated_bytes);
     target.claim().await?;
     reporter.check_cancel()?;
 
-    let epoch = source.start_change_log(&tables).await?;
+    let store = request.store.as_ref();
+    let epoch = source.start_change_log(&tables, store).await?;
     let outcome = copy_and_switch(request, reporter, &source, &mut target, &tables, &epoch).await;
     if outcome.as_ref().is_err_and(|e| e.is::<Cancelled>()) {
         // A cancelled move stops logging changes; running it again starts over.
-        source.stop_change_log().await?;
+        source.stop_change_log(store).await?;
     }
     outcome
 }
@@ -288,8 +340,8 @@ async fn run(request: &MoveRequest, reporter: &Reporter) -> anyhow::Result<()> {
 async fn copy_and_switch(
     request: &MoveRequest,
     reporter: &Reporter,
-    source: &SqliteSource,
-    target: &mut PostgresTarget,
+    source: &Source,
+    target: &mut Target,
     tables: &[TableSchema],
     epoch: &str,
 ) -> anyhow::Result<()> {
@@ -330,12 +382,12 @@ async fn copy_and_switch(
 /// Decides which tables an earlier run copied completely and may keep; empties the others
 /// (children first, so no foreign key stands in the way). Returns the names kept.
 async fn plan_resume(
-    target: &mut PostgresTarget,
+    target: &mut Target,
     tables: &[TableSchema],
     resumable: bool,
 ) -> anyhow::Result<Vec<String>> {
     let done: Vec<String> = match resumable {
-        true => target.progress().await?.into_iter().filter(|p| p.done).map(|p| p.table).collect(),
+        true => target.done_tables().await?,
         false => Vec::new(),
     };
     // A table is kept only with every table it references: a parent copied again would leave
@@ -358,8 +410,8 @@ async fn plan_resume(
 /// Copies every table not kept from the snapshot, in batches.
 async fn copy_tables(
     reporter: &Reporter,
-    snapshot: &SqliteSnapshot,
-    target: &mut PostgresTarget,
+    snapshot: &Snapshot,
+    target: &mut Target,
     tables: &[TableSchema],
     kept: &[String],
 ) -> anyhow::Result<()> {
@@ -372,26 +424,25 @@ async fn copy_tables(
     let mut done = 0;
     for table in to_copy {
         reporter.phase(Phase::Copying, Some(&table.name));
-        let mut after = 0;
-        let mut batch = snapshot.rows_after(table, after, BATCH_ROWS).await?;
+        let mut batch = snapshot.rows_after(table, &Cursor::Start, BATCH_ROWS).await?;
         loop {
             reporter.check_cancel()?;
-            let complete = batch.len() < BATCH_ROWS;
-            after = batch.last().map_or(after, |(rowid, _)| *rowid);
-            let rows: Vec<_> = batch.into_iter().map(|(_, row)| row).collect();
-            // The next batch is read from SQLite while PostgreSQL takes this one: the two sides
-            // work at the same time instead of waiting for each other.
+            let complete = batch.rows.len() < BATCH_ROWS;
+            let (rows, after) = (batch.rows, batch.last);
+            let copied_rows = rows.len() as u64;
+            // The next batch is read from the source while the target takes this one: the two
+            // sides work at the same time instead of waiting for each other.
             let next = async {
                 match complete {
-                    true => Ok(Vec::new()),
-                    false => snapshot.rows_after(table, after, BATCH_ROWS).await,
+                    true => Ok(ends::Batch { rows: Vec::new(), last: after.clone() }),
+                    false => snapshot.rows_after(table, &after, BATCH_ROWS).await,
                 }
             };
             let (copied, next) =
-                tokio::join!(target.copy_batch(table, &rows, after, complete), next);
+                tokio::join!(target.copy_batch(table, rows, &after, complete), next);
             copied.with_context(|| format!("copying table {} failed", table.name))?;
             batch = next?;
-            done += rows.len() as u64;
+            done += copied_rows;
             reporter.rows(done);
             if complete {
                 break;
@@ -404,8 +455,8 @@ async fn copy_tables(
 /// Compares every table of the target with the snapshot: row counts, then digests.
 async fn verify_tables(
     reporter: &Reporter,
-    snapshot: &SqliteSnapshot,
-    target: &mut PostgresTarget,
+    snapshot: &Snapshot,
+    target: &mut Target,
     tables: &[TableSchema],
 ) -> anyhow::Result<()> {
     for table in tables {
@@ -417,11 +468,13 @@ async fn verify_tables(
             // Copied again next time.
             target.restart_table(table).await.ok();
             bail!(
-                "table {} differs after the copy ({} rows in SQLite, {} in PostgreSQL); \
+                "table {} differs after the copy ({} rows in {}, {} in {}); \
                  run the move again to copy it anew",
                 table.name,
                 expected.rows,
-                found.rows
+                snapshot.name(),
+                found.rows,
+                target.name()
             );
         }
     }
@@ -429,12 +482,12 @@ async fn verify_tables(
 }
 
 /// Pauses writes, copies and checks the last changes, and switches the configuration and the
-/// running store to PostgreSQL.
+/// running store to the target.
 async fn switch(
     request: &MoveRequest,
     reporter: &Reporter,
-    source: &SqliteSource,
-    target: &mut PostgresTarget,
+    source: &Source,
+    target: &mut Target,
     tables: &[TableSchema],
     applied: i64,
 ) -> anyhow::Result<()> {
@@ -450,7 +503,12 @@ async fn switch(
     for table in tables {
         let (expected, found) = (last.count(table).await?, target.count(table).await?);
         if expected != found {
-            bail!("table {} has {expected} rows in SQLite but {found} in PostgreSQL", table.name);
+            bail!(
+                "table {} has {expected} rows in {} but {found} in {}",
+                table.name,
+                source.name(),
+                target.name()
+            );
         }
     }
     drop(last);
@@ -458,7 +516,20 @@ async fn switch(
     if !missing.is_empty() {
         bail!("the target lacks indexes or constraints the copy set aside: {missing:?}");
     }
+    match target {
+        Target::Postgres(target) => switch_to_postgres(request, pause, source, target).await,
+        Target::Sqlite(target) => switch_to_sqlite(request, pause, source, target).await,
+    }
+}
 
+/// The end of a move to PostgreSQL: the configuration names PostgreSQL, the running store
+/// switches, and the bookkeeping on both sides goes.
+async fn switch_to_postgres(
+    request: &MoveRequest,
+    pause: Option<WritePause>,
+    source: &Source,
+    target: &mut PostgresTarget,
+) -> anyhow::Result<()> {
     let database =
         DatabaseConfig { backend: DatabaseBackend::Postgres, url: request.target_url.clone() };
     let new_store = match &pause {
@@ -472,10 +543,55 @@ async fn switch(
     tracing::info!("the data moved to PostgreSQL; hearth.db stays as it was, as the way back");
     // The move's bookkeeping goes last: a crash before this only leaves it behind, and so does
     // a failure here, which must not report as failed a move that has switched.
-    if let Err(error) = source.stop_change_log().await {
+    if let Err(error) = source.stop_change_log(None).await {
         tracing::warn!(error = format!("{error:#}"), "cannot remove the change log from hearth.db");
     }
     if let Err(error) = target.finish().await {
+        tracing::warn!(error = format!("{error:#}"), "cannot remove the move's bookkeeping");
+    }
+    Ok(())
+}
+
+/// The end of a move back to SQLite, with writes still paused: the new file takes the place of
+/// `hearth.db` (an old one is renamed aside), the change log leaves PostgreSQL, and only then
+/// does the configuration name SQLite and the running store switch. See
+/// [`sqlite_target`] for what a crash between these steps leaves and how a rerun finishes.
+async fn switch_to_sqlite(
+    request: &MoveRequest,
+    pause: Option<WritePause>,
+    source: &Source,
+    target: &mut sqlite_target::SqliteTarget,
+) -> anyhow::Result<()> {
+    let live = request.sqlite_path.clone();
+    let aside = target.install(&live, std::time::SystemTime::now()).await?;
+    // Writes are paused (or no server runs): nothing can change between the last catch-up and
+    // the log's end. A crash from here until the configuration names SQLite leaves PostgreSQL
+    // serving without a log, and the next run starts afresh.
+    source.stop_change_log(None).await?;
+    sqlite_target::installed(&live).await?;
+    let new_store = match &pause {
+        Some(_) => {
+            let path = live.clone();
+            Some(tokio::task::spawn_blocking(move || store::open_sqlite(&path)).await??)
+        }
+        None => None,
+    };
+    let database = DatabaseConfig { backend: DatabaseBackend::Sqlite, url: String::new() };
+    config::set_database(&request.config_path, &database)?;
+    if let (Some(pause), Some(new_store)) = (pause, new_store) {
+        pause.switch_to(new_store);
+    }
+    match &aside {
+        Some(aside) => tracing::info!(
+            old_copy = %aside.display(),
+            "the data moved back to SQLite; the PostgreSQL database stays as it was, as the way \
+             back, and the earlier hearth.db was renamed aside"
+        ),
+        None => tracing::info!(
+            "the data moved back to SQLite; the PostgreSQL database stays as it was, as the way back"
+        ),
+    }
+    if let Err(error) = sqlite_target::remove_bookkeeping(&live).await {
         tracing::warn!(error = format!("{error:#}"), "cannot remove the move's bookkeeping");
     }
     Ok(())

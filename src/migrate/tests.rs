@@ -7,10 +7,12 @@ use std::{path::Path, sync::Arc, time::Duration};
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomVersionId};
 
 use super::*;
-use crate::store::{NewEvent, NewSession, NewUser, RoomTxn, Store, testing};
+use crate::store::{
+    NewEvent, NewSession, NewUser, RoomTxn, Store, testing, transfer::sqlite::SqliteSource,
+};
 
 /// A fresh, empty PostgreSQL database, or `None` (and a note) when there is no server to use.
-async fn target_database() -> Option<String> {
+pub(super) async fn target_database() -> Option<String> {
     if std::env::var("HEARTH_TEST_POSTGRES_URL").is_err() {
         eprintln!("skipped: the move needs PostgreSQL (HEARTH_TEST_POSTGRES_URL is not set)");
         return None;
@@ -20,7 +22,7 @@ async fn target_database() -> Option<String> {
 
 /// A SQLite data directory with a config file, an account, a session, account data and a room
 /// of `messages` events.
-async fn source(dir: &Path, messages: usize) -> Store {
+pub(super) async fn source(dir: &Path, messages: usize) -> Store {
     let settings = config::FirstRunSettings {
         server_name: config::parse_server_name("localhost").unwrap(),
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -46,12 +48,12 @@ async fn source(dir: &Path, messages: usize) -> Store {
     store
 }
 
-fn room() -> OwnedRoomId {
+pub(super) fn room() -> OwnedRoomId {
     "!family:localhost".try_into().unwrap()
 }
 
 /// Appends messages `from..from + count` to the room (creating it first).
-async fn append_messages(store: &Store, from: usize, count: usize) {
+pub(super) async fn append_messages(store: &Store, from: usize, count: usize) {
     let job = move |txn: &dyn RoomTxn| {
         if txn.room_version(&room())?.is_none() {
             txn.create_room(&room(), &RoomVersionId::V12, 0)?;
@@ -77,12 +79,13 @@ async fn append_messages(store: &Store, from: usize, count: usize) {
     store.write_rooms(Box::new(job)).await.unwrap();
 }
 
-fn request(dir: &Path, url: &str, store: Option<Arc<SwitchableStore>>) -> MoveRequest {
+pub(super) fn request(dir: &Path, url: &str, store: Option<Arc<SwitchableStore>>) -> MoveRequest {
     MoveRequest {
         sqlite_path: dir.join("hearth.db"),
         config_path: dir.join(config::CONFIG_FILE),
         target_url: url.to_owned(),
         store,
+        direction: Direction::ToPostgres,
     }
 }
 
@@ -98,7 +101,7 @@ async fn assert_same_data(dir: &Path, url: &str) {
     }
 }
 
-fn config_backend(dir: &Path) -> DatabaseBackend {
+pub(super) fn config_backend(dir: &Path) -> DatabaseBackend {
     config::Config::load(&dir.join(config::CONFIG_FILE)).unwrap().database.backend
 }
 

@@ -38,6 +38,30 @@ pub struct UserDataOutput {
 /// The longest user ID the spec allows, in bytes.
 const MAX_USER_ID_LENGTH: usize = 255;
 
+/// The longest device ID and device display name accepted, in bytes.
+const MAX_DEVICE_FIELD_LENGTH: usize = 255;
+
+/// Checks the device ID and display name a client asks for at login or registration: not empty
+/// (the ID), at most 255 bytes, and without a NUL character, which PostgreSQL's text cannot hold
+/// (no device ID the spec allows has one). Registration checks before the account exists, so a
+/// bad device never leaves an account without a session.
+pub fn check_new_device(device_id: Option<&str>, display_name: Option<&str>) -> Result<()> {
+    if let Some(id) = device_id
+        && (id.is_empty() || id.len() > MAX_DEVICE_FIELD_LENGTH || id.contains('\0'))
+    {
+        return Err(Error::invalid_param("Invalid device ID"));
+    }
+    if let Some(name) = display_name {
+        if name.len() > MAX_DEVICE_FIELD_LENGTH {
+            return Err(Error::invalid_param("The device name is longer than 255 bytes"));
+        }
+        if name.contains('\0') {
+            return Err(Error::invalid_param("The device name contains a NUL character"));
+        }
+    }
+    Ok(())
+}
+
 /// The account service.
 #[derive(Clone)]
 pub struct Users {
@@ -213,17 +237,16 @@ impl Users {
         Ok(user)
     }
 
-    /// Logs a user in on a device (a new one unless `device_id` is given).
+    /// Logs a user in on a device (a new one unless `device_id` is given); `M_INVALID_PARAM`
+    /// unless [`check_new_device`] accepts the client's device ID and name.
     pub async fn issue_session(
         &self,
         user_id: &UserId,
         device_id: Option<String>,
         display_name: Option<String>,
     ) -> Result<IssuedSession> {
+        check_new_device(device_id.as_deref(), display_name.as_deref())?;
         let device_id = device_id.unwrap_or_else(|| random_string(10).to_uppercase());
-        if device_id.is_empty() || device_id.len() > 255 {
-            return Err(Error::invalid_param("Invalid device ID"));
-        }
         let access_token = format!("hth_{}", random_string(40));
         let session = NewSession {
             user_id: user_id.to_owned(),

@@ -1,9 +1,12 @@
-//! `/_hearth/admin/v1/database/migration`: move the running server's data to PostgreSQL.
+//! `/_hearth/admin/v1/database/migration`: move the running server's data to PostgreSQL, or
+//! back to SQLite.
 //!
-//! - `POST {"to": URL}` checks the target and starts the move; the answer is its progress.
+//! - `POST {"to": URL}` (a PostgreSQL URL, or `"sqlite"` for the way back) checks the target and
+//!   starts the move; the answer is its progress. A move to where the data is already, or while
+//!   another move runs, is refused (400, 409).
 //! - `GET` reports the progress of the running move, or the outcome of the last one.
 //! - `DELETE` cancels the running move (it stops at its next batch; Hearth keeps serving from
-//!   SQLite and a later move starts over).
+//!   the backend it was on and a later move starts over).
 
 use std::sync::Arc;
 
@@ -37,7 +40,8 @@ pub mod endpoints {
 
         #[request]
         pub struct Request {
-            /// The PostgreSQL database to move to, as a connection URL.
+            /// The PostgreSQL database to move to, as a connection URL, or `sqlite` to move
+            /// back to a new `hearth.db` in the data directory.
             pub to: String,
         }
 

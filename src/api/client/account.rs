@@ -69,12 +69,11 @@ async fn register(
     if password.is_none() {
         return Err(Error::missing_param("A password is required"));
     }
-    // Checked before the account exists, so a bad device ID never leaves a half-registration.
-    if let Some(device_id) = &request.device_id
-        && (device_id.as_str().is_empty() || device_id.as_str().len() > 255)
-    {
-        return Err(Error::invalid_param("Invalid device ID"));
-    }
+    // Checked before the account exists, so a bad device never leaves a half-registration.
+    crate::users::check_new_device(
+        request.device_id.as_ref().map(|id| id.as_str()),
+        request.initial_device_display_name.as_deref(),
+    )?;
     let context = UiaaContext { user_id: None, registration_tokens: &config.tokens };
     let flows = registration_flows(config.mode);
     services.uiaa.check(&services.users, &flows, request.auth.as_ref(), context).await?;

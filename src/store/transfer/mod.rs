@@ -1,6 +1,8 @@
 //! Moving Hearth's data from one backend to the other, table by table, as the migrator
 //! (`crate::migrate`) needs it: the schema as data, rows as plain values, order-independent
 //! digests that prove a copy, and a change log that catches what changed during the copy.
+//! Each backend has a source side and a target side: `sqlite` and `postgres` for the move to
+//! PostgreSQL, `postgres_source` and `sqlite_target` for the move back.
 //!
 //! The table list, the columns and their types are read from the source database's own schema,
 //! never listed by hand: a table or column added by a later migration is copied without anyone
@@ -8,7 +10,9 @@
 //! written.
 
 pub mod postgres;
+pub mod postgres_source;
 pub mod sqlite;
+pub mod sqlite_target;
 
 use sha2::{Digest as _, Sha256};
 

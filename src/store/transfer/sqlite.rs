@@ -272,12 +272,12 @@ impl rusqlite::ToSql for Value {
     }
 }
 
-fn new_epoch() -> String {
+pub(super) fn new_epoch() -> String {
     use rand::Rng as _;
     format!("{:032x}", rand::thread_rng().r#gen::<u128>())
 }
 
-fn open(path: &Path, write: bool) -> StoreResult<Connection> {
+pub(super) fn open(path: &Path, write: bool) -> StoreResult<Connection> {
     let flags =
         if write { OpenFlags::SQLITE_OPEN_READ_WRITE } else { OpenFlags::SQLITE_OPEN_READ_ONLY }
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -287,14 +287,14 @@ fn open(path: &Path, write: bool) -> StoreResult<Connection> {
     Ok(connection)
 }
 
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> StoreResult<T> + Send + 'static,
 ) -> StoreResult<T> {
     tokio::task::spawn_blocking(f).await.context("a database task panicked")?
 }
 
 /// Reads the data tables, their columns, keys and references from the file's schema.
-fn read_schema(c: &Connection) -> StoreResult<Vec<TableSchema>> {
+pub(super) fn read_schema(c: &Connection) -> StoreResult<Vec<TableSchema>> {
     let names: Vec<String> = {
         let mut statement =
             c.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")?;
@@ -379,7 +379,7 @@ fn triggers_for(table: &TableSchema) -> StoreResult<String> {
 }
 
 /// `a = ?1 AND b = ?2` over the primary key.
-fn key_condition(table: &TableSchema) -> String {
+pub(super) fn key_condition(table: &TableSchema) -> String {
     let parts: Vec<String> = table
         .primary_key
         .iter()
@@ -389,7 +389,7 @@ fn key_condition(table: &TableSchema) -> String {
     parts.join(" AND ")
 }
 
-fn read_row(row: &rusqlite::Row<'_>, first: usize, count: usize) -> StoreResult<Row> {
+pub(super) fn read_row(row: &rusqlite::Row<'_>, first: usize, count: usize) -> StoreResult<Row> {
     (first..first + count)
         .map(|i| match row.get_ref(i)? {
             ValueRef::Null => Ok(Value::Null),
