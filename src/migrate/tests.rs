@@ -221,6 +221,7 @@ async fn an_unreachable_or_wrong_target_is_explained() {
     let cases = [
         ("postgresql://nobody@127.0.0.1:1/none", "cannot connect"),
         ("not a url at all ::", "not valid"),
+        ("postgresql://nobody@127.0.0.1:1/none?sslmode=require", "TLS"),
     ];
     for (url, expected) in cases {
         let error = check_target(url).await.unwrap_err();

@@ -254,7 +254,7 @@ impl PostgresStore {
 
 /// The connection settings of `url`, with Hearth's timeouts and keepalives added where the URL
 /// does not choose its own.
-fn connect_config(url: &str) -> StoreResult<tokio_postgres::Config> {
+pub(crate) fn connect_config(url: &str) -> StoreResult<tokio_postgres::Config> {
     crate::config::check_postgres_url(url)?;
     let mut config: tokio_postgres::Config =
         url.parse().context("the PostgreSQL connection URL is not valid")?;

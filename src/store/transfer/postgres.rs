@@ -72,19 +72,7 @@ pub struct PostgresTarget {
 impl PostgresTarget {
     /// Connects; the error says what to fix.
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        let config: tokio_postgres::Config =
-            url.parse().map_err(|e| anyhow!("the PostgreSQL URL is not valid: {e}"))?;
-        let mut config = config;
-        config.connect_timeout(std::time::Duration::from_secs(10));
-        let (client, connection) = config.connect(NoTls).await.map_err(|e| {
-            anyhow::Error::new(e).context("cannot connect to the PostgreSQL server")
-        })?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::warn!(%error, "the move's PostgreSQL connection ended");
-            }
-        });
-        Ok(Self { client })
+        Ok(Self { client: connect_for_move(url).await? })
     }
 
     /// Checks the server version, the encoding, the right to create tables, and what the
@@ -449,6 +437,27 @@ impl PostgresTarget {
             .await?;
         Ok(())
     }
+}
+
+/// A connection of the move's own, with the backend's checks of the URL (no TLS asked for),
+/// its connect timeout and TCP keepalives (a vanished server ends the move instead of hanging
+/// it), but without the statement limits meant for the server's short queries: a digest reads a
+/// whole table, and a snapshot stays open while the other side takes a batch.
+pub(super) async fn connect_for_move(url: &str) -> StoreResult<Client> {
+    let config = crate::store::postgres::connect_config(url)?;
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| anyhow::Error::new(e).context("cannot connect to the PostgreSQL server"))?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::warn!(%error, "the move's PostgreSQL connection ended");
+        }
+    });
+    client
+        .batch_execute("SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0")
+        .await?;
+    Ok(client)
 }
 
 /// Notes an index or constraint as set aside, unless an earlier run did.

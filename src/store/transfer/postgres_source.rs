@@ -13,9 +13,9 @@
 
 use std::pin::pin;
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, bail};
 use futures::TryStreamExt as _;
-use tokio_postgres::{Client, NoTls, types::ToSql};
+use tokio_postgres::{Client, types::ToSql};
 
 use super::{
     Change, Column, ColumnType, Digest, Row, TableSchema, Value, dependency_order, is_data_table,
@@ -367,24 +367,7 @@ async fn read_keys(client: &Client, tables: &mut [TableSchema]) -> StoreResult<(
 }
 
 async fn connect(url: &str) -> StoreResult<Client> {
-    let mut config: tokio_postgres::Config =
-        url.parse().map_err(|e| anyhow!("the PostgreSQL URL is not valid: {e}"))?;
-    config.connect_timeout(std::time::Duration::from_secs(10));
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(|e| anyhow::Error::new(e).context("cannot connect to the PostgreSQL server"))?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::warn!(%error, "the move's PostgreSQL connection ended");
-        }
-    });
-    // A digest reads a whole table, and a snapshot waits while SQLite takes a batch: limits the
-    // URL may set for the server's own queries must not cut the move's.
-    client
-        .batch_execute("SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0")
-        .await?;
-    Ok(client)
+    super::postgres::connect_for_move(url).await
 }
 
 fn is_deadlock(error: &anyhow::Error) -> bool {
