@@ -146,6 +146,24 @@ async fn read_markers_set_the_fully_read_marker_and_receipts_that_survive_a_rest
 }
 
 #[tokio::test]
+async fn the_fully_read_marker_only_moves_forward_and_threads_take_roots_of_the_room() {
+    let (server, alice, bob, room, [first, second]) = family().await;
+    let markers = format!("{V3}/rooms/{}/read_markers", enc(&room));
+    for event_id in [&second, &first] {
+        let (status, json) =
+            server.post(&markers, &bob.access_token, json!({ "m.fully_read": event_id })).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+    }
+    let path =
+        format!("{V3}/user/{}/rooms/{}/account_data/m.fully_read", enc(&bob.user_id), enc(&room));
+    assert_eq!(server.get(&path, &bob.access_token).await.1, json!({ "event_id": second }));
+    // A thread's root is an event of the room; the receipt names it.
+    send_receipt(&server, &bob, &room, "m.read", &second, json!({ "thread_id": first })).await;
+    let content = receipts(&sync(&server, &alice, "").await, &room).unwrap();
+    assert_eq!(content[&second]["m.read"][&bob.user_id]["thread_id"], *first, "{content}");
+}
+
+#[tokio::test]
 async fn the_ephemeral_filter_can_leave_receipts_out() {
     let (server, alice, bob, room, [_, second]) = family().await;
     send_receipt(&server, &bob, &room, "m.read", &second, json!({})).await;
@@ -214,6 +232,30 @@ async fn bad_receipts_get_the_exact_error() {
             &read,
             a,
             Some(r#"{"thread_id": "side"}"#),
+        )
+        .expect(S::BAD_REQUEST, "M_INVALID_PARAM"),
+        row(
+            "a thread root that is no event",
+            post.clone(),
+            &read,
+            a,
+            Some(r#"{"thread_id": "$nothing"}"#),
+        )
+        .expect(S::BAD_REQUEST, "M_INVALID_PARAM"),
+        row(
+            "a thread root of another room",
+            post.clone(),
+            &read,
+            a,
+            Some(&format!(r#"{{"thread_id": "{foreign}"}}"#)),
+        )
+        .expect(S::BAD_REQUEST, "M_INVALID_PARAM"),
+        row(
+            "a thread root with a NUL",
+            post.clone(),
+            &read,
+            a,
+            Some(r#"{"thread_id": "$a\u0000"}"#),
         )
         .expect(S::BAD_REQUEST, "M_INVALID_PARAM"),
         row("a thread ID that is a number", post.clone(), &read, a, Some(r#"{"thread_id": 5}"#))

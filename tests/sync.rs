@@ -347,6 +347,17 @@ async fn limited_timeline_has_prev_batch_that_pages_with_messages() {
         .await;
     let expected: Vec<String> = sent[..5].iter().rev().cloned().collect();
     assert_eq!(ids(page["chunk"].as_array().unwrap()), expected);
+    // A sync's next_batch pages too, and `start` repeats the token as given.
+    let next_batch = response["next_batch"].as_str().unwrap();
+    let (_, page) = server
+        .get(
+            &room_path(&room, &format!("messages?dir=b&limit=3&from={next_batch}")),
+            &alice.access_token,
+        )
+        .await;
+    assert_eq!(page["start"], next_batch, "{page}");
+    let expected: Vec<String> = sent[17..].iter().rev().cloned().collect();
+    assert_eq!(ids(page["chunk"].as_array().unwrap()), expected);
 
     // An initial sync is limited too when the room has more events than the limit.
     let response = sync(&server, &alice, &limit).await;

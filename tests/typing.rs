@@ -134,6 +134,64 @@ async fn the_ephemeral_filter_can_leave_typing_out() {
 }
 
 #[tokio::test]
+async fn leaving_the_room_ends_typing_there() {
+    let (server, alice, bob, room) = family().await;
+    let token = since(&sync(&server, &alice, "").await);
+    set_typing(&server, &alice, &room, json!({"typing": true, "timeout": 60000})).await;
+    set_typing(&server, &bob, &room, json!({"typing": true, "timeout": 60000})).await;
+    let (status, json) = server
+        .post(&format!("{V3}/rooms/{}/leave", enc(&room)), &bob.access_token, json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+
+    // Alice hears that only she is left typing; a newcomer never sees Bob typing.
+    let mut users = None;
+    for _ in 0..50 {
+        let response = sync(&server, &alice, &format!("since={token}&timeout=0")).await;
+        users = typing_users(&response, &room);
+        if users.as_deref() == Some(&[alice.user_id.clone()][..]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(users, Some(vec![alice.user_id.clone()]));
+    let carol = server.register("carol").await;
+    server.join(&carol, &room).await;
+    let initial = sync(&server, &carol, "").await;
+    assert_eq!(typing_users(&initial, &room), Some(vec![alice.user_id.clone()]), "{initial}");
+}
+
+#[tokio::test]
+async fn a_sync_token_from_before_a_restart_learns_who_types_now() {
+    let (mut server, alice, bob, room) = family().await;
+    set_typing(&server, &alice, &room, json!({"typing": true, "timeout": 60000})).await;
+    let token = since(&sync(&server, &bob, "").await);
+    server.kill_and_restart().await;
+    // The restart forgot that Alice typed: Bob's client is told that nobody types.
+    let after = sync(&server, &bob, &format!("since={token}&timeout=0")).await;
+    assert_eq!(typing_users(&after, &room), Some(Vec::new()), "{after}");
+    let again = sync(&server, &bob, &format!("since={}&timeout=0", since(&after))).await;
+    assert_eq!(typing_users(&again, &room), None, "told once: {again}");
+}
+
+#[tokio::test]
+async fn the_ephemeral_limit_caps_the_events_per_room() {
+    let (server, alice, bob, room) = family().await;
+    set_typing(&server, &alice, &room, json!({"typing": true, "timeout": 60000})).await;
+    let event_id = server.send_text(&alice, &room, "read me").await;
+    let path = format!("{V3}/rooms/{}/receipt/m.read/{}", enc(&room), enc(&event_id));
+    assert_eq!(server.post(&path, &alice.access_token, json!({})).await.0, StatusCode::OK);
+    let count = |response: &Value| {
+        let room = &response["rooms"]["join"][&room];
+        room["ephemeral"]["events"].as_array().map_or(0, Vec::len)
+    };
+    assert_eq!(count(&sync(&server, &bob, "").await), 2, "typing and a receipt");
+    let filter = json!({"room": {"ephemeral": {"limit": 1}}});
+    let limited = sync(&server, &bob, &format!("filter={}", enc(&filter.to_string()))).await;
+    assert_eq!(count(&limited), 1, "{limited}");
+}
+
+#[tokio::test]
 async fn bad_typing_requests_get_the_exact_error() {
     use StatusCode as S;
     let (server, alice, bob, room) = family().await;

@@ -31,6 +31,8 @@ pub const READ_PRIVATE: &str = "m.read.private";
 pub struct ReceiptOutput {
     pub room_id: OwnedRoomId,
     pub stream_position: i64,
+    /// For a private receipt, the only user who sees it (and whose syncs need waking).
+    pub private_to: Option<ruma::OwnedUserId>,
 }
 
 /// A receipt a user sends.
@@ -59,7 +61,9 @@ impl Rooms {
             ts: crate::users::now_millis(),
         };
         let Some(stream_position) = self.store.set_receipt(new).await? else { return Ok(()) };
-        let output = ReceiptOutput { room_id: receipt.room_id.to_owned(), stream_position };
+        let private_to = (receipt.receipt_type == READ_PRIVATE).then(|| receipt.user_id.to_owned());
+        let output =
+            ReceiptOutput { room_id: receipt.room_id.to_owned(), stream_position, private_to };
         if let Err(error) = self.bus.publish(RECEIPT_SUBJECT, &output).await {
             // Stored already: the next sync of each member shows it anyway.
             tracing::warn!(error = format!("{error:#}"), "cannot publish a receipt");

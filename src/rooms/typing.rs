@@ -6,8 +6,12 @@
 //! `/sync` wakes the room's members and sends the room's new `m.typing` event to each sync whose
 //! token is older than that serial.
 //!
+//! A user who leaves the room (or is kicked or banned) stops typing there at once: the service
+//! follows the room events on the bus, so every way out of a room counts.
+//!
 //! The counter starts at the process's start time in milliseconds: serials keep growing across
-//! restarts, so a sync token from before a restart never passes for newer than what follows it.
+//! restarts. A sync token from an earlier process gets every room's typing users anew (an empty
+//! list too), since what it was told before the restart may no longer be true.
 
 use std::{
     collections::BTreeMap,
@@ -19,7 +23,8 @@ use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde::{Deserialize, Serialize};
 use tokio::{sync::Notify, time::Instant};
 
-use crate::bus::Bus;
+use super::{ROOM_EVENT_SUBJECT, RoomEventOutput};
+use crate::bus::{Bus, Subscription};
 
 /// The bus subject a change of a room's typing users is published on.
 pub const TYPING_SUBJECT: &str = "typing.output.room";
@@ -42,6 +47,8 @@ pub struct Typing {
 
 struct Inner {
     state: Mutex<State>,
+    /// The first serial of this process: older ones are an earlier process's.
+    start_serial: u64,
     bus: Bus,
     /// Wakes the expiry task when a new deadline may be the earliest.
     deadlines: Arc<Notify>,
@@ -67,8 +74,15 @@ impl Typing {
         let start_serial = u64::try_from(crate::users::now_millis()).unwrap_or(0);
         let deadlines = Arc::new(Notify::new());
         let state = State { serial: start_serial, rooms: BTreeMap::new() };
-        let inner = Arc::new(Inner { state: Mutex::new(state), bus, deadlines: deadlines.clone() });
+        let room_events = bus.subscribe(ROOM_EVENT_SUBJECT);
+        let inner = Arc::new(Inner {
+            state: Mutex::new(state),
+            start_serial,
+            bus,
+            deadlines: deadlines.clone(),
+        });
         tokio::spawn(expire_forever(Arc::downgrade(&inner), deadlines));
+        tokio::spawn(stop_on_leave(Arc::downgrade(&inner), room_events));
         Self { inner }
     }
 
@@ -105,10 +119,11 @@ impl Typing {
     /// The room's typing users, if they changed after serial `since`; with `since` `None` (an
     /// initial sync), if anyone types.
     pub fn changed_since(&self, room_id: &RoomId, since: Option<u64>) -> Option<Vec<OwnedUserId>> {
+        let stale = since.is_some_and(|since| since < self.inner.start_serial);
         let state = self.inner.lock();
-        let room = state.rooms.get(room_id)?;
+        let Some(room) = state.rooms.get(room_id) else { return stale.then(Vec::new) };
         let changed = match since {
-            Some(since) => room.serial > since,
+            Some(since) => stale || room.serial > since,
             None => !room.until.is_empty(),
         };
         changed.then(|| room.until.keys().cloned().collect())
@@ -154,6 +169,19 @@ impl State {
             room.serial = serial;
         }
         TypingOutput { room_id: room_id.to_owned(), serial }
+    }
+}
+
+/// Ends the typing of users who leave a room, until the service is gone.
+async fn stop_on_leave(inner: Weak<Inner>, mut room_events: Subscription) {
+    while let Some(message) = room_events.next().await {
+        let Some(inner) = inner.upgrade() else { return };
+        let Ok(event) = message.decode::<RoomEventOutput>() else { continue };
+        let left = event.membership.as_deref().is_some_and(|m| m != "join");
+        let user = event.state_key.as_deref().and_then(|key| UserId::parse(key).ok());
+        if let (true, Some(user_id)) = (left, user) {
+            Typing { inner }.set(&event.room_id, &user_id, None).await;
+        }
     }
 }
 

@@ -108,6 +108,10 @@ impl Notifier {
 
     async fn on_receipt(&self, message: Message) {
         let Ok(output) = message.decode::<ReceiptOutput>() else { return };
+        if let Some(user_id) = &output.private_to {
+            self.wake(user_id, output.stream_position);
+            return;
+        }
         match self.members_of(&output.room_id).await {
             Ok(members) => members.iter().for_each(|m| self.wake(m, output.stream_position)),
             Err(error) => {

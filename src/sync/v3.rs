@@ -256,6 +256,9 @@ fn room_extras(
     {
         ephemeral.push(raw(&serde_json::json!({ "type": "m.receipt", "content": content }))?);
     }
+    if let Some(limit) = request.filter.ephemeral.limit {
+        ephemeral.truncate(limit);
+    }
     Ok(RoomExtras {
         account_data: room_account_data(request, account_data, &membership.room_id)?,
         ephemeral,

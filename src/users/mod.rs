@@ -72,8 +72,9 @@ pub struct Users {
     /// Token hash → session, for tokens seen since start. Entries are removed on revocation.
     #[allow(clippy::disallowed_types)] // in-memory cache, never serialized
     sessions: Arc<Mutex<BTreeMap<String, Session>>>,
-    /// Serializes changes of room tags (see [`tags`]).
-    tag_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Serializes the changes of account data that read what is stored first (room tags, the
+    /// fully read marker), so that two at once cannot undo each other.
+    account_data_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A new login's credentials, returned to the client once.
@@ -86,7 +87,19 @@ pub struct IssuedSession {
 
 impl Users {
     pub fn new(store: Store, server_name: OwnedServerName, bus: Option<Bus>) -> Self {
-        Self { store, bus, server_name, sessions: Arc::default(), tag_lock: Arc::default() }
+        Self {
+            store,
+            bus,
+            server_name,
+            sessions: Arc::default(),
+            account_data_lock: Arc::default(),
+        }
+    }
+
+    /// Holds back the other changes of account data that read what is stored first, until the
+    /// guard goes.
+    pub async fn lock_account_data(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.account_data_lock.lock().await
     }
 
     /// Stores account data (`room_id` `None`: global) and wakes the user's syncs.

@@ -1,8 +1,8 @@
 //! Room tags: the `m.tag` room account data that clients sort rooms by (`m.favourite`,
 //! `m.lowpriority`, and tags of the user's own).
 //!
-//! Adding or removing one tag rewrites the room's whole `m.tag` content, so changes of one
-//! server's tags are serialized: two tags set at once must both be kept.
+//! Adding or removing one tag rewrites the room's whole `m.tag` content, so the changes are
+//! serialized ([`Users::lock_account_data`]): two tags set at once must both be kept.
 
 use ruma::{
     RoomId, UserId,
@@ -42,7 +42,7 @@ impl Users {
         if info.order.is_some_and(|order| !order.is_finite()) {
             return Err(Error::invalid_param("The tag's order is not a number"));
         }
-        let _serial = self.tag_lock.lock().await;
+        let _serial = self.lock_account_data().await;
         let mut tags = self.tags(user_id, room_id).await?;
         tags.insert(TagName::from(tag), info);
         self.store_tags(user_id, room_id, tags).await
@@ -50,7 +50,7 @@ impl Users {
 
     /// Removes a tag from the room; removing a tag it does not have is no error.
     pub async fn delete_tag(&self, user_id: &UserId, room_id: &RoomId, tag: &str) -> Result<()> {
-        let _serial = self.tag_lock.lock().await;
+        let _serial = self.lock_account_data().await;
         let mut tags = self.tags(user_id, room_id).await?;
         if tags.remove(&TagName::from(tag)).is_none() {
             return Ok(());

@@ -390,7 +390,8 @@ async fn get_message_events(
     let chunk = client_events(&services.store, viewer, &events, Format::Client).await?;
     let state = client_events(&services.store, viewer, &state, Format::Client).await?;
     let mut response = get_message_events::v3::Response::new();
-    response.start = token(from);
+    // The spec has `start` repeat the `from` the client gave, whatever form it had.
+    response.start = request.from.clone().unwrap_or_else(|| token(from));
     response.end = end;
     response.chunk = raws(&chunk)?;
     response.state = raws(&state)?;

@@ -49,7 +49,14 @@ async fn create_receipt(
     let thread_id = match request.thread {
         ReceiptThread::Unthreaded => None,
         ReceiptThread::Main => Some("main".to_owned()),
-        ReceiptThread::Thread(root) => Some(root.to_string()),
+        ReceiptThread::Thread(root) => {
+            // The root must be an event of this room; this also keeps arbitrary strings (NULs,
+            // megabytes) that ruma takes for event IDs out of storage and out of every sync.
+            if services.rooms.event_in_room(room_id, &root).await.is_err() {
+                return Err(Error::invalid_param("thread_id is not an event of this room"));
+            }
+            Some(root.to_string())
+        }
         _ => return Err(Error::invalid_param("thread_id is neither \"main\" nor an event ID")),
     };
     let receipt = Receipt { room_id, user_id: &user.user_id, receipt_type, event_id, thread_id };
@@ -90,7 +97,8 @@ async fn set_read_marker(
     Ok(set_read_marker::v3::Response::new())
 }
 
-/// Moves the user's fully read marker (the `m.fully_read` room account data) to the event.
+/// Moves the user's fully read marker (the `m.fully_read` room account data) forward to the
+/// event; a marker already at or after it stays.
 async fn set_fully_read(
     services: &Services,
     user: &User,
@@ -98,8 +106,39 @@ async fn set_fully_read(
     event_id: &EventId,
 ) -> Result<()> {
     services.rooms.require_joined(room_id, &user.user_id).await?;
-    services.rooms.event_in_room(room_id, event_id).await?;
+    let event = services.rooms.event_in_room(room_id, event_id).await?;
+    let users = &services.users;
+    let _serial = users.lock_account_data().await;
+    if let Some(marked) = fully_read_position(services, user, room_id).await?
+        && marked >= event.stream_position
+    {
+        return Ok(());
+    }
     let content = serde_json::value::to_raw_value(&serde_json::json!({ "event_id": event_id }))
         .map_err(anyhow::Error::from)?;
-    services.users.set_account_data(&user.user_id, Some(room_id), "m.fully_read", &content).await
+    users.set_account_data(&user.user_id, Some(room_id), FULLY_READ, &content).await
+}
+
+/// The stream position of the event the user's fully read marker is at, if it is at one.
+async fn fully_read_position(
+    services: &Services,
+    user: &User,
+    room_id: &RoomId,
+) -> Result<Option<i64>> {
+    let stored = services.store.account_data(&user.user_id, Some(room_id), FULLY_READ).await?;
+    let Some(content) = stored.and_then(|raw| serde_json::from_str::<FullyRead>(raw.get()).ok())
+    else {
+        return Ok(None);
+    };
+    let event = services.rooms.event_in_room(room_id, &content.event_id).await.ok();
+    Ok(event.map(|event| event.stream_position))
+}
+
+/// The room account data type of the fully read marker.
+const FULLY_READ: &str = "m.fully_read";
+
+/// What the fully read marker holds.
+#[derive(serde::Deserialize)]
+struct FullyRead {
+    event_id: ruma::OwnedEventId,
 }
