@@ -1,4 +1,5 @@
-//! Registers and logs users in, syncs, sends and reads messages through `matrix-sdk`.
+//! Registers and logs users in, shares rooms between them, syncs, sends and reads messages
+//! through `matrix-sdk`.
 //!
 //! Every client is fresh and keeps its state in memory: registering logs the registering client
 //! in, so logins always use a new [`Client`]. Each helper names the endpoint it calls in its
@@ -8,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
 use matrix_sdk::{
-    Client, Room,
+    Client, Room, RoomState,
     config::{RequestConfig, SyncSettings},
     deserialized_responses::TimelineEvent,
     room::MessagesOptions,
     ruma::{
-        OwnedUserId, RoomId, UInt, UserId,
+        OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UInt, UserId,
         api::client::{
             account::register,
             filter::FilterDefinition,
@@ -137,6 +138,26 @@ pub async fn sync_until(
     }
 }
 
+/// Syncs until `done` finds what it waits for in the client's store (what the SDK made of the
+/// syncs so far), or fails after `deadline`.
+pub async fn sync_until_stored(
+    client: &Client,
+    deadline: Duration,
+    what: &str,
+    mut done: impl AsyncFnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        sync_once(client).await?;
+        if done().await? {
+            return Ok(());
+        }
+        if started.elapsed() > deadline {
+            bail!("no sync brought {what} within {deadline:?}");
+        }
+    }
+}
+
 /// The text bodies of the `m.room.message` events that `response` brings for `room_id`, oldest
 /// first.
 pub fn synced_bodies(response: &SyncResponse, room_id: &RoomId) -> Vec<String> {
@@ -180,12 +201,57 @@ pub async fn create_private_room(client: &Client, name: &str) -> anyhow::Result<
     client.create_room(request).await.context("POST /_matrix/client/v3/createRoom")
 }
 
-/// Sends a plain-text message and returns its event ID as a string.
-pub async fn send_text(room: &Room, body: &str) -> anyhow::Result<String> {
+/// The client's copy of the room.
+pub fn room_of(client: &Client, room_id: &RoomId) -> anyhow::Result<Room> {
+    client
+        .get_room(room_id)
+        .with_context(|| format!("{:?} does not know {room_id}", client.user_id()))
+}
+
+/// The logged-in user of `client`.
+pub fn own_user_id(client: &Client) -> anyhow::Result<OwnedUserId> {
+    client.user_id().map(ToOwned::to_owned).context("the client is not logged in")
+}
+
+/// `owner` creates a private room named `name` and invites `guest`; the guest sees the invite in
+/// an incremental sync and joins; the owner sees the join through sync. Each step must show up
+/// within `deadline`.
+pub async fn invite_and_join(
+    owner: &Client,
+    guest: &Client,
+    name: &str,
+    deadline: Duration,
+) -> anyhow::Result<OwnedRoomId> {
+    // Initial syncs, so that what follows arrives in incremental ones.
+    sync_once(owner).await?;
+    sync_once(guest).await?;
+
+    let room = create_private_room(owner, name).await?;
+    let room_id = room.room_id().to_owned();
+    let guest_id = own_user_id(guest)?;
+    room.invite_user_by_id(&guest_id)
+        .await
+        .with_context(|| format!("POST /_matrix/client/v3/rooms/{room_id}/invite"))?;
+
+    sync_until(guest, deadline, "the invite", |r| r.rooms.invited.contains_key(&room_id)).await?;
+    let invited = room_of(guest, &room_id)?;
+    ensure!(invited.state() == RoomState::Invited, "the guest's room state: {:?}", invited.state());
+    invited.join().await.with_context(|| format!("POST /_matrix/client/v3/join/{room_id}"))?;
+    ensure!(invited.state() == RoomState::Joined, "the guest's room state: {:?}", invited.state());
+
+    sync_until(owner, deadline, "the guest's join", |r| {
+        synced_joins(r, &room_id).contains(&guest_id)
+    })
+    .await?;
+    Ok(room_id)
+}
+
+/// Sends a plain-text message and returns its event ID.
+pub async fn send_text(room: &Room, body: &str) -> anyhow::Result<OwnedEventId> {
     let result = room.send(RoomMessageEventContent::text_plain(body)).await.with_context(|| {
         format!("PUT /_matrix/client/v3/rooms/{}/send/m.room.message", room.room_id())
     })?;
-    Ok(result.response.event_id.to_string())
+    Ok(result.response.event_id)
 }
 
 /// Pages backwards through the whole room history with `/messages` (from the end of the

@@ -14,16 +14,13 @@ use std::{collections::BTreeSet, time::Duration};
 use anyhow::{Context as _, ensure};
 use hearth_sdk_tests::{
     client::{
-        create_private_room, login, message_bodies_backward, register, send_text, sync_once,
-        sync_until, synced_bodies, synced_joins, user_id,
+        invite_and_join, login, message_bodies_backward, register, room_of, send_text, sync_once,
+        sync_until, synced_bodies, user_id,
     },
     init_logging,
     server::{SERVER_NAME, TestServer},
 };
-use matrix_sdk::{
-    Client, Room, RoomMemberships, RoomState,
-    ruma::{OwnedRoomId, OwnedUserId, RoomId},
-};
+use matrix_sdk::{Client, RoomMemberships, RoomState, ruma::RoomId};
 
 const ALICE: &str = "alice";
 const BOB: &str = "bob";
@@ -48,7 +45,7 @@ async fn chat_history_survives_sigkill() -> anyhow::Result<()> {
     let bob = login(server.url(), BOB).await?;
     check_user_ids(&alice, &bob)?;
 
-    let room_id = invite_and_join(&alice, &bob).await?;
+    let room_id = invite_and_join(&alice, &bob, ROOM_NAME, SYNC_DEADLINE).await?;
     exchange_greetings(&alice, &bob, &room_id).await?;
     send_burst(&alice, &bob, &room_id).await?;
     let history = message_bodies_backward(&room_of(&bob, &room_id)?).await?;
@@ -65,44 +62,6 @@ fn check_user_ids(alice: &Client, bob: &Client) -> anyhow::Result<()> {
     ensure!(alice.user_id() == Some(&*user_id(ALICE, SERVER_NAME)?), "{:?}", alice.user_id());
     ensure!(bob.user_id() == Some(&*user_id(BOB, SERVER_NAME)?), "{:?}", bob.user_id());
     Ok(())
-}
-
-/// The client's copy of the room.
-fn room_of(client: &Client, room_id: &RoomId) -> anyhow::Result<Room> {
-    client
-        .get_room(room_id)
-        .with_context(|| format!("{:?} does not know {room_id}", client.user_id()))
-}
-
-/// The logged-in user of `client`.
-fn me(client: &Client) -> anyhow::Result<OwnedUserId> {
-    client.user_id().map(ToOwned::to_owned).context("the client is not logged in")
-}
-
-/// Alice creates a private room and invites bob; bob sees the invite in an incremental sync and
-/// joins; alice sees bob's join through sync.
-async fn invite_and_join(alice: &Client, bob: &Client) -> anyhow::Result<OwnedRoomId> {
-    // Initial syncs, so that what follows arrives in incremental ones.
-    sync_once(alice).await?;
-    sync_once(bob).await?;
-
-    let room = create_private_room(alice, ROOM_NAME).await?;
-    let room_id = room.room_id().to_owned();
-    let bob_id = me(bob)?;
-    room.invite_user_by_id(&bob_id)
-        .await
-        .with_context(|| format!("POST /_matrix/client/v3/rooms/{room_id}/invite"))?;
-
-    sync_until(bob, SYNC_DEADLINE, "the invite", |r| r.rooms.invited.contains_key(&room_id))
-        .await?;
-    let invited = room_of(bob, &room_id)?;
-    ensure!(invited.state() == RoomState::Invited, "bob's room state: {:?}", invited.state());
-    invited.join().await.with_context(|| format!("POST /_matrix/client/v3/join/{room_id}"))?;
-    ensure!(invited.state() == RoomState::Joined, "bob's room state: {:?}", invited.state());
-
-    sync_until(alice, SYNC_DEADLINE, "bob's join", |r| synced_joins(r, &room_id).contains(&bob_id))
-        .await?;
-    Ok(room_id)
 }
 
 /// Alice greets bob, bob answers, and each sees both messages, in order, through sync.
