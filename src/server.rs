@@ -78,7 +78,22 @@ pub async fn open_services(data_dir: &Path, config: Config) -> anyhow::Result<Ar
             .await
             .context("reading the signing key failed unexpectedly")??;
     let store = open_store(data_dir, &config.database).await?;
+    #[cfg(feature = "postgres")]
+    take_writes_again(data_dir, &config.database).await?;
     Ok(Services::start(config, keys, data_dir, store))
+}
+
+/// Lifts a retirement a move left on the database the configuration names (see
+/// [`crate::store::transfer::retire`]): a crash in the middle of a switch, or a configuration
+/// pointed back at the old copy by hand. Only the server does this, holding the data directory.
+#[cfg(feature = "postgres")]
+async fn take_writes_again(data_dir: &Path, database: &DatabaseConfig) -> anyhow::Result<()> {
+    use crate::store::transfer::retire;
+    let lifted = match database.backend {
+        DatabaseBackend::Sqlite => retire::unretire_sqlite(&data_dir.join(DATABASE_FILE)).await,
+        DatabaseBackend::Postgres => retire::unretire_postgres(&database.url).await,
+    };
+    lifted.context("cannot check whether a move left the database refusing writes")
 }
 
 /// The first wait before trying an unreachable database again; it doubles up to
@@ -148,6 +163,43 @@ pub async fn add_user(
     admin: bool,
 ) -> anyhow::Result<()> {
     ensure_data_dir(data_dir)?;
+    // A move of the data may switch databases meanwhile: the database the configuration named
+    // then refuses the write, and the configuration, read again, names the new one.
+    let mut waited = std::time::Duration::ZERO;
+    loop {
+        match create_user(data_dir, name, password.clone(), admin).await {
+            Err(error) if is_retired(&error) && waited < MOVE_SWITCH_WAIT => {
+                tokio::time::sleep(MOVE_SWITCH_POLL).await;
+                waited += MOVE_SWITCH_POLL;
+            }
+            Err(error) if is_retired(&error) => {
+                bail!("a move of the data is switching databases and did not finish; try again")
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// How long `hearth user add` waits for a move's switch to finish, and how often it looks.
+const MOVE_SWITCH_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+const MOVE_SWITCH_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+fn is_retired(error: &anyhow::Error) -> bool {
+    #[cfg(feature = "postgres")]
+    return crate::store::transfer::retire::is_retired(error);
+    #[cfg(not(feature = "postgres"))]
+    return {
+        let _ = error;
+        false
+    };
+}
+
+async fn create_user(
+    data_dir: &Path,
+    name: &str,
+    password: String,
+    admin: bool,
+) -> anyhow::Result<()> {
     let config = Config::load(&data_dir.join(config::CONFIG_FILE))
         .context("run `hearth serve` once first to create the data directory")?;
     let store = open_store(data_dir, &config.database).await?;

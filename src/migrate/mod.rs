@@ -54,12 +54,12 @@ use self::ends::{Cursor, Snapshot, Source, Target};
 use crate::{
     config::{self, DatabaseBackend, DatabaseConfig},
     store::{
-        self,
+        self, StoreResult,
         switch::{SwitchableStore, WritePause},
         transfer::{
             TableSchema,
             postgres::{PostgresTarget, TargetState},
-            sqlite_target,
+            retire, sqlite_target,
         },
     },
 };
@@ -496,6 +496,40 @@ async fn switch(
         Some(store) => Some(store.pause_writes().await),
         None => None,
     };
+    // From here no other process (`hearth user add`) can write into the source either.
+    retire(request, source, tables).await?;
+    let outcome = switch_paused(request, source, target, tables, applied, pause).await;
+    if outcome.is_err()
+        && let Err(error) = unretire(request, source).await
+    {
+        tracing::warn!(error = format!("{error:#}"), "cannot let the source take writes again");
+    }
+    outcome
+}
+
+async fn retire(request: &MoveRequest, source: &Source, tables: &[TableSchema]) -> StoreResult<()> {
+    match source {
+        Source::Sqlite(_) => retire::retire_sqlite(&request.sqlite_path, tables).await,
+        Source::Postgres(_) => retire::retire_postgres(&request.target_url, tables).await,
+    }
+}
+
+async fn unretire(request: &MoveRequest, source: &Source) -> StoreResult<()> {
+    match source {
+        Source::Sqlite(_) => retire::unretire_sqlite(&request.sqlite_path).await,
+        Source::Postgres(_) => retire::unretire_postgres(&request.target_url).await,
+    }
+}
+
+/// The switch once writes are paused and the source is retired.
+async fn switch_paused(
+    request: &MoveRequest,
+    source: &Source,
+    target: &mut Target,
+    tables: &[TableSchema],
+    applied: i64,
+    pause: Option<WritePause>,
+) -> anyhow::Result<()> {
     let last = source.snapshot().await?;
     let position = last.log_position().await?;
     apply::catch_up(&last, target, tables, applied, position, None).await?;

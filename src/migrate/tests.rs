@@ -8,7 +8,8 @@ use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomVersionId};
 
 use super::*;
 use crate::store::{
-    NewEvent, NewSession, NewUser, RoomTxn, Store, testing, transfer::sqlite::SqliteSource,
+    NewEvent, NewSession, NewUser, RoomTxn, Store, testing,
+    transfer::{retire, sqlite::SqliteSource},
 };
 
 /// A fresh, empty PostgreSQL database, or `None` (and a note) when there is no server to use.
@@ -388,4 +389,60 @@ async fn two_moves_into_one_database_cannot_run_at_once() {
     drop(other);
     run_to_end(request(dir.path(), &url, None), |_| {}).await.unwrap();
     assert_same_data(dir.path(), &url).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_account_added_while_the_move_switches_lands_where_the_data_went() {
+    let Some(url) = target_database().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    drop(source(dir.path(), 10).await);
+    let sqlite_path = dir.path().join("hearth.db");
+    let tables = SqliteSource::new(&sqlite_path).tables().await.unwrap();
+
+    // The switch retires hearth.db before its last snapshot; `hearth user add`, which read
+    // hearth.toml when it still named SQLite, meets the retirement and waits.
+    retire::retire_sqlite(&sqlite_path, &tables).await.unwrap();
+    let data_dir = dir.path().to_owned();
+    let adding = tokio::spawn(async move {
+        crate::server::add_user(&data_dir, "carol", "secret".into(), false).await
+    });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!adding.is_finished(), "the account waits for the switch");
+
+    // The switch ends, naming PostgreSQL; the account goes there.
+    run_to_end(request(dir.path(), &url, None), |_| {}).await.unwrap();
+    adding.await.unwrap().unwrap();
+    let carol: OwnedUserId = "@carol:localhost".try_into().unwrap();
+    let moved = store::open_postgres(&url).await.unwrap();
+    assert!(moved.user(&carol).await.unwrap().is_some(), "carol is in PostgreSQL");
+    // hearth.db refuses writes for good: a write there would be lost.
+    let old = store::open_sqlite(&sqlite_path).unwrap();
+    let refused = old.create_user(NewUser {
+        user_id: "@dave:localhost".try_into().unwrap(),
+        password_hash: None,
+        is_admin: false,
+        created_ts: 1,
+    });
+    let error = refused.await.unwrap_err();
+    assert!(retire::is_retired(&error), "{error:#}");
+    assert!(old.user(&carol).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_server_started_on_a_retired_database_its_configuration_names_lifts_the_retirement() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(source(dir.path(), 3).await);
+    let sqlite_path = dir.path().join("hearth.db");
+    let tables = SqliteSource::new(&sqlite_path).tables().await.unwrap();
+    // A crash between the retirement and the switch of hearth.toml leaves it so.
+    retire::retire_sqlite(&sqlite_path, &tables).await.unwrap();
+    let config = config::Config::load(&dir.path().join(config::CONFIG_FILE)).unwrap();
+    let services = crate::server::open_services(dir.path(), config).await.unwrap();
+    let user = NewUser {
+        user_id: "@erin:localhost".try_into().unwrap(),
+        password_hash: None,
+        is_admin: false,
+        created_ts: 1,
+    };
+    assert!(services.store.create_user(user).await.unwrap());
 }

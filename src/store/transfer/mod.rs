@@ -10,6 +10,7 @@
 //! written.
 
 pub mod postgres;
+pub mod retire;
 pub mod postgres_source;
 pub mod sqlite;
 pub mod sqlite_target;
