@@ -10,8 +10,8 @@
 //! written.
 
 pub mod postgres;
-pub mod retire;
 pub mod postgres_source;
+pub mod retire;
 pub mod sqlite;
 pub mod sqlite_target;
 
