@@ -131,6 +131,21 @@ impl PostgresStore {
     }
 }
 
+/// Brings the empty database at `url` to schema version 1 holding the rows `sql` inserts, as a
+/// release before state groups left it; opening it then runs the later migrations.
+#[cfg(test)]
+pub(crate) async fn seed_at_v1(url: &str, sql: &str) -> StoreResult<()> {
+    let pool = connect_pool(url)?;
+    let mut connection = pool.get().await.map_err(unavailable)?;
+    embedded::migrations::runner()
+        .set_target(refinery::Target::Version(1))
+        .run_async(&mut **connection)
+        .await
+        .context("cannot migrate to version 1")?;
+    connection.batch_execute(sql).await?;
+    Ok(())
+}
+
 fn connect_pool(url: &str) -> StoreResult<Pool> {
     let mut config: tokio_postgres::Config =
         url.parse().context("the PostgreSQL connection URL is not valid")?;

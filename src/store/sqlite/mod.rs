@@ -108,6 +108,19 @@ impl SqliteStore {
     }
 }
 
+/// Creates the database at `path` at schema version 1 holding the rows `sql` inserts, as a
+/// release before state groups left it; opening it then runs the later migrations.
+#[cfg(test)]
+pub(crate) fn seed_at_v1(path: &Path, sql: &str) -> StoreResult<()> {
+    let mut connection = Connection::open(path)?;
+    embedded::migrations::runner()
+        .set_target(refinery::Target::Version(1))
+        .run(&mut connection)
+        .context("cannot migrate to version 1")?;
+    connection.execute_batch(sql)?;
+    Ok(())
+}
+
 fn configure_writer(connection: &Connection) -> StoreResult<()> {
     connection
         .execute_batch(
