@@ -162,13 +162,20 @@ fn require_known(
 
 /// The authorization rules against the event's own auth events.
 fn authorize_by_auth_events(txn: &dyn RoomTxn, rules: &RoomVersionRules, pdu: &Pdu) -> Result<()> {
-    let mut auth = Vec::with_capacity(pdu.auth_events.len());
-    for id in &pdu.auth_events {
+    let mut auth_ids = pdu.auth_events.clone();
+    // From version 12 the create event is found by the ID the room ID names, not in auth_events.
+    if rules.authorization.room_create_event_id_as_room_id
+        && let Some(room_id) = &pdu.room_id
+        && let Ok(create_id) = OwnedEventId::try_from(format!("${}", &room_id.as_str()[1..]))
+    {
+        auth_ids.push(create_id);
+    }
+    let mut auth = Vec::with_capacity(auth_ids.len());
+    for id in &auth_ids {
         if let Some(record) = txn.event(id)? {
             auth.push(Pdu::from_record(&record, rules)?);
         }
     }
-    // From version 12 the create event is found by the ID the room ID names, not in auth_events.
     let fetch_event = |id: &EventId| {
         auth.iter().find(|e| e.event_id == id).cloned().or_else(|| {
             txn.event(id).ok().flatten().and_then(|record| Pdu::from_record(&record, rules).ok())
@@ -214,3 +221,6 @@ fn authorize_against(
         },
     )
 }
+
+#[cfg(test)]
+mod tests;
