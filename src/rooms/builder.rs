@@ -1,6 +1,6 @@
 //! The one path every new local event takes: build the PDU (prev events, auth events, depth),
-//! hash and sign it, authorize it against its auth events and the room's current state, and
-//! append it to the room.
+//! hash and sign it, authorize it against its auth events and the state before it, and append it
+//! to the room with its place in the room's state (`super::state`).
 //!
 //! It runs inside a store room job, so it sees the room exactly as the writer does and two events
 //! of the same room can never be built on the same parent state.

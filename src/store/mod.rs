@@ -6,6 +6,10 @@
 //! holds. Writes that must see a consistent room (building and persisting an event) run as one
 //! closure against a [`RoomTxn`] inside the backend's single writer, so concurrent sends to one room
 //! are serialized without an async lock and still commit together.
+//!
+//! The room state after every event is kept as state groups ([`StateGroupDelta`], assembled by
+//! [`state_of_group`]); which group an event gets and how the current state changes is decided by
+//! `crate::rooms::state` and handed to [`RoomTxn::append_event`], never derived here.
 
 #[cfg(feature = "postgres")]
 mod postgres;

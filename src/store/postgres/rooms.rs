@@ -1,4 +1,6 @@
-//! PostgreSQL queries for rooms: events, state, memberships, aliases and the directory.
+//! PostgreSQL queries for rooms: events, state groups, current state, memberships, aliases and
+//! the directory. What a state group or a change of the current state holds is decided by
+//! `crate::rooms::state`; this file only writes and reads it.
 //!
 //! The state at a stream position is derived from `state_history` as on SQLite: for each (type,
 //! state key), the newest entry at or before that position, picked here with `DISTINCT ON`. Lists
