@@ -16,7 +16,7 @@ use super::*;
 use crate::{
     federation::ServerKeys,
     rooms::builder::{ProtoEvent, build_and_append, create_room},
-    store::{Store, testing::TestDatabase},
+    store::{StateEntry, Store, testing::TestDatabase},
 };
 
 const REMOTE: &str = "remote.test";
@@ -540,4 +540,38 @@ async fn an_event_received_twice_is_stored_once() {
     assert!(matches!(&again, Ingested::AlreadyKnown(id) if *id == event_id), "{again:?}");
     assert_eq!(room.store.current_position().await.unwrap(), position);
     assert_eq!(room.extremities().await, vec![event_id]);
+}
+
+/// The fast path of a local send: a message stays in its prev event's state group, a state event
+/// adds one group holding one entry on top of it.
+#[tokio::test]
+async fn a_local_message_adds_no_state_group_and_a_state_event_one_entry() {
+    let room = Fixture::new(RoomVersionId::V12).await;
+    let group_of = |event_id: OwnedEventId| {
+        let store = room.store.clone();
+        async move {
+            in_job(&store, move |txn| Ok(txn.event_state_group(&event_id)?.unwrap())).await.unwrap()
+        }
+    };
+    let join_group = group_of(room.bob_join.clone()).await;
+    let message = room.local(alice(), "m.room.message", None, message("hi")).await.unwrap();
+    assert_eq!(group_of(message).await, join_group);
+
+    let topic = room.local(alice(), "m.room.topic", Some(""), topic("t")).await.unwrap();
+    let topic_group = group_of(topic.clone()).await;
+    let position = room.store.event(&topic).await.unwrap().unwrap().stream_position;
+    assert_eq!(topic_group, position, "a new group is numbered with its event's position");
+    let (delta, parent) = in_job(&room.store, move |txn| {
+        Ok((txn.state_group_delta(topic_group)?.unwrap(), txn.state_group_delta(join_group)?))
+    })
+    .await
+    .unwrap();
+    assert_eq!(delta.parent, Some(join_group));
+    assert_eq!(delta.chain_length, parent.unwrap().chain_length + 1);
+    let entry = StateEntry {
+        event_type: "m.room.topic".into(),
+        state_key: String::new(),
+        event_id: Some(topic),
+    };
+    assert_eq!(delta.entries, vec![entry]);
 }
