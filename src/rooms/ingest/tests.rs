@@ -151,8 +151,8 @@ impl Fixture {
             "content": content,
             "origin_server_ts": now_ms() + ts_offset,
             "depth": depth + 1,
-            "prev_events": prev,
-            "auth_events": auth,
+            "prev_events": self.references(prev).await,
+            "auth_events": self.references(&auth).await,
         });
         let CanonicalJsonValue::Object(fields) = CanonicalJsonValue::try_from(value).unwrap()
         else {
@@ -162,13 +162,36 @@ impl Fixture {
         if let Some(state_key) = state_key {
             object.insert("state_key".into(), state_key.into());
         }
+        if self.rules.event_id_format == EventIdFormatVersion::V1 {
+            let event_id = ruma::EventId::new_v1(REMOTE.try_into().unwrap());
+            object.insert("event_id".into(), event_id.as_str().into());
+        }
         hash_and_sign_event(REMOTE, &*self.remote, &mut object, &self.rules.redaction).unwrap();
         let event_id = self.event_id(&object);
         let json = serde_json::to_string(&object).unwrap();
         (event_id, RawValue::from_string(json).unwrap())
     }
 
+    /// References in the room version's format: `[ID, {"sha256": reference hash}]` pairs in
+    /// versions 1 and 2, bare IDs later.
+    async fn references(&self, ids: &[OwnedEventId]) -> JsonValue {
+        if self.rules.event_id_format != EventIdFormatVersion::V1 {
+            return json!(ids);
+        }
+        let mut pairs = Vec::new();
+        for id in ids {
+            let record = self.store.event(id).await.unwrap().unwrap();
+            let stored: CanonicalJsonObject = serde_json::from_str(&record.pdu).unwrap();
+            let hash = reference_hash(&stored, &self.rules).unwrap();
+            pairs.push(json!([id, { "sha256": hash }]));
+        }
+        JsonValue::Array(pairs)
+    }
+
     fn event_id(&self, object: &CanonicalJsonObject) -> OwnedEventId {
+        if let Some(CanonicalJsonValue::String(id)) = object.get("event_id") {
+            return id.as_str().try_into().unwrap();
+        }
         let hash = reference_hash(object, &self.rules).unwrap();
         ruma::EventId::new_v2_or_v3(&hash).unwrap()
     }
@@ -574,4 +597,20 @@ async fn a_local_message_adds_no_state_group_and_a_state_event_one_entry() {
         event_id: Some(topic),
     };
     assert_eq!(delta.entries, vec![entry]);
+}
+
+/// Room version 1 resolves forks with the first state resolution algorithm, which ruma does not
+/// implement: its events are ingested while the room stays linear, and one that forks it is
+/// refused with that reason.
+#[tokio::test]
+async fn a_fork_of_a_version_1_room_is_refused_for_want_of_state_resolution_v1() {
+    let room = Fixture::new(RoomVersionId::V1).await;
+    assert_eq!(room.extremities().await, vec![room.bob_join.clone()], "bob joined a v1 room");
+    let base = vec![room.bob_join.clone()];
+    room.local(alice(), "m.room.topic", Some(""), topic("local")).await.unwrap();
+    let (fork, pdu) =
+        room.remote_event(&bob(), "m.room.name", Some(""), json!({"name": "R"}), &base, 0).await;
+    let refused = room.ingest(pdu).await;
+    assert!(client_message(&refused).contains("state resolution v1"), "{refused:?}");
+    assert!(room.store.event(&fork).await.unwrap().is_none());
 }
