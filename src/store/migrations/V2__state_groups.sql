@@ -57,10 +57,17 @@ WHERE g.parent_group IS NULL AND NOT EXISTS (
       AND later.stream_position <= g.state_group
 );
 
-UPDATE events SET state_group = (
-    SELECT MAX(h.stream_position) FROM state_history h
-    WHERE h.room_id = events.room_id AND h.stream_position <= events.stream_position
-);
+-- The group of every event: the position of the newest state event at or before it in its room,
+-- in one ordered pass over the events rather than a lookup per event.
+UPDATE events SET state_group = numbered.state_group
+FROM (
+    SELECT stream_position,
+           MAX(CASE WHEN state_key IS NOT NULL THEN stream_position END) OVER (
+               PARTITION BY room_id ORDER BY stream_position ROWS UNBOUNDED PRECEDING
+           ) AS state_group
+    FROM events
+) numbered
+WHERE events.stream_position = numbered.stream_position;
 
 -- From V2 on, state_history also records changes that state resolution makes to the current
 -- state. A key that resolution removes is recorded with event_id '' and no membership; every
