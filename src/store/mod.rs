@@ -307,7 +307,7 @@ pub fn state_of_group(txn: &dyn RoomTxn, state_group: i64) -> StoreResult<StateM
     Ok(state)
 }
 
-/// A state group is a snapshot when its chain of deltas would reach this length (the V2
+/// A state group is a snapshot when its chain of deltas would reach this length (the V3
 /// migration uses the same number).
 pub const MAX_STATE_CHAIN: i64 = 32;
 

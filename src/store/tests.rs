@@ -465,10 +465,10 @@ async fn current_state_changes_of_a_resolution_reach_current_state_and_history()
     assert_eq!(ids(topics), vec![event_id(2), event_id(4), event_id(2)]);
 }
 
-/// A database written before state groups existed gets them from the V2 migration: a room's
+/// A database written before state groups existed gets them from the V3 migration: a room's
 /// state after every event, with snapshots that bound the chains.
 #[tokio::test]
-async fn the_v2_migration_gives_v1_rooms_the_state_after_every_event() {
+async fn the_state_group_migration_gives_earlier_rooms_the_state_after_every_event() {
     let db = TestDatabase::new().await;
     let mut sql = String::from(
         "INSERT INTO rooms (room_id, room_version, created_ts) VALUES ('!r:localhost', '10', 0);\n",

@@ -576,7 +576,7 @@ async fn update_extremities(c: &Conn, event: &NewEvent) -> StoreResult<()> {
 }
 
 /// Applies one change of the current state and records it in `state_history`; a removed key is
-/// recorded with event ID `''` (see the V2 migration).
+/// recorded with event ID `''` (see the V3 migration).
 async fn update_state(
     c: &Conn,
     room_id: &RoomId,

@@ -607,7 +607,7 @@ fn update_extremities(c: &Connection, event: &NewEvent) -> StoreResult<()> {
 }
 
 /// Applies one change of the current state and records it in `state_history`; a removed key is
-/// recorded with event ID `''` (see the V2 migration).
+/// recorded with event ID `''` (see the V3 migration).
 fn update_state(
     c: &Connection,
     room_id: &RoomId,

@@ -69,6 +69,6 @@ FROM (
 ) numbered
 WHERE events.stream_position = numbered.stream_position;
 
--- From V2 on, state_history also records changes that state resolution makes to the current
+-- From V3 on, state_history also records changes that state resolution makes to the current
 -- state. A key that resolution removes is recorded with event_id '' and no membership; every
 -- reader joins state_history with events, which such an entry never matches.
