@@ -20,7 +20,10 @@ use anyhow::{Context as _, anyhow};
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use hearth::{
     config::{FirstRunSettings, RegistrationMode, parse_server_name, template},
-    store::{NewEvent, NewSession, NewUser, RoomTxn, Store, open_sqlite},
+    store::{
+        CurrentStateChange, NewEvent, NewSession, NewStateGroup, NewUser, RoomTxn, StateEntry,
+        StateGroupDelta, Store, open_sqlite,
+    },
 };
 use rand::{Rng as _, SeedableRng as _, rngs::StdRng, seq::SliceRandom as _};
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomVersionId};
@@ -280,12 +283,50 @@ async fn write_job(
         for room_id in &rooms {
             txn.create_room(room_id, &RoomVersionId::V12, FIRST_TS)?;
         }
-        for event in events {
+        for mut event in events {
+            place(txn, &mut event)?;
             txn.append_event(event)?;
         }
         Ok(Vec::new())
     };
     store.write_rooms(Box::new(job)).await.map_err(|e| anyhow!("a room job failed: {e}"))?;
+    Ok(())
+}
+
+/// Gives a generated event its state as the rooms module would in a linear room: a message stays
+/// in its prev event's state group, a state event adds a one-entry delta (or the first snapshot)
+/// and becomes the current state of its key. Every member joins, so a membership is "join".
+fn place(txn: &dyn RoomTxn, event: &mut NewEvent) -> Result<(), hearth::Error> {
+    let prev_group = match event.prev_events.first() {
+        Some(prev) => txn.event_state_group(prev)?,
+        None => None,
+    };
+    let Some(state_key) = event.state_key.clone() else {
+        let group = prev_group.ok_or_else(|| anyhow!("a message before any state"))?;
+        event.state_group = NewStateGroup::Existing(group);
+        return Ok(());
+    };
+    let entry = StateEntry {
+        event_type: event.event_type.clone(),
+        state_key: state_key.clone(),
+        event_id: Some(event.event_id.clone()),
+    };
+    let chain_length = match prev_group {
+        Some(group) => txn.state_group_delta(group)?.map_or(0, |d| d.chain_length + 1),
+        None => 0,
+    };
+    event.state_group = NewStateGroup::New(StateGroupDelta {
+        parent: prev_group,
+        chain_length,
+        entries: vec![entry],
+    });
+    let membership = (event.event_type == "m.room.member").then(|| "join".to_owned());
+    event.current_state = vec![CurrentStateChange {
+        event_type: event.event_type.clone(),
+        state_key,
+        event_id: Some(event.event_id.clone()),
+        membership,
+    }];
     Ok(())
 }
 
@@ -362,19 +403,21 @@ impl Pdus {
             pdu["state_key"] = json!(state_key);
         }
         room.last = event_id.clone();
-        let membership = (event_type == "m.room.member").then(|| "join".to_owned());
         NewEvent {
             event_id,
             room_id: room.room_id.clone(),
             event_type: event_type.to_owned(),
             state_key,
-            membership,
             sender: sender_id,
             origin_server_ts: self.ts,
             depth: room.depth,
             prev_events,
             pdu: pdu.to_string(),
             transaction: None,
+            // Filled in by `place` inside the room job, which sees the prev event's group.
+            replaces_state: None,
+            state_group: NewStateGroup::Existing(0),
+            current_state: Vec::new(),
         }
     }
 }

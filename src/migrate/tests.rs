@@ -8,7 +8,8 @@ use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomVersionId};
 
 use super::*;
 use crate::store::{
-    NewEvent, NewSession, NewUser, RoomTxn, Store, testing,
+    NewEvent, NewSession, NewStateGroup, NewUser, RoomTxn, StateEntry, StateGroupDelta, Store,
+    testing,
     transfer::{retire, sqlite::SqliteSource},
 };
 
@@ -60,18 +61,35 @@ pub(super) async fn append_messages(store: &Store, from: usize, count: usize) {
             txn.create_room(&room(), &RoomVersionId::V12, 0)?;
         }
         for n in from..from + count {
+            // The first message opens a state group holding a topic, so that the state tables
+            // are copied too; the later ones share it.
+            let first = OwnedEventId::try_from("$m0").unwrap();
+            let state_group = match txn.event_state_group(&first)? {
+                Some(group) => NewStateGroup::Existing(group),
+                None => NewStateGroup::New(StateGroupDelta {
+                    parent: None,
+                    chain_length: 0,
+                    entries: vec![StateEntry {
+                        event_type: "m.room.topic".into(),
+                        state_key: String::new(),
+                        event_id: Some("$topic".try_into().unwrap()),
+                    }],
+                }),
+            };
             let event = NewEvent {
                 event_id: OwnedEventId::try_from(format!("$m{n}")).unwrap(),
                 room_id: room(),
                 event_type: "m.room.message".into(),
                 state_key: None,
-                membership: None,
                 sender: "@alice:localhost".try_into().unwrap(),
                 origin_server_ts: n as i64,
                 depth: n as i64,
                 prev_events: Vec::new(),
                 pdu: format!("{{\"body\":\"message {n}\"}}"),
                 transaction: None,
+                replaces_state: None,
+                state_group,
+                current_state: Vec::new(),
             };
             txn.append_event(event)?;
         }

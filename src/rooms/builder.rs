@@ -1,6 +1,6 @@
 //! The one path every new local event takes: build the PDU (prev events, auth events, depth),
-//! hash and sign it, authorize it against its auth events and the room's current state, and
-//! append it to the room.
+//! hash and sign it, authorize it against its auth events and the state before it, and append it
+//! to the room with its place in the room's state (`super::state`).
 //!
 //! It runs inside a store room job, so it sees the room exactly as the writer does and two events
 //! of the same room can never be built on the same parent state.
@@ -13,7 +13,7 @@
 
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, EventId, MilliSecondsSinceUnixEpoch, OwnedEventId,
-    OwnedRoomId, OwnedUserId, RoomVersionId, UserId,
+    OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId,
     events::{StateEventType, TimelineEventType},
     room_version_rules::{EventIdFormatVersion, EventsReferenceFormatVersion, RoomVersionRules},
     signatures::{hash_and_sign_event, reference_hash},
@@ -21,7 +21,10 @@ use ruma::{
 };
 use serde_json::Value as JsonValue;
 
-use super::pdu::{Pdu, to_canonical_object};
+use super::{
+    pdu::{Pdu, to_canonical_object},
+    state,
+};
 use crate::{
     Error, Result,
     federation::ServerKeys,
@@ -45,6 +48,10 @@ pub struct ProtoEvent {
 }
 
 /// Builds, authorizes and appends a local event.
+///
+/// On a room with one forward extremity (always, until federation forks a room) the state before
+/// the event is the room's current state, read key by key. With several, the event references
+/// them all and its state before is their resolution, as for an event received from elsewhere.
 pub fn build_and_append(
     txn: &dyn RoomTxn,
     keys: &ServerKeys,
@@ -55,8 +62,13 @@ pub fn build_and_append(
     let rules = rules_for(&version)?;
 
     let prev = newest_extremities(txn.forward_extremities(&proto.room_id)?);
+    let prev_ids: Vec<OwnedEventId> = prev.iter().map(|e| e.event_id.clone()).collect();
+    let before = match prev_ids.as_slice() {
+        [_] => StateSource::Current,
+        _ => StateSource::Map(state::state_before(txn, &rules, &proto.room_id, &prev_ids)?),
+    };
     let depth = prev.iter().map(|e| e.depth).max().unwrap_or(0) + 1;
-    let auth_events = select_auth_events(txn, &proto, &rules)?;
+    let auth_events = select_auth_events(txn, &proto, &rules, &before)?;
 
     let mut object = base_object(&proto, &rules, depth)?;
     object.insert("prev_events".into(), event_references(&prev, &rules)?);
@@ -64,11 +76,52 @@ pub fn build_and_append(
     let (event_id, pdu_json) = finish(object, keys, &rules)?;
 
     let pdu = Pdu::parse(event_id, &pdu_json, &rules)?;
-    authorize(txn, &rules, &pdu, &auth_events)?;
+    authorize(txn, &rules, &pdu, &auth_events, &before)?;
     if let Some(redacts) = &pdu.redacts {
         apply_redaction(txn, &rules, &pdu, redacts)?;
     }
-    append(txn, pdu, pdu_json, prev.iter().map(|e| e.event_id.clone()).collect(), proto.transaction)
+    let placement = match (&before, prev.as_slice()) {
+        (StateSource::Current, [only]) => {
+            let prev_group = txn.event_state_group(&only.event_id)?.ok_or_else(|| {
+                anyhow::anyhow!("the prev event {} has no state group", only.event_id)
+            })?;
+            state::place_linear(txn, &proto.room_id, &pdu, prev_group)?
+        }
+        (StateSource::Map(before), _) => {
+            state::place_event(txn, &rules, &proto.room_id, &pdu, before)?
+        }
+        (StateSource::Current, _) => return Err(anyhow::anyhow!("a room without events").into()),
+    };
+    append(txn, pdu, pdu_json, prev_ids, proto.transaction, placement)
+}
+
+/// Where the state before a new local event is read from.
+enum StateSource {
+    /// The room's current state (the room has one forward extremity, the event's prev event).
+    Current,
+    /// A state computed in full: the resolution of the states after several prev events.
+    Map(state::StateBefore),
+}
+
+impl StateSource {
+    fn get(
+        &self,
+        txn: &dyn RoomTxn,
+        room_id: &RoomId,
+        event_type: &str,
+        state_key: &str,
+    ) -> Result<Option<EventRecord>> {
+        match self {
+            Self::Current => Ok(txn.current_state_event(room_id, event_type, state_key)?),
+            Self::Map(before) => {
+                let key = (event_type.to_owned(), state_key.to_owned());
+                match before.state.get(&key) {
+                    Some(id) => Ok(txn.event(id)?),
+                    None => Ok(None),
+                }
+            }
+        }
+    }
 }
 
 /// Builds and appends the `m.room.create` event of a new room, creating the room itself.
@@ -109,7 +162,9 @@ pub fn create_room(
     pdu.room_id = Some(room_id.clone());
 
     txn.create_room(&room_id, version, pdu.origin_server_ts.get().into())?;
-    let appended = append(txn, pdu, pdu_json, Vec::new(), None)?;
+    let before = state::state_before(txn, &rules, &room_id, &[])?;
+    let placement = state::place_event(txn, &rules, &room_id, &pdu, &before)?;
+    let appended = append(txn, pdu, pdu_json, Vec::new(), None, placement)?;
     Ok((room_id, appended))
 }
 
@@ -164,11 +219,12 @@ fn newest_extremities(mut extremities: Vec<EventRecord>) -> Vec<EventRecord> {
     extremities
 }
 
-/// The auth events of a new event: the current state events its type requires.
+/// The auth events of a new event: the events of the state before it that its type requires.
 fn select_auth_events(
     txn: &dyn RoomTxn,
     proto: &ProtoEvent,
     rules: &RoomVersionRules,
+    before: &StateSource,
 ) -> Result<Vec<EventRecord>> {
     let content = serde_json::value::to_raw_value(&proto.content)
         .map_err(|e| Error::bad_json(format!("Invalid content: {e}")))?;
@@ -183,9 +239,7 @@ fn select_auth_events(
 
     let mut events = Vec::with_capacity(types.len());
     for (event_type, state_key) in types {
-        if let Some(event) =
-            txn.current_state_event(&proto.room_id, &event_type.to_string(), &state_key)?
-        {
+        if let Some(event) = before.get(txn, &proto.room_id, &event_type.to_string(), &state_key)? {
             events.push(event);
         }
     }
@@ -300,12 +354,13 @@ fn pdu_error(error: ruma::signatures::JsonError) -> Error {
     }
 }
 
-/// Checks the event against its auth events and against the room's current state.
+/// Checks the event against its auth events and against the state before it.
 fn authorize(
     txn: &dyn RoomTxn,
     rules: &RoomVersionRules,
     pdu: &Pdu,
     auth_events: &[EventRecord],
+    before: &StateSource,
 ) -> Result<()> {
     let auth: Vec<Pdu> = auth_events
         .iter()
@@ -323,7 +378,8 @@ fn authorize(
 
     let room_id = pdu.room_id.clone().unwrap_or_else(|| room_of(auth_events));
     let fetch_state = |event_type: &StateEventType, state_key: &str| {
-        txn.current_state_event(&room_id, &event_type.to_string(), state_key)
+        before
+            .get(txn, &room_id, &event_type.to_string(), state_key)
             .ok()
             .flatten()
             .and_then(|record| Pdu::from_record(&record, rules).ok())
@@ -374,28 +430,32 @@ fn apply_redaction(
     Ok(())
 }
 
-fn append(
+/// Appends an authorized event with its placement in the room's state; shared with the
+/// ingestion of events built elsewhere.
+pub(crate) fn append(
     txn: &dyn RoomTxn,
     pdu: Pdu,
     pdu_json: String,
     prev_events: Vec<OwnedEventId>,
     transaction: Option<TransactionKey>,
+    placement: state::Placement,
 ) -> Result<AppendedEvent> {
     let room_id = pdu.room_id.clone().ok_or_else(|| anyhow::anyhow!("event without room"))?;
-    let membership =
-        (pdu.kind == TimelineEventType::RoomMember).then(|| membership_of(&pdu)).flatten();
+    let membership = state::membership_of(&pdu);
     let event = NewEvent {
         event_id: pdu.event_id.clone(),
         room_id: room_id.clone(),
         event_type: pdu.kind.to_string(),
         state_key: pdu.state_key.clone(),
-        membership: membership.clone(),
         sender: pdu.sender.clone(),
         origin_server_ts: pdu.origin_server_ts.get().into(),
         depth: pdu.depth,
         prev_events,
         pdu: pdu_json,
         transaction,
+        replaces_state: placement.replaces_state,
+        state_group: placement.state_group,
+        current_state: placement.current_state,
     };
     let stream_position = txn.append_event(event)?;
     Ok(AppendedEvent {
@@ -406,14 +466,6 @@ fn append(
         event_type: pdu.kind.to_string(),
         membership,
     })
-}
-
-fn membership_of(pdu: &Pdu) -> Option<String> {
-    serde_json::from_str::<JsonValue>(pdu.content.get())
-        .ok()?
-        .get("membership")?
-        .as_str()
-        .map(ToOwned::to_owned)
 }
 
 fn now() -> u64 {

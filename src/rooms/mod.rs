@@ -1,17 +1,21 @@
 //! The event graph: creating rooms, sending events, membership changes, and reading events with
 //! history visibility applied.
 //!
-//! Every new event goes through [`builder::build_and_append`] inside a store room job, and every
-//! appended event is then published on the bus subject [`ROOM_EVENT_SUBJECT`] for the components
-//! that follow rooms (sync now, federation later). This module never speaks HTTP.
+//! Every new local event goes through [`builder::build_and_append`] inside a store room job, every
+//! event built elsewhere through [`ingest::ingest_pdu`] (which federation will call), both placing
+//! the event in the room's state with [`state`] (state groups, state resolution where the graph
+//! forks); every appended event is then published on the bus subject [`ROOM_EVENT_SUBJECT`] for
+//! the components that follow rooms (sync now, federation later). This module never speaks HTTP.
 
 pub mod builder;
 pub mod create;
 pub mod directory;
 pub mod format;
+pub mod ingest;
 pub mod pdu;
 pub mod power;
 pub mod receipts;
+pub mod state;
 pub mod typing;
 pub mod visibility;
 
@@ -99,6 +103,31 @@ impl Rooms {
             .next()
             .map(|e| e.event_id)
             .ok_or_else(|| anyhow::anyhow!("no event").into())
+    }
+
+    /// Checks and appends an event built by another server, with the keys of the servers whose
+    /// signatures it needs; publishes it if it is new. See [`ingest::ingest_pdu`].
+    pub async fn ingest(
+        &self,
+        room_id: &RoomId,
+        pdu: Box<serde_json::value::RawValue>,
+        keys: ruma::signatures::PublicKeyMap,
+    ) -> Result<ingest::Ingested> {
+        let room = room_id.to_owned();
+        let appended = self
+            .store
+            .write_rooms(Box::new(move |txn| match ingest::ingest_pdu(txn, &keys, &room, &pdu)? {
+                ingest::Ingested::Appended(event) => Ok(vec![event]),
+                ingest::Ingested::AlreadyKnown(event_id) => Ok(vec![already_sent(event_id, room)]),
+            }))
+            .await?;
+        self.publish(&appended).await;
+        let event = appended.into_iter().next().ok_or_else(|| anyhow::anyhow!("no event"))?;
+        Ok(if event.stream_position == ALREADY_SENT {
+            ingest::Ingested::AlreadyKnown(event.event_id)
+        } else {
+            ingest::Ingested::Appended(event)
+        })
     }
 
     /// Changes a membership: join, invite, leave, kick (leave of another), ban, unban.

@@ -3,7 +3,7 @@
 //!
 //! Parsing follows the room version's rules: where `redacts` is read from, and whether the PDU
 //! carries its own `event_id`. It never checks hashes or signatures; that is the builder's and
-//! (later) the federation receiver's job.
+//! the ingestion path's (`super::ingest`) job.
 
 use std::collections::BTreeMap;
 

@@ -6,6 +6,10 @@
 //! rest of the server holds. Writes that must see a consistent room (building and persisting an
 //! event) run as one closure against a [`RoomTxn`] inside the backend's single writer, so
 //! concurrent sends to one room are serialized without an async lock and still commit together.
+//!
+//! The room state after every event is kept as state groups ([`StateGroupDelta`], assembled by
+//! [`state_of_group`]); which group an event gets and how the current state changes is decided by
+//! `crate::rooms::state` and handed to [`RoomTxn::append_event`], never derived here.
 
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -271,8 +275,15 @@ pub trait RoomTxn {
     ) -> StoreResult<Option<EventRecord>>;
     fn event(&self, event_id: &EventId) -> StoreResult<Option<EventRecord>>;
     fn transaction_event(&self, txn: &TransactionKey) -> StoreResult<Option<OwnedEventId>>;
-    /// Appends an accepted event at the next stream position and, for state events, makes it the
-    /// current state. Returns the stream position.
+    /// The whole current state of a room.
+    fn current_state_map(&self, room_id: &RoomId) -> StoreResult<StateMap>;
+    /// The state group holding the state after an event (`None` for an unknown event).
+    fn event_state_group(&self, event_id: &EventId) -> StoreResult<Option<i64>>;
+    /// One state group as stored; [`state_of_group`] assembles its whole state.
+    fn state_group_delta(&self, state_group: i64) -> StoreResult<Option<StateGroupDelta>>;
+    /// Appends an accepted event at the next stream position, with its state group (a new one is
+    /// numbered with that position), the new forward extremities (the event replaces its prev
+    /// events) and the changes of the current state it brings. Returns the stream position.
     fn append_event(&self, event: NewEvent) -> StoreResult<i64>;
     /// Replaces an event's stored PDU with its redacted form.
     fn redact_event(
@@ -282,6 +293,39 @@ pub trait RoomTxn {
         redacted_by: &EventId,
     ) -> StoreResult<()>;
 }
+
+/// The whole state a state group holds: its snapshot with the deltas above it applied in order.
+/// Reads at most one group per link of the chain, which writers keep shorter than
+/// [`MAX_STATE_CHAIN`].
+pub fn state_of_group(txn: &dyn RoomTxn, state_group: i64) -> StoreResult<StateMap> {
+    let mut chain = Vec::new();
+    let mut next = Some(state_group);
+    while let Some(group) = next {
+        let delta = txn
+            .state_group_delta(group)?
+            .ok_or_else(|| anyhow::anyhow!("state group {group} is missing"))?;
+        if chain.len() > MAX_STATE_CHAIN as usize {
+            anyhow::bail!("state group {state_group} has a chain longer than {MAX_STATE_CHAIN}");
+        }
+        next = delta.parent;
+        chain.push(delta);
+    }
+    let mut state = StateMap::new();
+    for delta in chain.into_iter().rev() {
+        for entry in delta.entries {
+            let key = (entry.event_type, entry.state_key);
+            match entry.event_id {
+                Some(event_id) => state.insert(key, event_id),
+                None => state.remove(&key),
+            };
+        }
+    }
+    Ok(state)
+}
+
+/// A state group is a snapshot when its chain of deltas would reach this length (the V3
+/// migration uses the same number).
+pub const MAX_STATE_CHAIN: i64 = 32;
 
 /// A room job's refusal carried through a backend's writer as a store error, so that the job's
 /// savepoint rolls back while the batch it shares goes on; [`job_verdict`] unwraps it again.

@@ -77,6 +77,17 @@ impl TestDatabase {
         }
     }
 
+    /// Fills the (not yet opened) database at schema version 1 with the rows `sql` inserts.
+    pub(crate) async fn seed_at_v1(&self, sql: &str) {
+        match &self.postgres_url {
+            None => super::sqlite::seed_at_v1(&self.dir.path().join("hearth.db"), sql).unwrap(),
+            #[cfg(feature = "postgres")]
+            Some(url) => super::postgres::seed_at_v1(url, sql).await.unwrap(),
+            #[cfg(not(feature = "postgres"))]
+            Some(_) => panic!("HEARTH_TEST_BACKEND=postgres in a build without PostgreSQL"),
+        }
+    }
+
     pub(crate) fn dir(&self) -> &Path {
         self.dir.path()
     }

@@ -10,8 +10,8 @@ use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomVersionId};
 use serde_json::value::to_raw_value;
 
 use super::{
-    Direction, NewEvent, NewSession, NewUser, RoomEventsQuery, RoomTxn, Store, TransactionKey,
-    testing::TestDatabase,
+    CurrentStateChange, Direction, NewEvent, NewSession, NewStateGroup, NewUser, RoomEventsQuery,
+    RoomTxn, StateEntry, StateGroupDelta, Store, TransactionKey, testing::TestDatabase,
 };
 
 fn user(name: &str) -> OwnedUserId {
@@ -26,22 +26,77 @@ fn event_id(n: usize) -> OwnedEventId {
     OwnedEventId::try_from(format!("$event{n}")).unwrap()
 }
 
-/// A state or message event whose PDU is only a marker: the store does not read PDUs.
+/// A state or message event whose PDU is only a marker: the store does not read PDUs. Its state
+/// fields are filled in by [`place_linear`] when it is appended.
 fn new_event(n: usize, room_id: &OwnedRoomId, state: Option<(&str, &str)>) -> NewEvent {
-    let membership = state.filter(|(kind, _)| *kind == "m.room.member").map(|_| "join".to_owned());
     NewEvent {
         event_id: event_id(n),
         room_id: room_id.clone(),
         event_type: state.map_or("m.room.message", |(kind, _)| kind).to_owned(),
         state_key: state.map(|(_, key)| key.to_owned()),
-        membership,
         sender: user("alice"),
         origin_server_ts: 1_000 + n as i64,
         depth: n as i64,
         prev_events: if n > 0 { vec![event_id(n - 1)] } else { Vec::new() },
         pdu: format!("{{\"n\":{n}}}"),
         transaction: None,
+        replaces_state: None,
+        state_group: NewStateGroup::Existing(0),
+        current_state: Vec::new(),
     }
+}
+
+/// Gives an event the state of a linear room, as the rooms module does: a message stays in its
+/// prev event's group, a state event gets a one-entry delta on it (a snapshot for the first) and
+/// becomes the current state of its key.
+fn place_linear(txn: &dyn RoomTxn, event: &mut NewEvent) -> super::StoreResult<()> {
+    let prev_group = match event.prev_events.first() {
+        Some(prev) => txn.event_state_group(prev)?,
+        None => None,
+    };
+    let Some(state_key) = event.state_key.clone() else {
+        event.state_group = NewStateGroup::Existing(prev_group.unwrap_or(0));
+        return Ok(());
+    };
+    let chain_length = match prev_group {
+        Some(group) => txn.state_group_delta(group)?.map_or(0, |d| d.chain_length + 1),
+        None => 0,
+    };
+    event.replaces_state =
+        txn.current_state_event(&event.room_id, &event.event_type, &state_key)?.map(|e| e.event_id);
+    let entry = StateEntry {
+        event_type: event.event_type.clone(),
+        state_key: state_key.clone(),
+        event_id: Some(event.event_id.clone()),
+    };
+    event.state_group = match prev_group {
+        Some(group) if chain_length >= super::MAX_STATE_CHAIN => {
+            let mut state = super::state_of_group(txn, group)?;
+            state.insert((entry.event_type, entry.state_key), event.event_id.clone());
+            let entries = state
+                .into_iter()
+                .map(|((event_type, state_key), id)| StateEntry {
+                    event_type,
+                    state_key,
+                    event_id: Some(id),
+                })
+                .collect();
+            NewStateGroup::New(StateGroupDelta { parent: None, chain_length: 0, entries })
+        }
+        _ => NewStateGroup::New(StateGroupDelta {
+            parent: prev_group,
+            chain_length,
+            entries: vec![entry],
+        }),
+    };
+    let membership = (event.event_type == "m.room.member").then(|| "join".to_owned());
+    event.current_state = vec![CurrentStateChange {
+        event_type: event.event_type.clone(),
+        state_key,
+        event_id: Some(event.event_id.clone()),
+        membership,
+    }];
+    Ok(())
 }
 
 /// Creates a room and appends `events` to it in one job.
@@ -53,7 +108,8 @@ async fn append(store: &Store, room_id: &OwnedRoomId, events: Vec<NewEvent>) -> 
         if txn.room_version(&room_id)?.is_none() {
             txn.create_room(&room_id, &RoomVersionId::V12, 0)?;
         }
-        for event in events {
+        for mut event in events {
+            place_linear(txn, &mut event)?;
             found.lock().unwrap().push(txn.append_event(event)?);
         }
         Ok(Vec::new())
@@ -305,4 +361,219 @@ async fn receipts_move_forward_only_and_are_read_by_stream_range() {
     drop(store);
     let store = db.open().await;
     assert_eq!(store.receipts(&[r], 0, second).await.unwrap(), all);
+}
+
+/// Runs a read-only job against the writer's view and returns what it found.
+async fn in_job<T: Send + 'static>(
+    store: &Store,
+    read: impl FnOnce(&dyn RoomTxn) -> super::StoreResult<T> + Send + 'static,
+) -> T {
+    let found = Arc::new(std::sync::Mutex::new(None));
+    let slot = found.clone();
+    let job = move |txn: &dyn RoomTxn| {
+        *slot.lock().unwrap() = Some(read(txn)?);
+        Ok(Vec::new())
+    };
+    store.write_rooms(Box::new(job)).await.unwrap();
+    let value = found.lock().unwrap().take();
+    value.unwrap()
+}
+
+fn state_map(entries: &[(&str, &str, usize)]) -> super::StateMap {
+    entries
+        .iter()
+        .map(|(kind, key, n)| (((*kind).to_owned(), (*key).to_owned()), event_id(*n)))
+        .collect()
+}
+
+#[tokio::test]
+async fn state_groups_hold_the_state_after_every_event() {
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
+    let r = room("r");
+    let events = vec![
+        new_event(0, &r, Some(("m.room.create", ""))),
+        new_event(1, &r, Some(("m.room.member", "@alice:localhost"))),
+        new_event(2, &r, None),
+        new_event(3, &r, Some(("m.room.name", ""))),
+        new_event(4, &r, None),
+        new_event(5, &r, Some(("m.room.name", ""))),
+    ];
+    let positions = append(&store, &r, events).await;
+
+    let groups = in_job(&store, |txn| {
+        (0..6).map(|n| txn.event_state_group(&event_id(n))).collect::<super::StoreResult<Vec<_>>>()
+    })
+    .await;
+    let expected = [0, 1, 1, 3, 3, 5].map(|n| Some(positions[n]));
+    assert_eq!(groups, expected, "a message shares its prev event's group, a state event has one");
+    let states = in_job(&store, move |txn| {
+        groups.iter().map(|g| super::state_of_group(txn, g.unwrap())).collect::<Result<Vec<_>, _>>()
+    })
+    .await;
+    let base = [("m.room.create", "", 0), ("m.room.member", "@alice:localhost", 1)];
+    assert_eq!(states[2], state_map(&base));
+    assert_eq!(states[4], state_map(&[base[0], base[1], ("m.room.name", "", 3)]));
+    assert_eq!(states[5], state_map(&[base[0], base[1], ("m.room.name", "", 5)]));
+    let unknown = in_job(&store, |txn| txn.event_state_group(&event_id(99))).await;
+    assert_eq!(unknown, None);
+}
+
+#[tokio::test]
+async fn a_snapshot_ends_every_chain_of_deltas_and_a_removal_is_kept() {
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
+    let r = room("r");
+    let mut events = vec![new_event(0, &r, Some(("m.room.create", "")))];
+    events.extend((1..80).map(|n| new_event(n, &r, Some(("m.room.topic", "")))));
+    append(&store, &r, events).await;
+    let state = in_job(&store, |txn| {
+        let group = txn.event_state_group(&event_id(79))?.unwrap();
+        super::state_of_group(txn, group)
+    })
+    .await;
+    assert_eq!(state, state_map(&[("m.room.create", "", 0), ("m.room.topic", "", 79)]));
+
+    // A group that drops a key, as state resolution may, on top of that chain.
+    let mut removal = new_event(80, &r, None);
+    let job = move |txn: &dyn RoomTxn| {
+        let parent = txn.event_state_group(&event_id(79))?.unwrap();
+        removal.state_group = NewStateGroup::New(StateGroupDelta {
+            parent: Some(parent),
+            chain_length: 1,
+            entries: vec![StateEntry {
+                event_type: "m.room.topic".into(),
+                state_key: String::new(),
+                event_id: None,
+            }],
+        });
+        txn.append_event(removal)?;
+        Ok(Vec::new())
+    };
+    store.write_rooms(Box::new(job)).await.unwrap();
+    let state = in_job(&store, |txn| {
+        let group = txn.event_state_group(&event_id(80))?.unwrap();
+        super::state_of_group(txn, group)
+    })
+    .await;
+    assert_eq!(state, state_map(&[("m.room.create", "", 0)]));
+}
+
+/// After a fork, state resolution may set a key back to an older event or drop it: the current
+/// state, its history by stream position and the memberships follow what the event said.
+#[tokio::test]
+async fn current_state_changes_of_a_resolution_reach_current_state_and_history() {
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
+    let r = room("r");
+    let events = vec![
+        new_event(0, &r, Some(("m.room.create", ""))),
+        new_event(1, &r, Some(("m.room.member", "@alice:localhost"))),
+        new_event(2, &r, Some(("m.room.topic", ""))),
+        new_event(3, &r, Some(("m.room.member", "@bob:localhost"))),
+        new_event(4, &r, Some(("m.room.topic", ""))),
+    ];
+    append(&store, &r, events).await;
+    let change =
+        |kind: &str, key: &str, n: Option<usize>, membership: Option<&str>| CurrentStateChange {
+            event_type: kind.into(),
+            state_key: key.into(),
+            event_id: n.map(event_id),
+            membership: membership.map(Into::into),
+        };
+    let mut merge = new_event(5, &r, None);
+    merge.current_state = vec![
+        change("m.room.member", "@bob:localhost", None, None),
+        change("m.room.topic", "", Some(2), None),
+    ];
+    let positions = append(&store, &r, vec![merge]).await;
+
+    let ids = |events: Vec<super::EventRecord>| -> Vec<OwnedEventId> {
+        events.into_iter().map(|e| e.event_id).collect()
+    };
+    assert_eq!(
+        ids(store.current_state(&r).await.unwrap()),
+        vec![event_id(0), event_id(1), event_id(2)]
+    );
+    let before = store.state_at(&r, positions[0] - 1).await.unwrap();
+    assert_eq!(ids(before), vec![event_id(0), event_id(1), event_id(3), event_id(4)]);
+    let after = store.state_at(&r, positions[0]).await.unwrap();
+    assert_eq!(ids(after), vec![event_id(0), event_id(1), event_id(2)]);
+    let changed = store.state_changes(&r, positions[0] - 1, positions[0]).await.unwrap();
+    assert_eq!(ids(changed), vec![event_id(2)], "the topic went back; bob's key is gone");
+    assert!(store.membership(&r, &user("bob"), None).await.unwrap().is_none());
+    assert_eq!(store.members_with(&r, "join").await.unwrap(), vec![user("alice")]);
+    let topics = store.state_key_history(&r, "m.room.topic", "").await.unwrap();
+    assert_eq!(ids(topics), vec![event_id(2), event_id(4), event_id(2)]);
+}
+
+/// A database written before state groups existed gets them from the V3 migration: a room's
+/// state after every event, with snapshots that bound the chains.
+#[tokio::test]
+async fn the_state_group_migration_gives_earlier_rooms_the_state_after_every_event() {
+    let db = TestDatabase::new().await;
+    let mut sql = String::from(
+        "INSERT INTO rooms (room_id, room_version, created_ts) VALUES ('!r:localhost', '10', 0);\n",
+    );
+    // 0: create, 1: alice joins, then 70 events: a topic every third, messages between.
+    let mut kinds = vec![("m.room.create", Some("")), ("m.room.member", Some("@alice:localhost"))];
+    kinds.extend(
+        (2..72).map(
+            |n| if n % 3 == 0 { ("m.room.topic", Some("")) } else { ("m.room.message", None) },
+        ),
+    );
+    for (n, (kind, key)) in kinds.iter().enumerate() {
+        let position = n + 1;
+        let key_sql = key.map_or("NULL".to_owned(), |k| format!("'{k}'"));
+        sql.push_str(&format!(
+            "INSERT INTO events (stream_position, event_id, room_id, event_type, state_key, sender,
+                                 depth, origin_server_ts, pdu)
+             VALUES ({position}, '$event{n}', '!r:localhost', '{kind}', {key_sql},
+                     '@alice:localhost', {position}, {position}, '{{}}');\n"
+        ));
+        if let Some(key) = key {
+            sql.push_str(&format!(
+                "INSERT INTO state_history (room_id, event_type, state_key, event_id, stream_position)
+                 VALUES ('!r:localhost', '{kind}', '{key}', '$event{n}', {position});\n"
+            ));
+        }
+    }
+    sql.push_str(&format!("UPDATE stream_counter SET position = {};\n", kinds.len()));
+    db.seed_at_v1(&sql).await;
+    let store = db.open().await;
+
+    let states = in_job(&store, |txn| {
+        (0..72)
+            .map(|n| {
+                let group = txn.event_state_group(&event_id(n))?.expect("every event has a group");
+                super::state_of_group(txn, group)
+            })
+            .collect::<super::StoreResult<Vec<_>>>()
+    })
+    .await;
+    let mut topic = None;
+    for (n, state) in states.iter().enumerate() {
+        if kinds[n].0 == "m.room.topic" {
+            topic = Some(n);
+        }
+        let mut expected = vec![("m.room.create", "", 0)];
+        if n >= 1 {
+            expected.push(("m.room.member", "@alice:localhost", 1));
+        }
+        expected.extend(topic.map(|t| ("m.room.topic", "", t)));
+        assert_eq!(state, &state_map(&expected), "the state after event {n}");
+    }
+    // New events continue the chains the migration left.
+    let r = room("r");
+    append(&store, &r, vec![new_event(72, &r, Some(("m.room.topic", "")))]).await;
+    let state = in_job(&store, |txn| {
+        super::state_of_group(txn, txn.event_state_group(&event_id(72))?.unwrap())
+    })
+    .await;
+    let expected = [
+        ("m.room.create", "", 0),
+        ("m.room.member", "@alice:localhost", 1),
+        ("m.room.topic", "", 72),
+    ];
+    assert_eq!(state, state_map(&expected));
 }

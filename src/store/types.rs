@@ -1,5 +1,7 @@
 //! The typed values the storage API takes and returns. Plain data: no SQL, no behaviour.
 
+use std::collections::BTreeMap;
+
 use ruma::{OwnedEventId, OwnedRoomAliasId, OwnedRoomId, OwnedUserId};
 use serde_json::value::RawValue;
 
@@ -150,14 +152,60 @@ pub struct NewEvent {
     pub room_id: OwnedRoomId,
     pub event_type: String,
     pub state_key: Option<String>,
-    /// For `m.room.member`: the membership it sets.
-    pub membership: Option<String>,
     pub sender: OwnedUserId,
     pub origin_server_ts: i64,
     pub depth: i64,
     pub prev_events: Vec<OwnedEventId>,
     pub pdu: String,
     pub transaction: Option<TransactionKey>,
+    /// For state events: the event of the same key in the state before this one, if any.
+    pub replaces_state: Option<OwnedEventId>,
+    /// The room state after this event.
+    pub state_group: NewStateGroup,
+    /// How the room's current state changes with this event: for a linear room, this event's own
+    /// key (or nothing for a message); after a fork, whatever state resolution changed.
+    pub current_state: Vec<CurrentStateChange>,
+}
+
+/// A room state: (event type, state key) → event ID. Ordered, so that iteration and diffs are
+/// deterministic.
+pub type StateMap = BTreeMap<(String, String), OwnedEventId>;
+
+/// Where the state after a new event is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NewStateGroup {
+    /// In an existing group: the event changed nothing (a message on a single prev event).
+    Existing(i64),
+    /// In a new group, numbered with the event's stream position.
+    New(StateGroupDelta),
+}
+
+/// A state group as stored: its parent and the entries it changes against it (all of its state
+/// for a snapshot, which has no parent).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateGroupDelta {
+    pub parent: Option<i64>,
+    /// How many deltas lead down to the snapshot: 0 for a snapshot.
+    pub chain_length: i64,
+    pub entries: Vec<StateEntry>,
+}
+
+/// One entry of a state group: `event_id` `None` removes the key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateEntry {
+    pub event_type: String,
+    pub state_key: String,
+    pub event_id: Option<OwnedEventId>,
+}
+
+/// One change of a room's current state. `event_id` `None` removes the key; `membership` is the
+/// membership an `m.room.member` event sets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CurrentStateChange {
+    pub event_type: String,
+    pub state_key: String,
+    pub event_id: Option<OwnedEventId>,
+    pub membership: Option<String>,
 }
 
 /// An event appended by a room job.

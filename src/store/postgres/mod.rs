@@ -252,6 +252,21 @@ impl PostgresStore {
     }
 }
 
+/// Brings the empty database at `url` to schema version 1 holding the rows `sql` inserts, as a
+/// release before state groups left it; opening it then runs the later migrations.
+#[cfg(test)]
+pub(crate) async fn seed_at_v1(url: &str, sql: &str) -> StoreResult<()> {
+    let pool = connect_pool(connect_config(url)?)?;
+    let mut connection = pool.get().await.map_err(unavailable)?;
+    embedded::migrations::runner()
+        .set_target(refinery::Target::Version(1))
+        .run_async(&mut **connection)
+        .await
+        .context("cannot migrate to version 1")?;
+    connection.batch_execute(sql).await?;
+    Ok(())
+}
+
 /// The connection settings of `url`, with Hearth's timeouts and keepalives added where the URL
 /// does not choose its own.
 pub(crate) fn connect_config(url: &str) -> StoreResult<tokio_postgres::Config> {

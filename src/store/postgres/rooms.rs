@@ -1,4 +1,6 @@
-//! PostgreSQL queries for rooms: events, state, memberships, aliases and the directory.
+//! PostgreSQL queries for rooms: events, state groups, current state, memberships, aliases and
+//! the directory. What a state group or a change of the current state holds is decided by
+//! `crate::rooms::state`; this file only writes and reads it.
 //!
 //! The state at a stream position is derived from `state_history` as on SQLite: for each (type,
 //! state key), the newest entry at or before that position, picked here with `DISTINCT ON`. Lists
@@ -19,9 +21,9 @@ use super::{
     query, query_opt,
 };
 use crate::store::{
-    AliasRecord, AppendedEvent, Direction, EventRecord, MembershipRecord, NewEvent,
-    RoomEventsQuery, RoomJob, RoomStore, RoomTxn, StoreResult, TransactionKey, job_result,
-    job_verdict,
+    AliasRecord, AppendedEvent, CurrentStateChange, Direction, EventRecord, MembershipRecord,
+    NewEvent, NewStateGroup, RoomEventsQuery, RoomJob, RoomStore, RoomTxn, StateEntry,
+    StateGroupDelta, StateMap, StoreResult, TransactionKey, job_result, job_verdict,
 };
 
 const EVENT_COLUMNS: &str = "e.stream_position, e.event_id, e.room_id, e.event_type, e.state_key, \
@@ -386,6 +388,33 @@ impl RoomTxn for Txn<'_> {
         self.w.block_on(transaction_event(self.w.conn(), txn))
     }
 
+    fn current_state_map(&self, room_id: &RoomId) -> StoreResult<StateMap> {
+        let rows = self.w.block_on(query(
+            self.w.conn(),
+            "SELECT event_type, state_key, event_id FROM current_state WHERE room_id = $1",
+            &[&room_id.as_str()],
+        ))?;
+        rows.iter()
+            .map(|row| {
+                let key = (row.try_get(0)?, row.try_get(1)?);
+                Ok((key, OwnedEventId::try_from(row.try_get::<_, String>(2)?)?))
+            })
+            .collect()
+    }
+
+    fn event_state_group(&self, event_id: &EventId) -> StoreResult<Option<i64>> {
+        let row = self.w.block_on(query_opt(
+            self.w.conn(),
+            "SELECT state_group FROM events WHERE event_id = $1",
+            &[&event_id.as_str()],
+        ))?;
+        Ok(row.map(|row| row.try_get::<_, Option<i64>>(0)).transpose()?.flatten())
+    }
+
+    fn state_group_delta(&self, state_group: i64) -> StoreResult<Option<StateGroupDelta>> {
+        self.w.block_on(state_group_delta(self.w.conn(), state_group))
+    }
+
     fn append_event(&self, event: NewEvent) -> StoreResult<i64> {
         self.w.block_on(append_event(self.w.conn(), &event))
     }
@@ -405,16 +434,53 @@ impl RoomTxn for Txn<'_> {
     }
 }
 
+async fn state_group_delta(c: &Conn, state_group: i64) -> StoreResult<Option<StateGroupDelta>> {
+    let Some(group) = query_opt(
+        c,
+        "SELECT parent_group, chain_length FROM state_groups WHERE state_group = $1",
+        &[&state_group],
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let rows = query(
+        c,
+        "SELECT event_type, state_key, event_id FROM state_group_entries WHERE state_group = $1",
+        &[&state_group],
+    )
+    .await?;
+    let entries = rows
+        .iter()
+        .map(|row| {
+            let event_id: Option<String> = row.try_get(2)?;
+            Ok(StateEntry {
+                event_type: row.try_get(0)?,
+                state_key: row.try_get(1)?,
+                event_id: event_id.map(OwnedEventId::try_from).transpose()?,
+            })
+        })
+        .collect::<StoreResult<_>>()?;
+    Ok(Some(StateGroupDelta {
+        parent: group.try_get(0)?,
+        chain_length: group.try_get(1)?,
+        entries,
+    }))
+}
+
 async fn append_event(c: &Conn, event: &NewEvent) -> StoreResult<i64> {
     let position = next_stream_position(c).await?;
-    let replaces = match &event.state_key {
-        Some(key) => current_state_event(c, &event.room_id, &event.event_type, key).await?,
-        None => None,
+    let state_group = match &event.state_group {
+        NewStateGroup::Existing(group) => *group,
+        NewStateGroup::New(delta) => {
+            insert_state_group(c, event, position, delta).await?;
+            position
+        }
     };
-    insert_event(c, event, position, replaces.as_ref().map(|e| e.event_id.as_str())).await?;
+    insert_event(c, event, position, state_group).await?;
     update_extremities(c, event).await?;
-    if let Some(state_key) = &event.state_key {
-        update_state(c, event, state_key, position).await?;
+    for change in &event.current_state {
+        update_state(c, &event.room_id, change, position).await?;
     }
     if let Some(txn) = &event.transaction {
         execute(
@@ -438,13 +504,13 @@ async fn insert_event(
     c: &Conn,
     event: &NewEvent,
     position: i64,
-    replaces_state: Option<&str>,
+    state_group: i64,
 ) -> StoreResult<()> {
     execute(
         c,
         "INSERT INTO events (stream_position, event_id, room_id, event_type, state_key, sender,
-                             depth, origin_server_ts, pdu, replaces_state)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                             depth, origin_server_ts, pdu, replaces_state, state_group)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         &[
             &position,
             &event.event_id.as_str(),
@@ -455,8 +521,39 @@ async fn insert_event(
             &event.depth,
             &event.origin_server_ts,
             &event.pdu,
-            &replaces_state,
+            &event.replaces_state.as_ref().map(|id| id.as_str()),
+            &state_group,
         ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn insert_state_group(
+    c: &Conn,
+    event: &NewEvent,
+    state_group: i64,
+    delta: &StateGroupDelta,
+) -> StoreResult<()> {
+    execute(
+        c,
+        "INSERT INTO state_groups (state_group, room_id, parent_group, chain_length)
+         VALUES ($1, $2, $3, $4)",
+        &[&state_group, &event.room_id.as_str(), &delta.parent, &delta.chain_length],
+    )
+    .await?;
+    if delta.entries.is_empty() {
+        return Ok(());
+    }
+    let types: Vec<&str> = delta.entries.iter().map(|e| e.event_type.as_str()).collect();
+    let keys: Vec<&str> = delta.entries.iter().map(|e| e.state_key.as_str()).collect();
+    let ids: Vec<Option<&str>> =
+        delta.entries.iter().map(|e| e.event_id.as_ref().map(|id| id.as_str())).collect();
+    execute(
+        c,
+        "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id)
+         SELECT $1::BIGINT, * FROM UNNEST($2::TEXT[], $3::TEXT[], $4::TEXT[])",
+        &[&state_group, &types, &keys, &ids],
     )
     .await?;
     Ok(())
@@ -478,15 +575,35 @@ async fn update_extremities(c: &Conn, event: &NewEvent) -> StoreResult<()> {
     Ok(())
 }
 
+/// Applies one change of the current state and records it in `state_history`; a removed key is
+/// recorded with event ID `''` (see the V3 migration).
 async fn update_state(
     c: &Conn,
-    event: &NewEvent,
-    state_key: &str,
+    room_id: &RoomId,
+    change: &CurrentStateChange,
     position: i64,
 ) -> StoreResult<()> {
-    let (room_id, event_id) = (event.room_id.as_str(), event.event_id.as_str());
+    let room_id = room_id.as_str();
+    let Some(event_id) = &change.event_id else {
+        execute(
+            c,
+            "DELETE FROM current_state WHERE room_id = $1 AND event_type = $2 AND state_key = $3",
+            &[&room_id, &change.event_type, &change.state_key],
+        )
+        .await?;
+        execute(
+            c,
+            "INSERT INTO state_history
+                 (room_id, event_type, state_key, event_id, membership, stream_position)
+             VALUES ($1, $2, $3, '', NULL, $4)",
+            &[&room_id, &change.event_type, &change.state_key, &position],
+        )
+        .await?;
+        return Ok(());
+    };
+    let event_id = event_id.as_str();
     let values: [&(dyn ToSql + Sync); 6] =
-        [&room_id, &event.event_type, &state_key, &event_id, &event.membership, &position];
+        [&room_id, &change.event_type, &change.state_key, &event_id, &change.membership, &position];
     execute(
         c,
         "INSERT INTO current_state
@@ -506,12 +623,12 @@ async fn update_state(
         &values,
     )
     .await?;
-    if event.event_type == "m.room.member" && event.membership.as_deref() != Some("leave") {
+    if change.event_type == "m.room.member" && change.membership.as_deref() != Some("leave") {
         // Rejoining (or being invited back to, or banned from) a forgotten room brings it back.
         execute(
             c,
             "DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2",
-            &[&state_key, &room_id],
+            &[&change.state_key, &room_id],
         )
         .await?;
     }

@@ -109,7 +109,26 @@ impl SqliteStore {
     }
 }
 
+/// Creates the database at `path` at schema version 1 holding the rows `sql` inserts, as a
+/// release before state groups left it; opening it then runs the later migrations.
+#[cfg(test)]
+pub(crate) fn seed_at_v1(path: &Path, sql: &str) -> StoreResult<()> {
+    let mut connection = Connection::open(path)?;
+    embedded::migrations::runner()
+        .set_target(refinery::Target::Version(1))
+        .run(&mut connection)
+        .context("cannot migrate to version 1")?;
+    connection.execute_batch(sql)?;
+    Ok(())
+}
+
+/// Prepared statements kept per connection. rusqlite keeps 16 by default, fewer than the
+/// statements one send runs on the writer (events, state, extremities, transactions, the bus):
+/// past that, every send prepared some of them again.
+const STATEMENT_CACHE: usize = 64;
+
 fn configure_writer(connection: &Connection) -> StoreResult<()> {
+    connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     connection
         .execute_batch(
             "PRAGMA journal_mode = WAL;
@@ -135,6 +154,7 @@ fn reader_count() -> u32 {
 const READER_CACHE_KIB: i64 = 256;
 
 fn configure_reader(connection: &mut Connection) -> Result<(), rusqlite::Error> {
+    connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     connection.execute_batch(&format!(
         "PRAGMA foreign_keys = ON;
          PRAGMA busy_timeout = 5000;

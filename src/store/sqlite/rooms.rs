@@ -1,4 +1,6 @@
-//! SQLite queries for rooms: events, state, memberships, aliases and the directory.
+//! SQLite queries for rooms: events, state groups, current state, memberships, aliases and the
+//! directory. What a state group or a change of the current state holds is decided by
+//! `crate::rooms::state`; this file only writes and reads it.
 //!
 //! The state at a stream position is derived from `state_history`: for each (type, state key), the
 //! newest entry at or before that position. SQLite returns the row holding `MAX()` for bare
@@ -13,9 +15,9 @@ use rusqlite::{Connection, OptionalExtension as _, ToSql, params, params_from_it
 
 use super::{MAX_PARAMS, SqliteStore, current_stream_position, next_stream_position, placeholders};
 use crate::store::{
-    AliasRecord, AppendedEvent, Direction, EventRecord, MembershipRecord, NewEvent,
-    RoomEventsQuery, RoomJob, RoomStore, RoomTxn, StoreResult, TransactionKey, job_result,
-    job_verdict,
+    AliasRecord, AppendedEvent, CurrentStateChange, Direction, EventRecord, MembershipRecord,
+    NewEvent, NewStateGroup, RoomEventsQuery, RoomJob, RoomStore, RoomTxn, StateEntry,
+    StateGroupDelta, StateMap, StoreResult, TransactionKey, job_result, job_verdict,
 };
 
 const EVENT_COLUMNS: &str = "e.stream_position, e.event_id, e.room_id, e.event_type, e.state_key, \
@@ -447,16 +449,72 @@ impl RoomTxn for Txn<'_> {
         transaction_event(self.c, txn)
     }
 
+    fn current_state_map(&self, room_id: &RoomId) -> StoreResult<StateMap> {
+        let mut statement = self.c.prepare_cached(
+            "SELECT event_type, state_key, event_id FROM current_state WHERE room_id = ?1",
+        )?;
+        let rows = statement.query_map([room_id.as_str()], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?))
+        })?;
+        rows.map(|row| {
+            let (event_type, state_key, event_id) = row?;
+            Ok(((event_type, state_key), OwnedEventId::try_from(event_id)?))
+        })
+        .collect()
+    }
+
+    fn event_state_group(&self, event_id: &EventId) -> StoreResult<Option<i64>> {
+        let group: Option<Option<i64>> = self
+            .c
+            .prepare_cached("SELECT state_group FROM events WHERE event_id = ?1")?
+            .query_row([event_id.as_str()], |row| row.get(0))
+            .optional()?;
+        Ok(group.flatten())
+    }
+
+    fn state_group_delta(&self, state_group: i64) -> StoreResult<Option<StateGroupDelta>> {
+        let group: Option<(Option<i64>, i64)> = self
+            .c
+            .prepare_cached(
+                "SELECT parent_group, chain_length FROM state_groups WHERE state_group = ?1",
+            )?
+            .query_row([state_group], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()?;
+        let Some((parent, chain_length)) = group else { return Ok(None) };
+        let mut statement = self.c.prepare_cached(
+            "SELECT event_type, state_key, event_id FROM state_group_entries
+             WHERE state_group = ?1",
+        )?;
+        let rows = statement.query_map([state_group], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, Option<String>>(2)?,
+            ))
+        })?;
+        let entries = rows
+            .map(|row| {
+                let (event_type, state_key, event_id) = row?;
+                let event_id = event_id.map(OwnedEventId::try_from).transpose()?;
+                Ok(StateEntry { event_type, state_key, event_id })
+            })
+            .collect::<StoreResult<_>>()?;
+        Ok(Some(StateGroupDelta { parent, chain_length, entries }))
+    }
+
     fn append_event(&self, event: NewEvent) -> StoreResult<i64> {
         let position = next_stream_position(self.c)?;
-        let replaces = match &event.state_key {
-            Some(key) => current_state_event(self.c, &event.room_id, &event.event_type, key)?,
-            None => None,
+        let state_group = match &event.state_group {
+            NewStateGroup::Existing(group) => *group,
+            NewStateGroup::New(delta) => {
+                insert_state_group(self.c, &event.room_id, position, delta)?;
+                position
+            }
         };
-        insert_event(self.c, &event, position, replaces.as_ref().map(|e| e.event_id.as_str()))?;
+        insert_event(self.c, &event, position, state_group)?;
         update_extremities(self.c, &event)?;
-        if let Some(state_key) = &event.state_key {
-            update_state(self.c, &event, state_key, position)?;
+        for change in &event.current_state {
+            update_state(self.c, &event.room_id, change, position)?;
         }
         if let Some(txn) = &event.transaction {
             self.c.execute(
@@ -492,12 +550,12 @@ fn insert_event(
     c: &Connection,
     event: &NewEvent,
     position: i64,
-    replaces_state: Option<&str>,
+    state_group: i64,
 ) -> StoreResult<()> {
     c.prepare_cached(
         "INSERT INTO events (stream_position, event_id, room_id, event_type, state_key, sender,
-                             depth, origin_server_ts, pdu, replaces_state)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                             depth, origin_server_ts, pdu, replaces_state, state_group)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
         position,
@@ -509,8 +567,31 @@ fn insert_event(
         event.depth,
         event.origin_server_ts,
         event.pdu,
-        replaces_state,
+        event.replaces_state.as_ref().map(|id| id.as_str()),
+        state_group,
     ])?;
+    Ok(())
+}
+
+fn insert_state_group(
+    c: &Connection,
+    room_id: &RoomId,
+    state_group: i64,
+    delta: &StateGroupDelta,
+) -> StoreResult<()> {
+    c.prepare_cached(
+        "INSERT INTO state_groups (state_group, room_id, parent_group, chain_length)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![state_group, room_id.as_str(), delta.parent, delta.chain_length])?;
+    let mut insert = c.prepare_cached(
+        "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for entry in &delta.entries {
+        let event_id = entry.event_id.as_ref().map(|id| id.as_str());
+        insert.execute(params![state_group, entry.event_type, entry.state_key, event_id])?;
+    }
     Ok(())
 }
 
@@ -525,18 +606,38 @@ fn update_extremities(c: &Connection, event: &NewEvent) -> StoreResult<()> {
     Ok(())
 }
 
+/// Applies one change of the current state and records it in `state_history`; a removed key is
+/// recorded with event ID `''` (see the V3 migration).
 fn update_state(
     c: &Connection,
-    event: &NewEvent,
-    state_key: &str,
+    room_id: &RoomId,
+    change: &CurrentStateChange,
     position: i64,
 ) -> StoreResult<()> {
+    let Some(event_id) = &change.event_id else {
+        c.prepare_cached(
+            "DELETE FROM current_state WHERE room_id = ?1 AND event_type = ?2 AND state_key = ?3",
+        )?
+        .execute(params![room_id.as_str(), change.event_type, change.state_key])?;
+        c.prepare_cached(
+            "INSERT INTO state_history
+                 (room_id, event_type, state_key, event_id, membership, stream_position)
+             VALUES (?1, ?2, ?3, '', NULL, ?4)",
+        )?
+        .execute(params![
+            room_id.as_str(),
+            change.event_type,
+            change.state_key,
+            position
+        ])?;
+        return Ok(());
+    };
     let values = params![
-        event.room_id.as_str(),
-        event.event_type,
-        state_key,
-        event.event_id.as_str(),
-        event.membership,
+        room_id.as_str(),
+        change.event_type,
+        change.state_key,
+        event_id.as_str(),
+        change.membership,
         position
     ];
     c.prepare_cached(
@@ -554,8 +655,8 @@ fn update_state(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(values)?;
-    if event.event_type == "m.room.member" && event.membership.as_deref() != Some("leave") {
-        remember_room(c, &event.room_id, state_key)?;
+    if change.event_type == "m.room.member" && change.membership.as_deref() != Some("leave") {
+        remember_room(c, room_id, &change.state_key)?;
     }
     Ok(())
 }
