@@ -11,7 +11,7 @@ mod common;
 use std::time::Duration;
 
 use common::{TestServer, TestUser, cluster::PrivateCluster, enc};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 /// A cluster of the test's own, or `None` (with a note) outside the PostgreSQL pass.
@@ -778,4 +778,44 @@ async fn a_move_to_sqlite_on_a_server_on_sqlite_is_refused_with_a_clear_error() 
     let none = server.get(MIGRATION, &parent.access_token).await;
     common::assert_error(&none, StatusCode::NOT_FOUND, "M_NOT_FOUND");
     assert!(!server.data_dir.join("hearth.db.moving").exists(), "nothing was written");
+}
+
+#[tokio::test]
+async fn deleting_with_no_move_running_gives_up_what_an_unfinished_move_left() {
+    use hearth::store::transfer::sqlite::SqliteSource;
+    let (server, parent, room) = family_server(3).await;
+    // A move that died on the way left its change log in hearth.db, logging every write.
+    let source = SqliteSource::new(&server.data_dir.join("hearth.db"));
+    let tables = source.tables().await.unwrap();
+    source.start_change_log(&tables).await.unwrap();
+    let logged = || {
+        let db = rusqlite::Connection::open(server.data_dir.join("hearth.db")).unwrap();
+        let count: i64 = db
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name LIKE 'hearth_move_%'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        count
+    };
+    assert!(logged() > 0);
+
+    // Only an administrator may give it up.
+    let child = server.login_ok("child", "password-child", None).await;
+    let refused = server.call(Method::DELETE, MIGRATION, Some(&child.access_token), None).await;
+    common::assert_error(&refused, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    assert!(logged() > 0);
+    let (status, progress) =
+        server.call(Method::DELETE, MIGRATION, Some(&parent.access_token), None).await;
+    assert_eq!(status, StatusCode::OK, "{progress}");
+    assert_eq!(
+        (progress["phase"].as_str(), progress["to"].as_str()),
+        (Some("cancelled"), Some("postgres"))
+    );
+    assert_eq!(logged(), 0, "the change log and its triggers are gone");
+    // The server goes on as before; giving up again is harmless.
+    assert_eq!(send(&server, &parent, &room, "after").await.0, StatusCode::OK);
+    let again = server.call(Method::DELETE, MIGRATION, Some(&parent.access_token), None).await;
+    assert_eq!(again.0, StatusCode::OK, "{}", again.1);
 }

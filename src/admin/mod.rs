@@ -14,8 +14,8 @@ use ruma::api::error::ErrorKind;
 
 use crate::{
     Error, Result,
-    config::{self, DatabaseBackend},
-    migrate::{self, Direction, MoveHandle, MoveRequest, Progress},
+    config::{self, DatabaseBackend, DatabaseConfig},
+    migrate::{self, Direction, MoveHandle, MoveRequest, Phase, Progress},
     store::switch::SwitchableStore,
 };
 
@@ -47,12 +47,7 @@ impl Admin {
                 "A move is running already",
             ));
         }
-        // The configuration names the backend that holds the data: a finished move switches it
-        // together with the running store.
-        let config_path = self.data_dir.join(config::CONFIG_FILE);
-        let database = config::Config::load(&config_path)
-            .map_err(|e| Error::Internal(e.context("cannot read the configuration")))?
-            .database;
+        let database = self.database()?;
         match (direction, database.backend) {
             (Direction::ToPostgres, DatabaseBackend::Postgres) => {
                 return Err(Error::bad_request("The data is in PostgreSQL already"));
@@ -62,16 +57,7 @@ impl Admin {
             }
             _ => {}
         }
-        let request = MoveRequest {
-            sqlite_path: self.data_dir.join(crate::server::DATABASE_FILE),
-            config_path,
-            target_url: match direction {
-                Direction::ToPostgres => to.to_owned(),
-                Direction::ToSqlite => database.url,
-            },
-            store: Some(self.store.clone()),
-            direction,
-        };
+        let request = self.request(direction, to, database);
         // The checks run before the answer, so that a wrong URL or an unfit database is
         // reported at once; nothing has been written when they fail.
         let checked = match direction {
@@ -101,11 +87,49 @@ impl Admin {
         Ok(handle.progress())
     }
 
-    /// Asks the running move to stop; it stops at its next batch.
-    pub fn cancel_move(&self) -> Result<Progress> {
-        let handle = self.running_move().ok_or_else(|| Error::not_found("No move is running"))?;
-        handle.cancel();
-        Ok(handle.progress())
+    /// Asks the running move to stop; it stops at its next batch. With no move running, gives
+    /// up whatever an earlier one left unfinished (it failed, or the server died during it): its
+    /// change log goes, and the next move starts over.
+    pub async fn cancel_move(&self) -> Result<Progress> {
+        if let Some(handle) = self.running_move() {
+            handle.cancel();
+            return Ok(handle.progress());
+        }
+        let database = self.database()?;
+        let direction = match database.backend {
+            DatabaseBackend::Sqlite => Direction::ToPostgres,
+            DatabaseBackend::Postgres => Direction::ToSqlite,
+        };
+        let request = self.request(direction, "", database);
+        migrate::abandon(&request)
+            .await
+            .map_err(|e| Error::Internal(e.context("cannot give up the unfinished move")))?;
+        *self.lock_move() = None;
+        Ok(Progress { to: request.direction, phase: Phase::Cancelled, ..Progress::default() })
+    }
+
+    /// The database the configuration names: the one that holds the data, since a finished move
+    /// switches the file together with the running store.
+    fn database(&self) -> Result<DatabaseConfig> {
+        let config_path = self.data_dir.join(config::CONFIG_FILE);
+        Ok(config::Config::load(&config_path)
+            .map_err(|e| Error::Internal(e.context("cannot read the configuration")))?
+            .database)
+    }
+
+    /// A move of the running server's data: to PostgreSQL at `to`, or back from the PostgreSQL
+    /// database `database` names.
+    fn request(&self, direction: Direction, to: &str, database: DatabaseConfig) -> MoveRequest {
+        MoveRequest {
+            sqlite_path: self.data_dir.join(crate::server::DATABASE_FILE),
+            config_path: self.data_dir.join(config::CONFIG_FILE),
+            target_url: match direction {
+                Direction::ToPostgres => to.to_owned(),
+                Direction::ToSqlite => database.url,
+            },
+            store: Some(self.store.clone()),
+            direction,
+        }
     }
 
     fn running_move(&self) -> Option<MoveHandle> {

@@ -144,6 +144,14 @@ async fn within_pause<T>(step: impl Future<Output = StoreResult<T>>) -> StoreRes
 }
 
 impl Source {
+    /// The source of a move in `request`'s direction.
+    pub(super) fn of(request: &MoveRequest) -> Self {
+        match request.direction {
+            Direction::ToPostgres => Source::Sqlite(SqliteSource::new(&request.sqlite_path)),
+            Direction::ToSqlite => Source::Postgres(PostgresSource::new(&request.target_url)),
+        }
+    }
+
     pub(super) fn name(&self) -> &'static str {
         match self {
             Source::Sqlite(_) => "SQLite",

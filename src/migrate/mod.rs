@@ -72,6 +72,7 @@ const CATCH_UP_ROUNDS: usize = 5;
 const SMALL_ENOUGH: usize = 1_000;
 
 /// What to move, and where.
+#[derive(Clone)]
 pub struct MoveRequest {
     /// The SQLite database file the server uses now.
     pub sqlite_path: PathBuf,
@@ -311,6 +312,15 @@ fn refuse_occupied(state: &TargetState) -> anyhow::Result<()> {
             found.join(", ")
         );
     }
+    Ok(())
+}
+
+/// Gives up a move that was not run to its end (it failed, or the process died on the way): the
+/// source's change log goes, so that the source no longer logs every write for a move that
+/// will not come back, and running the move again starts over. Harmless when there is none.
+pub async fn abandon(request: &MoveRequest) -> anyhow::Result<()> {
+    Source::of(request).stop_change_log(request.store.as_ref()).await?;
+    tracing::info!("an unfinished move was given up: its change log is gone");
     Ok(())
 }
 

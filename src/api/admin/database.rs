@@ -6,7 +6,9 @@
 //!   another move runs, is refused (400, 409).
 //! - `GET` reports the progress of the running move, or the outcome of the last one.
 //! - `DELETE` cancels the running move (it stops at its next batch; Hearth keeps serving from
-//!   the backend it was on and a later move starts over).
+//!   the backend it was on and a later move starts over). With no move running, it gives up
+//!   what an unfinished one left (a move that failed, or ran when the server died): its change
+//!   log goes from the database that holds the data.
 
 use std::sync::Arc;
 
@@ -122,5 +124,5 @@ async fn cancel_migration(
     _: cancel::Request,
 ) -> Result<cancel::Response> {
     require_admin(&services, &user).await?;
-    Ok(cancel::Response { progress: services.admin.cancel_move()? })
+    Ok(cancel::Response { progress: services.admin.cancel_move().await? })
 }
