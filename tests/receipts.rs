@@ -15,14 +15,8 @@ use serde_json::{Value, json};
 
 const V3: &str = "/_matrix/client/v3";
 
-async fn sync(server: &TestServer, user: &TestUser, query: &str) -> Value {
-    let (status, body) = server.get(&format!("{V3}/sync?{query}"), &user.access_token).await;
-    assert_eq!(status, StatusCode::OK, "sync?{query}: {body}");
-    body
-}
-
 async fn sync_since(server: &TestServer, user: &TestUser, since: &Value) -> Value {
-    sync(server, user, &format!("since={}&timeout=0", since["next_batch"].as_str().unwrap())).await
+    server.sync(user, &format!("since={}&timeout=0", since["next_batch"].as_str().unwrap())).await
 }
 
 fn receipt_path(room_id: &str, receipt_type: &str, event_id: &str) -> String {
@@ -64,7 +58,7 @@ async fn family() -> (TestServer, TestUser, TestUser, String, [String; 2]) {
 #[tokio::test]
 async fn a_read_receipt_wakes_the_sender_and_shows_once() {
     let (server, alice, bob, room, [_, second]) = family().await;
-    let before = sync(&server, &alice, "").await;
+    let before = server.sync(&alice, "").await;
     assert_eq!(receipts(&before, &room), None, "no receipts yet: {before}");
 
     let token = before["next_batch"].as_str().unwrap().to_owned();
@@ -86,7 +80,7 @@ async fn a_read_receipt_wakes_the_sender_and_shows_once() {
 
     // Shown once; an initial sync shows the room's receipts again.
     assert_eq!(receipts(&sync_since(&server, &alice, &woken).await, &room), None);
-    let initial = sync(&server, &alice, "").await;
+    let initial = server.sync(&alice, "").await;
     assert_eq!(receipts(&initial, &room).unwrap()[&second]["m.read"][&bob.user_id]["ts"], *ts);
 }
 
@@ -94,7 +88,7 @@ async fn a_read_receipt_wakes_the_sender_and_shows_once() {
 async fn receipts_move_forward_threads_apart_and_private_ones_stay_private() {
     let (server, alice, bob, room, [first, second]) = family().await;
     send_receipt(&server, &bob, &room, "m.read", &second, json!({})).await;
-    let token = sync(&server, &alice, "").await;
+    let token = server.sync(&alice, "").await;
     // An older event changes nothing: Bob has read further.
     send_receipt(&server, &bob, &room, "m.read", &first, json!({})).await;
     assert_eq!(receipts(&sync_since(&server, &alice, &token).await, &room), None);
@@ -105,7 +99,7 @@ async fn receipts_move_forward_threads_apart_and_private_ones_stay_private() {
     let for_alice = receipts(&sync_since(&server, &alice, &token).await, &room).unwrap();
     assert_eq!(for_alice[&first]["m.read"][&bob.user_id]["thread_id"], "main", "{for_alice}");
     assert!(for_alice[&second].get("m.read.private").is_none(), "{for_alice}");
-    let for_bob = receipts(&sync(&server, &bob, "").await, &room).unwrap();
+    let for_bob = receipts(&server.sync(&bob, "").await, &room).unwrap();
     assert!(for_bob[&second]["m.read.private"][&bob.user_id]["ts"].is_i64(), "{for_bob}");
     assert!(for_bob[&second]["m.read"][&bob.user_id]["ts"].is_i64(), "{for_bob}");
 }
@@ -119,7 +113,7 @@ async fn read_markers_set_the_fully_read_marker_and_receipts_that_survive_a_rest
     assert_eq!((status, json), (StatusCode::OK, json!({})));
 
     server.kill_and_restart().await;
-    let bob_sync = sync(&server, &bob, "").await;
+    let bob_sync = server.sync(&bob, "").await;
     let joined = &bob_sync["rooms"]["join"][&room];
     let fully_read = joined["account_data"]["events"]
         .as_array()
@@ -128,7 +122,7 @@ async fn read_markers_set_the_fully_read_marker_and_receipts_that_survive_a_rest
         .find(|e| e["type"] == "m.fully_read")
         .cloned();
     assert_eq!(fully_read.unwrap()["content"], json!({ "event_id": first }), "{bob_sync}");
-    let alice_view = receipts(&sync(&server, &alice, "").await, &room).unwrap();
+    let alice_view = receipts(&server.sync(&alice, "").await, &room).unwrap();
     assert!(alice_view[&second]["m.read"][&bob.user_id]["ts"].is_i64(), "{alice_view}");
     // The receipt endpoint moves the marker too.
     send_receipt(&server, &bob, &room, "m.fully_read", &second, json!({})).await;
@@ -159,7 +153,7 @@ async fn the_fully_read_marker_only_moves_forward_and_threads_take_roots_of_the_
     assert_eq!(server.get(&path, &bob.access_token).await.1, json!({ "event_id": second }));
     // A thread's root is an event of the room; the receipt names it.
     send_receipt(&server, &bob, &room, "m.read", &second, json!({ "thread_id": first })).await;
-    let content = receipts(&sync(&server, &alice, "").await, &room).unwrap();
+    let content = receipts(&server.sync(&alice, "").await, &room).unwrap();
     assert_eq!(content[&second]["m.read"][&bob.user_id]["thread_id"], *first, "{content}");
 }
 
@@ -168,7 +162,7 @@ async fn the_ephemeral_filter_can_leave_receipts_out() {
     let (server, alice, bob, room, [_, second]) = family().await;
     send_receipt(&server, &bob, &room, "m.read", &second, json!({})).await;
     let filter = json!({"room": {"ephemeral": {"types": ["m.typing"]}}});
-    let filtered = sync(&server, &alice, &format!("filter={}", enc(&filter.to_string()))).await;
+    let filtered = server.sync(&alice, &format!("filter={}", enc(&filter.to_string()))).await;
     assert_eq!(receipts(&filtered, &room), None, "{filtered}");
 }
 
@@ -297,5 +291,5 @@ async fn bad_receipts_get_the_exact_error() {
     ];
     run_table(&server, rows).await;
     // Nothing of it left a receipt.
-    assert_eq!(receipts(&sync(&server, &alice, "").await, &room), None);
+    assert_eq!(receipts(&server.sync(&alice, "").await, &room), None);
 }

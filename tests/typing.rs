@@ -15,12 +15,6 @@ use serde_json::{Value, json};
 
 const V3: &str = "/_matrix/client/v3";
 
-async fn sync(server: &TestServer, user: &TestUser, query: &str) -> Value {
-    let (status, body) = server.get(&format!("{V3}/sync?{query}"), &user.access_token).await;
-    assert_eq!(status, StatusCode::OK, "sync?{query}: {body}");
-    body
-}
-
 fn since(response: &Value) -> String {
     response["next_batch"].as_str().unwrap().to_owned()
 }
@@ -76,7 +70,7 @@ async fn family() -> (TestServer, TestUser, TestUser, String) {
 #[tokio::test]
 async fn typing_wakes_a_long_poll_and_shows_once_per_change() {
     let (server, alice, bob, room) = family().await;
-    let first = sync(&server, &bob, "").await;
+    let first = server.sync(&bob, "").await;
     assert_eq!(typing_users(&first, &room), None, "nobody types yet: {first}");
 
     // Bob waits; Alice starts typing, and his sync answers with her.
@@ -88,10 +82,10 @@ async fn typing_wakes_a_long_poll_and_shows_once_per_change() {
 
     // Seen once: the next sync has nothing to say, and typing again changes nothing.
     set_typing(&server, &alice, &room, json!({"typing": true, "timeout": 30000})).await;
-    let quiet = sync(&server, &bob, &format!("since={}&timeout=0", since(&woken))).await;
+    let quiet = server.sync(&bob, &format!("since={}&timeout=0", since(&woken))).await;
     assert_eq!(typing_users(&quiet, &room), None, "{quiet}");
     // An initial sync shows who types now.
-    let initial = sync(&server, &bob, "").await;
+    let initial = server.sync(&bob, "").await;
     assert_eq!(typing_users(&initial, &room), Some(vec![alice.user_id.clone()]), "{initial}");
 
     // Alice stops: Bob learns that nobody types.
@@ -100,16 +94,16 @@ async fn typing_wakes_a_long_poll_and_shows_once_per_change() {
     set_typing(&server, &alice, &room, json!({"typing": false})).await;
     let stopped = answered(waiting).await;
     assert_eq!(typing_users(&stopped, &room), Some(Vec::new()), "{stopped}");
-    let initial = sync(&server, &bob, "").await;
+    let initial = server.sync(&bob, "").await;
     assert_eq!(typing_users(&initial, &room), None, "{initial}");
 }
 
 #[tokio::test]
 async fn typing_ends_when_its_timeout_runs_out() {
     let (server, alice, bob, room) = family().await;
-    let token = since(&sync(&server, &bob, "").await);
+    let token = since(&server.sync(&bob, "").await);
     set_typing(&server, &alice, &room, json!({"typing": true, "timeout": 300})).await;
-    let typing = sync(&server, &bob, &format!("since={token}&timeout=0")).await;
+    let typing = server.sync(&bob, &format!("since={token}&timeout=0")).await;
     assert_eq!(typing_users(&typing, &room), Some(vec![alice.user_id.clone()]), "{typing}");
 
     // Nobody says anything more; the timeout ends it and wakes Bob's sync.
@@ -122,21 +116,21 @@ async fn the_ephemeral_filter_can_leave_typing_out() {
     let (server, alice, bob, room) = family().await;
     set_typing(&server, &alice, &room, json!({"typing": true, "timeout": 30000})).await;
     let filter = json!({"room": {"ephemeral": {"not_types": ["m.typing"]}}});
-    let filtered = sync(&server, &bob, &format!("filter={}", enc(&filter.to_string()))).await;
+    let filtered = server.sync(&bob, &format!("filter={}", enc(&filter.to_string()))).await;
     assert_eq!(typing_users(&filtered, &room), None, "{filtered}");
     let other_rooms = json!({"room": {"ephemeral": {"rooms": ["!elsewhere:localhost"]}}});
-    let filtered = sync(&server, &bob, &format!("filter={}", enc(&other_rooms.to_string()))).await;
+    let filtered = server.sync(&bob, &format!("filter={}", enc(&other_rooms.to_string()))).await;
     assert_eq!(typing_users(&filtered, &room), None, "{filtered}");
     // A token from before typing serials (`s<position>` alone) still works and shows who types.
     let old_token = since(&filtered).split('_').next().unwrap().to_owned();
-    let old = sync(&server, &bob, &format!("since={old_token}&timeout=0")).await;
+    let old = server.sync(&bob, &format!("since={old_token}&timeout=0")).await;
     assert_eq!(typing_users(&old, &room), Some(vec![alice.user_id.clone()]), "{old}");
 }
 
 #[tokio::test]
 async fn leaving_the_room_ends_typing_there() {
     let (server, alice, bob, room) = family().await;
-    let token = since(&sync(&server, &alice, "").await);
+    let token = since(&server.sync(&alice, "").await);
     set_typing(&server, &alice, &room, json!({"typing": true, "timeout": 60000})).await;
     set_typing(&server, &bob, &room, json!({"typing": true, "timeout": 60000})).await;
     let (status, json) = server
@@ -147,7 +141,7 @@ async fn leaving_the_room_ends_typing_there() {
     // Alice hears that only she is left typing; a newcomer never sees Bob typing.
     let mut users = None;
     for _ in 0..50 {
-        let response = sync(&server, &alice, &format!("since={token}&timeout=0")).await;
+        let response = server.sync(&alice, &format!("since={token}&timeout=0")).await;
         users = typing_users(&response, &room);
         if users.as_deref() == Some(&[alice.user_id.clone()][..]) {
             break;
@@ -157,7 +151,7 @@ async fn leaving_the_room_ends_typing_there() {
     assert_eq!(users, Some(vec![alice.user_id.clone()]));
     let carol = server.register("carol").await;
     server.join(&carol, &room).await;
-    let initial = sync(&server, &carol, "").await;
+    let initial = server.sync(&carol, "").await;
     assert_eq!(typing_users(&initial, &room), Some(vec![alice.user_id.clone()]), "{initial}");
 }
 
@@ -165,12 +159,12 @@ async fn leaving_the_room_ends_typing_there() {
 async fn a_sync_token_from_before_a_restart_learns_who_types_now() {
     let (mut server, alice, bob, room) = family().await;
     set_typing(&server, &alice, &room, json!({"typing": true, "timeout": 60000})).await;
-    let token = since(&sync(&server, &bob, "").await);
+    let token = since(&server.sync(&bob, "").await);
     server.kill_and_restart().await;
     // The restart forgot that Alice typed: Bob's client is told that nobody types.
-    let after = sync(&server, &bob, &format!("since={token}&timeout=0")).await;
+    let after = server.sync(&bob, &format!("since={token}&timeout=0")).await;
     assert_eq!(typing_users(&after, &room), Some(Vec::new()), "{after}");
-    let again = sync(&server, &bob, &format!("since={}&timeout=0", since(&after))).await;
+    let again = server.sync(&bob, &format!("since={}&timeout=0", since(&after))).await;
     assert_eq!(typing_users(&again, &room), None, "told once: {again}");
 }
 
@@ -185,9 +179,9 @@ async fn the_ephemeral_limit_caps_the_events_per_room() {
         let room = &response["rooms"]["join"][&room];
         room["ephemeral"]["events"].as_array().map_or(0, Vec::len)
     };
-    assert_eq!(count(&sync(&server, &bob, "").await), 2, "typing and a receipt");
+    assert_eq!(count(&server.sync(&bob, "").await), 2, "typing and a receipt");
     let filter = json!({"room": {"ephemeral": {"limit": 1}}});
-    let limited = sync(&server, &bob, &format!("filter={}", enc(&filter.to_string()))).await;
+    let limited = server.sync(&bob, &format!("filter={}", enc(&filter.to_string()))).await;
     assert_eq!(count(&limited), 1, "{limited}");
 }
 
@@ -248,6 +242,6 @@ async fn bad_typing_requests_get_the_exact_error() {
     ];
     run_table(&server, rows).await;
     // Nothing of it made anyone type.
-    let initial = sync(&server, &bob, "").await;
+    let initial = server.sync(&bob, "").await;
     assert_eq!(typing_users(&initial, &room), None, "{initial}");
 }

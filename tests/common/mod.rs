@@ -251,6 +251,14 @@ impl TestServer {
         self.call(Method::GET, path, Some(token), None).await
     }
 
+    /// `GET /sync?{query}` for `user`, asserting success.
+    pub async fn sync(&self, user: &TestUser, query: &str) -> Value {
+        let path = format!("/_matrix/client/v3/sync?{query}");
+        let (status, body) = self.get(&path, &user.access_token).await;
+        assert_eq!(status, StatusCode::OK, "sync?{query}: {body}");
+        body
+    }
+
     pub async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
         self.call(Method::POST, path, Some(token), Some(body)).await
     }

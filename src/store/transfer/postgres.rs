@@ -317,15 +317,7 @@ impl PostgresTarget {
 
     /// The digest of every row of the table, streamed.
     pub async fn digest(&self, table: &TableSchema) -> StoreResult<Digest> {
-        let sql = format!("SELECT {} FROM \"{}\"", table.column_list(), table.name);
-        let no_params: [&(dyn ToSql + Sync); 0] = [];
-        let rows = self.client.query_raw(&sql, no_params).await?;
-        let mut rows = pin!(rows);
-        let mut digest = Digest::default();
-        while let Some(row) = rows.try_next().await? {
-            digest.add(&read_row(table, &row)?);
-        }
-        Ok(digest)
+        digest_of(&self.client, table).await
     }
 
     /// Records and drops the secondary indexes, unique constraints and foreign keys of
@@ -458,6 +450,20 @@ pub(super) async fn connect_for_move(url: &str) -> StoreResult<Client> {
         .batch_execute("SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0")
         .await?;
     Ok(client)
+}
+
+/// The digest of every row of the table as `client` sees it (a snapshot's transaction, or the
+/// target), streamed.
+pub(super) async fn digest_of(client: &Client, table: &TableSchema) -> StoreResult<Digest> {
+    let sql = format!("SELECT {} FROM \"{}\"", table.column_list(), table.name);
+    let no_params: [&(dyn ToSql + Sync); 0] = [];
+    let rows = client.query_raw(&sql, no_params).await?;
+    let mut rows = pin!(rows);
+    let mut digest = Digest::default();
+    while let Some(row) = rows.try_next().await? {
+        digest.add(&read_row(table, &row)?);
+    }
+    Ok(digest)
 }
 
 /// Notes an index or constraint as set aside, unless an earlier run did.

@@ -11,11 +11,8 @@
 //! takes an id, and holds it until it commits. This module never writes Hearth's data; the log
 //! and its triggers are removed when the move ends.
 
-use std::pin::pin;
-
 use anyhow::{Context as _, bail};
-use futures::TryStreamExt as _;
-use tokio_postgres::{Client, types::ToSql};
+use tokio_postgres::Client;
 
 use super::{
     Change, Column, ColumnType, Digest, Row, TableSchema, Value, dependency_order, is_data_table,
@@ -277,15 +274,7 @@ impl PostgresSnapshot {
 
     /// The digest of every row of the table, streamed.
     pub async fn digest(&self, table: &TableSchema) -> StoreResult<Digest> {
-        let sql = format!("SELECT {} FROM \"{}\"", table.column_list(), table.name);
-        let no_params: [&(dyn ToSql + Sync); 0] = [];
-        let rows = self.client.query_raw(&sql, no_params).await?;
-        let mut rows = pin!(rows);
-        let mut digest = Digest::default();
-        while let Some(row) = rows.try_next().await? {
-            digest.add(&read_row(table, &row)?);
-        }
-        Ok(digest)
+        super::postgres::digest_of(&self.client, table).await
     }
 
     /// Change-log entries with `after < id <= up_to`, oldest first, at most `limit`.

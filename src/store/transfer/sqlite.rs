@@ -236,29 +236,27 @@ impl SqliteSnapshot {
     /// The row with this primary key, if there is one.
     pub async fn row_by_key(&self, table: &TableSchema, key: &[Value]) -> StoreResult<Option<Row>> {
         let (table, key) = (table.clone(), key.to_vec());
-        self.with(move |c| {
-            let sql = format!(
-                "SELECT {} FROM \"{}\" WHERE {}",
-                table.column_list(),
-                table.name,
-                key_condition(&table)
-            );
-            let mut statement = c.prepare_cached(&sql)?;
-            let columns = table.columns.len();
-            let row = statement
-                .query_row(params_from_iter(key.iter()), |row| {
-                    read_row(row, 0, columns).map_err(|e| {
-                        rusqlite::Error::FromSqlConversionFailure(
-                            0,
-                            rusqlite::types::Type::Null,
-                            e.into(),
-                        )
-                    })
-                })
-                .optional()?;
-            Ok(row)
-        })
-        .await
+        self.with(move |c| row_by_key_in(c, &table, &key)).await
+    }
+}
+
+/// The row of `table` with this primary key in the file `c` reads, if there is one.
+pub(super) fn row_by_key_in(
+    c: &Connection,
+    table: &TableSchema,
+    key: &[Value],
+) -> StoreResult<Option<Row>> {
+    let sql = format!(
+        "SELECT {} FROM \"{}\" WHERE {}",
+        table.column_list(),
+        table.name,
+        key_condition(table)
+    );
+    let mut statement = c.prepare_cached(&sql)?;
+    let mut rows = statement.query(params_from_iter(key.iter()))?;
+    match rows.next()? {
+        Some(row) => Ok(Some(read_row(row, 0, table.columns.len())?)),
+        None => Ok(None),
     }
 }
 

@@ -288,21 +288,7 @@ impl SqliteTarget {
     /// The row with this key, as the file holds it.
     pub async fn row_by_key(&self, table: &TableSchema, key: &[Value]) -> StoreResult<Option<Row>> {
         let (table, key) = (table.clone(), key.to_vec());
-        self.with(move |c| {
-            let sql = format!(
-                "SELECT {} FROM \"{}\" WHERE {}",
-                table.column_list(),
-                table.name,
-                key_condition(&table)
-            );
-            let mut statement = c.prepare_cached(&sql)?;
-            let mut rows = statement.query(params_from_iter(key.iter()))?;
-            match rows.next()? {
-                Some(row) => Ok(Some(read_row(row, 0, table.columns.len())?)),
-                None => Ok(None),
-            }
-        })
-        .await
+        self.with(move |c| super::sqlite::row_by_key_in(c, &table, &key)).await
     }
 
     pub async fn count(&self, table: &TableSchema) -> StoreResult<u64> {
