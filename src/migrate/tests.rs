@@ -464,3 +464,31 @@ async fn a_server_started_on_a_retired_database_its_configuration_names_lifts_th
     };
     assert!(services.store.create_user(user).await.unwrap());
 }
+
+#[tokio::test]
+async fn an_empty_server_moves_and_back() {
+    let Some(url) = target_database().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let settings = config::FirstRunSettings {
+        server_name: config::parse_server_name("localhost").unwrap(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        registration: config::RegistrationMode::Closed,
+    };
+    std::fs::write(dir.path().join(config::CONFIG_FILE), config::template(&settings)).unwrap();
+    // A first run's database: the schema and nothing else.
+    drop(store::open_sqlite(&dir.path().join("hearth.db")).unwrap());
+    run_to_end(request(dir.path(), &url, None), |_| {}).await.unwrap();
+    assert_eq!(config_backend(dir.path()), DatabaseBackend::Postgres);
+    assert_same_data(dir.path(), &url).await;
+    let moved = store::open_postgres(&url).await.unwrap();
+    assert_eq!(moved.count_users().await.unwrap(), 0);
+    drop(moved);
+
+    let back = MoveRequest { direction: Direction::ToSqlite, ..request(dir.path(), &url, None) };
+    run_to_end(back, |_| {}).await.unwrap();
+    assert_eq!(config_backend(dir.path()), DatabaseBackend::Sqlite);
+    assert_eq!(
+        store::open_sqlite(&dir.path().join("hearth.db")).unwrap().count_users().await.unwrap(),
+        0
+    );
+}
