@@ -416,6 +416,7 @@ impl Pdus {
             transaction: None,
             // Filled in by `place` inside the room job, which sees the prev event's group.
             replaces_state: None,
+            relation: None,
             state_group: NewStateGroup::Existing(0),
             current_state: Vec::new(),
         }

@@ -88,6 +88,7 @@ pub(super) async fn append_messages(store: &Store, from: usize, count: usize) {
                 pdu: format!("{{\"body\":\"message {n}\"}}"),
                 transaction: None,
                 replaces_state: None,
+                relation: None,
                 state_group,
                 current_state: Vec::new(),
             };
@@ -183,6 +184,7 @@ async fn a_stopped_server_moves_and_the_copy_is_proven() {
         not_types: Vec::new(),
         senders: None,
         not_senders: Vec::new(),
+        relates_to: None,
     });
     assert_eq!(events.await.unwrap().len(), 25_000);
     assert_eq!(moved.session_by_token("hash").await.unwrap().unwrap().device_id, "PHONE");

@@ -116,6 +116,7 @@ async fn event_count(store: &Store) -> usize {
         not_types: Vec::new(),
         senders: None,
         not_senders: Vec::new(),
+        relates_to: None,
     };
     store.room_events(query).await.unwrap().len()
 }

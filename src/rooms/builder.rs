@@ -77,6 +77,7 @@ pub fn build_and_append(
 
     let pdu = Pdu::parse(event_id, &pdu_json, &rules)?;
     authorize(txn, &rules, &pdu, &auth_events, &before)?;
+    super::relations::check_local_relation(txn, &pdu)?;
     if let Some(redacts) = &pdu.redacts {
         apply_redaction(txn, &rules, &pdu, redacts)?;
     }
@@ -454,6 +455,7 @@ pub(crate) fn append(
         pdu: pdu_json,
         transaction,
         replaces_state: placement.replaces_state,
+        relation: super::relations::relation_of(&pdu),
         state_group: placement.state_group,
         current_state: placement.current_state,
     };

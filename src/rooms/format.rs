@@ -1,13 +1,16 @@
 //! Stored events in the client-server API's formats, with the `unsigned` data that depends on
-//! who is asking: the sender's transaction ID, the previous content of state, and the redaction
-//! that emptied an event.
+//! who is asking: the sender's transaction ID, the previous content of state, the redaction
+//! that emptied an event, and the bundled relations (threads, edits, references).
 
 use std::collections::BTreeMap;
 
 use ruma::{OwnedEventId, UserId};
 use serde_json::Value as JsonValue;
 
-use super::pdu::{Unsigned, client_event};
+use super::{
+    pdu::{Unsigned, client_event},
+    relations::bundled_relations,
+};
 use crate::{
     Result,
     store::{EventRecord, Store},
@@ -29,7 +32,7 @@ pub enum Format {
     Sync,
 }
 
-/// Converts stored events into client events, fetching what `unsigned` needs in three batched
+/// Converts stored events into client events, fetching what `unsigned` needs in a few batched
 /// queries whatever the number of events.
 pub async fn client_events(
     store: &Store,
@@ -56,10 +59,12 @@ pub async fn client_events(
     };
 
     let now = crate::users::now_millis();
+    let mut relations = bundled_relations(store, viewer.user_id, records, now).await?;
     Ok(records
         .iter()
         .map(|record| {
-            let unsigned = unsigned_for(record, &transactions, &related, now);
+            let mut unsigned = unsigned_for(record, &transactions, &related, now);
+            unsigned.relations = relations.remove(&record.event_id);
             let mut event = client_event(record, unsigned, now);
             if format == Format::Sync
                 && let Some(object) = event.as_object_mut()
@@ -85,6 +90,7 @@ fn unsigned_for(
         prev_sender: replaced.map(|r| r.sender.to_string()),
         replaces_state: replaced.map(|r| r.event_id.to_string()),
         redacted_because: redaction.map(|r| client_event(r, Unsigned::default(), now)),
+        relations: None,
     }
 }
 

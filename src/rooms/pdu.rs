@@ -184,6 +184,8 @@ pub struct Unsigned {
     pub prev_sender: Option<String>,
     pub replaces_state: Option<String>,
     pub redacted_because: Option<JsonValue>,
+    /// The bundled aggregations (`m.relations`): threads, edits, references.
+    pub relations: Option<JsonValue>,
 }
 
 /// Converts a stored event into the client-server API's event format.
@@ -204,6 +206,7 @@ pub fn client_event(record: &EventRecord, unsigned: Unsigned, now_ms: i64) -> Js
         ("prev_sender", unsigned.prev_sender.map(JsonValue::from)),
         ("replaces_state", unsigned.replaces_state.map(JsonValue::from)),
         ("redacted_because", unsigned.redacted_because),
+        ("m.relations", unsigned.relations),
     ];
     for (key, value) in optional {
         if let Some(value) = value {

@@ -209,6 +209,16 @@ pub trait RoomStore {
         to: i64,
     ) -> StoreResult<Vec<OwnedRoomId>>;
 
+    /// Thread roots of a room, the most recently active first.
+    async fn thread_roots(&self, query: ThreadsQuery) -> StoreResult<Vec<ThreadRoot>>;
+    /// What to bundle with each of `parents` that has relations (threads, edits, references);
+    /// parents without any are left out. `user_id` is who asks (thread participation).
+    async fn relation_summaries(
+        &self,
+        parents: &[OwnedEventId],
+        user_id: &UserId,
+    ) -> StoreResult<std::collections::BTreeMap<OwnedEventId, RelationSummary>>;
+
     async fn forget_room(&self, user_id: &UserId, room_id: &RoomId) -> StoreResult<()>;
     async fn forgotten_rooms(&self, user_id: &UserId) -> StoreResult<Vec<OwnedRoomId>>;
 

@@ -37,8 +37,8 @@ use tokio::sync::{OwnedRwLockWriteGuard, RwLock as AsyncRwLock};
 use super::{
     AccountDataRecord, AliasRecord, AppendedEvent, BusMessage, BusStore, DeviceRecord, EventRecord,
     MembershipRecord, NewReceipt, NewSession, NewUser, ReceiptRecord, ReceiptStore,
-    RoomEventsQuery, RoomJob, RoomStore, Session, Store, StoreResult, TransactionKey, UserRecord,
-    UserStore,
+    RelationSummary, RoomEventsQuery, RoomJob, RoomStore, Session, Store, StoreResult, ThreadRoot,
+    ThreadsQuery, TransactionKey, UserRecord, UserStore,
 };
 
 /// The store the rest of the server holds (as a [`Store`]) while the migrator keeps an
@@ -341,6 +341,18 @@ impl RoomStore for SwitchableStore {
 
     async fn room_events(&self, query: RoomEventsQuery) -> StoreResult<Vec<EventRecord>> {
         self.current().room_events(query).await
+    }
+
+    async fn thread_roots(&self, query: ThreadsQuery) -> StoreResult<Vec<ThreadRoot>> {
+        self.current().thread_roots(query).await
+    }
+
+    async fn relation_summaries(
+        &self,
+        parents: &[OwnedEventId],
+        user_id: &UserId,
+    ) -> StoreResult<std::collections::BTreeMap<OwnedEventId, RelationSummary>> {
+        self.current().relation_summaries(parents, user_id).await
     }
 
     async fn rooms_changed(

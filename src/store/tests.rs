@@ -41,6 +41,7 @@ fn new_event(n: usize, room_id: &OwnedRoomId, state: Option<(&str, &str)>) -> Ne
         pdu: format!("{{\"n\":{n}}}"),
         transaction: None,
         replaces_state: None,
+        relation: None,
         state_group: NewStateGroup::Existing(0),
         current_state: Vec::new(),
     }
@@ -223,6 +224,7 @@ async fn room_events_page_both_ways_with_filters() {
         not_types: not_types.into_iter().map(str::to_owned).collect(),
         senders: None,
         not_senders: Vec::new(),
+        relates_to: None,
     };
     let positions = |events: Vec<super::EventRecord>| -> Vec<i64> {
         events.into_iter().map(|e| e.stream_position).collect()
@@ -576,4 +578,107 @@ async fn the_state_group_migration_gives_earlier_rooms_the_state_after_every_eve
         ("m.room.topic", "", 72),
     ];
     assert_eq!(state, state_map(&expected));
+}
+
+/// A message of `sender` relating to event `parent` by `rel_type`.
+fn relating(n: usize, r: &OwnedRoomId, sender: &str, rel_type: &str, parent: usize) -> NewEvent {
+    let mut event = new_event(n, r, None);
+    event.sender = user(sender);
+    event.relation =
+        Some(super::NewRelation { relates_to: event_id(parent), rel_type: rel_type.into() });
+    event
+}
+
+fn relations_query(
+    r: &OwnedRoomId,
+    parent: usize,
+    rel_type: Option<&str>,
+    depth: u32,
+) -> RoomEventsQuery {
+    RoomEventsQuery {
+        room_id: r.clone(),
+        from: 0,
+        to: None,
+        direction: Direction::Forward,
+        limit: 100,
+        types: None,
+        not_types: Vec::new(),
+        senders: None,
+        not_senders: Vec::new(),
+        relates_to: Some(super::RelationFilter {
+            event_id: event_id(parent),
+            rel_type: rel_type.map(str::to_owned),
+            depth,
+        }),
+    }
+}
+
+fn ids(events: &[super::EventRecord]) -> Vec<OwnedEventId> {
+    events.iter().map(|e| e.event_id.clone()).collect()
+}
+
+#[tokio::test]
+async fn relations_are_listed_by_parent_type_and_depth_and_summarised_for_bundling() {
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
+    let r = room("r");
+    let events = vec![
+        new_event(0, &r, None),
+        relating(1, &r, "bob", "m.thread", 0),
+        relating(2, &r, "carol", "m.thread", 0),
+        relating(3, &r, "alice", "m.replace", 0),
+        relating(4, &r, "bob", "m.replace", 0), // not the sender's: never bundled
+        relating(5, &r, "bob", "m.annotation", 1),
+        relating(6, &r, "alice", "m.reference", 0),
+        new_event(7, &r, None),
+        relating(8, &r, "bob", "m.thread", 7),
+    ];
+    let positions = append(&store, &r, events).await;
+
+    let all = store.room_events(relations_query(&r, 0, None, 1)).await.unwrap();
+    assert_eq!(ids(&all), [1, 2, 3, 4, 6].map(event_id));
+    let threads = store.room_events(relations_query(&r, 0, Some("m.thread"), 1)).await.unwrap();
+    assert_eq!(ids(&threads), [1, 2].map(event_id));
+    let deep = store.room_events(relations_query(&r, 0, None, 3)).await.unwrap();
+    assert_eq!(ids(&deep), [1, 2, 3, 4, 5, 6].map(event_id), "the reaction to a reply");
+
+    let summaries =
+        store.relation_summaries(&[0, 1, 7].map(event_id), &user("carol")).await.unwrap();
+    assert_eq!(summaries.len(), 2, "event 1 has only an annotation, which is not bundled");
+    let first = &summaries[&event_id(0)];
+    let thread = first.thread.as_ref().unwrap();
+    assert_eq!((thread.count, thread.participated), (2, true));
+    assert_eq!(thread.latest_event.event_id, event_id(2));
+    assert_eq!(ids(&first.replacements), [event_id(3)]);
+    assert_eq!(first.references, [event_id(6)]);
+    let second = summaries[&event_id(7)].thread.as_ref().unwrap();
+    assert!(!second.participated, "carol neither sent the root nor replied");
+
+    // Latest activity first; `before` pages; `participant` narrows.
+    let query = |participant: Option<&str>, before| super::ThreadsQuery {
+        room_id: r.clone(),
+        participant: participant.map(user),
+        before,
+        limit: 10,
+    };
+    let roots: Vec<_> = store.thread_roots(query(None, None)).await.unwrap();
+    let found: Vec<_> = roots.iter().map(|t| (t.root.clone(), t.latest_position)).collect();
+    assert_eq!(found, [(event_id(7), positions[8]), (event_id(0), positions[2])]);
+    let older = store.thread_roots(query(None, Some(positions[8]))).await.unwrap();
+    assert_eq!(older.len(), 1);
+    let carol = store.thread_roots(query(Some("carol"), None)).await.unwrap();
+    assert_eq!(carol.iter().map(|t| t.root.clone()).collect::<Vec<_>>(), [event_id(0)]);
+    let alice = store.thread_roots(query(Some("alice"), None)).await.unwrap();
+    assert_eq!(alice.len(), 2, "alice sent both roots");
+
+    // A redacted event no longer relates.
+    let job = |txn: &dyn RoomTxn| {
+        txn.redact_event(&event_id(2), "{}", &event_id(9))?;
+        Ok(Vec::new())
+    };
+    store.write_rooms(Box::new(job)).await.unwrap();
+    let threads = store.room_events(relations_query(&r, 0, Some("m.thread"), 1)).await.unwrap();
+    assert_eq!(ids(&threads), [event_id(1)]);
+    let summaries = store.relation_summaries(&[event_id(0)], &user("carol")).await.unwrap();
+    assert!(!summaries[&event_id(0)].thread.as_ref().unwrap().participated);
 }

@@ -116,6 +116,62 @@ pub struct RoomEventsQuery {
     /// Only these senders, when set.
     pub senders: Option<Vec<String>>,
     pub not_senders: Vec<String>,
+    /// Only events that relate to this event, when set (`/relations`).
+    pub relates_to: Option<RelationFilter>,
+}
+
+/// Events relating to one event, optionally by one relation type only.
+#[derive(Clone, Debug)]
+pub struct RelationFilter {
+    pub event_id: OwnedEventId,
+    pub rel_type: Option<String>,
+    /// 1: only events relating to the event itself; more: also events relating to those, down
+    /// to this many levels (`recurse`).
+    pub depth: u32,
+}
+
+/// What a new event's content says it relates to (`m.relates_to` with a `rel_type`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewRelation {
+    pub relates_to: OwnedEventId,
+    pub rel_type: String,
+}
+
+/// A page of a room's thread roots, latest activity first (`/threads`).
+#[derive(Clone, Debug)]
+pub struct ThreadsQuery {
+    pub room_id: OwnedRoomId,
+    /// Only threads this user took part in (sent the root or a reply), when set.
+    pub participant: Option<OwnedUserId>,
+    /// Only threads whose latest reply is before this stream position, when set.
+    pub before: Option<i64>,
+    pub limit: usize,
+}
+
+/// A thread root and the stream position of the latest event in the thread.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ThreadRoot {
+    pub root: OwnedEventId,
+    pub latest_position: i64,
+}
+
+/// The relations the server bundles into an event's `unsigned.m.relations`.
+#[derive(Clone, Debug, Default)]
+pub struct RelationSummary {
+    pub thread: Option<ThreadSummary>,
+    /// The replacements (edits) of the event by its own sender with its own type, oldest first.
+    pub replacements: Vec<EventRecord>,
+    /// The events that reference it (`m.reference`), oldest first.
+    pub references: Vec<OwnedEventId>,
+}
+
+/// A thread as seen from its root.
+#[derive(Clone, Debug)]
+pub struct ThreadSummary {
+    pub count: u64,
+    pub latest_event: EventRecord,
+    /// Whether the asking user sent the root or a reply.
+    pub participated: bool,
 }
 
 /// A room alias and where it points.
@@ -160,6 +216,8 @@ pub struct NewEvent {
     pub transaction: Option<TransactionKey>,
     /// For state events: the event of the same key in the state before this one, if any.
     pub replaces_state: Option<OwnedEventId>,
+    /// What the event relates to, if anything (threads, edits, references, annotations).
+    pub relation: Option<NewRelation>,
     /// The room state after this event.
     pub state_group: NewStateGroup,
     /// How the room's current state changes with this event: for a linear room, this event's own

@@ -61,6 +61,7 @@ impl EventFilter {
             not_types: self.not_types.clone(),
             senders: self.senders.clone(),
             not_senders: self.not_senders.clone(),
+            relates_to: None,
         }
     }
 

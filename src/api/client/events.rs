@@ -52,7 +52,7 @@ fn raw<T>(value: &JsonValue) -> Result<Raw<T>> {
     Ok(Raw::from_json(serde_json::value::to_raw_value(value).map_err(|e| anyhow::anyhow!(e))?))
 }
 
-fn raws<T>(values: &[JsonValue]) -> Result<Vec<Raw<T>>> {
+pub(super) fn raws<T>(values: &[JsonValue]) -> Result<Vec<Raw<T>>> {
     values.iter().map(raw).collect()
 }
 
@@ -307,13 +307,13 @@ async fn get_room_event(
 }
 
 /// The page limit a client asked for, capped.
-fn page_limit(limit: UInt, default: usize) -> usize {
+pub(super) fn page_limit(limit: UInt, default: usize) -> usize {
     let limit = usize::try_from(u64::from(limit)).unwrap_or(default);
     if limit == 0 { default } else { limit.min(crate::sync::MAX_LIMIT) }
 }
 
 /// Reads up to `query.limit` visible events, skipping those the user may not see.
-async fn visible_page(
+pub(super) async fn visible_page(
     services: &Services,
     user: &User,
     mut query: RoomEventsQuery,

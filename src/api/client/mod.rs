@@ -9,6 +9,7 @@ mod discovery;
 mod events;
 mod profile;
 mod receipts;
+mod relations;
 mod rooms;
 mod sync;
 mod tags;
@@ -29,6 +30,7 @@ pub fn register(router: &mut Router) {
     events::routes(router);
     profile::routes(router);
     receipts::routes(router);
+    relations::routes(router);
     rooms::routes(router);
     sync::routes(router);
     tags::routes(router);

@@ -25,6 +25,7 @@
 
 mod bus;
 mod receipts;
+mod relations;
 mod rooms;
 mod users;
 

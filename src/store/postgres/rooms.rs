@@ -22,11 +22,12 @@ use super::{
 };
 use crate::store::{
     AliasRecord, AppendedEvent, CurrentStateChange, Direction, EventRecord, MembershipRecord,
-    NewEvent, NewStateGroup, RoomEventsQuery, RoomJob, RoomStore, RoomTxn, StateEntry,
-    StateGroupDelta, StateMap, StoreResult, TransactionKey, job_result, job_verdict,
+    NewEvent, NewStateGroup, RelationSummary, RoomEventsQuery, RoomJob, RoomStore, RoomTxn,
+    StateEntry, StateGroupDelta, StateMap, StoreResult, ThreadRoot, ThreadsQuery, TransactionKey,
+    job_result, job_verdict,
 };
 
-const EVENT_COLUMNS: &str = "e.stream_position, e.event_id, e.room_id, e.event_type, e.state_key, \
+pub(super) const EVENT_COLUMNS: &str = "e.stream_position, e.event_id, e.room_id, e.event_type, e.state_key, \
      e.sender, e.origin_server_ts, e.depth, e.pdu, e.redacted_by, e.replaces_state";
 
 /// The latest `state_history` entry per (type, state key) in a position range of one room.
@@ -36,7 +37,7 @@ const STATE_IN_RANGE: &str = "SELECT DISTINCT ON (event_type, state_key) event_i
      ORDER BY event_type, state_key, stream_position DESC";
 
 /// A query parameter of a statement assembled at run time.
-type Param = Box<dyn ToSql + Sync + Send>;
+pub(super) type Param = Box<dyn ToSql + Sync + Send>;
 
 #[async_trait]
 impl RoomStore for PostgresStore {
@@ -222,6 +223,21 @@ impl RoomStore for PostgresStore {
         )
         .await?;
         room_ids_of(&rows)
+    }
+
+    async fn thread_roots(&self, query: ThreadsQuery) -> StoreResult<Vec<ThreadRoot>> {
+        super::relations::thread_roots(&*self.conn().await?, &query).await
+    }
+
+    async fn relation_summaries(
+        &self,
+        parents: &[OwnedEventId],
+        user_id: &UserId,
+    ) -> StoreResult<BTreeMap<OwnedEventId, RelationSummary>> {
+        if parents.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        super::relations::relation_summaries(&*self.conn().await?, parents, user_id).await
     }
 
     async fn forget_room(&self, user_id: &UserId, room_id: &RoomId) -> StoreResult<()> {
@@ -430,7 +446,7 @@ impl RoomTxn for Txn<'_> {
             "UPDATE events SET pdu = $2, redacted_by = $3 WHERE event_id = $1",
             &[&event_id.as_str(), &redacted_pdu, &redacted_by.as_str()],
         ))?;
-        Ok(())
+        self.w.block_on(super::relations::delete_relation(self.w.conn(), event_id.as_str()))
     }
 }
 
@@ -478,6 +494,7 @@ async fn append_event(c: &Conn, event: &NewEvent) -> StoreResult<i64> {
         }
     };
     insert_event(c, event, position, state_group).await?;
+    super::relations::insert_relation(c, event, position).await?;
     update_extremities(c, event).await?;
     for change in &event.current_state {
         update_state(c, &event.room_id, change, position).await?;
@@ -688,6 +705,9 @@ async fn room_events(c: &Conn, query: &RoomEventsQuery) -> StoreResult<Vec<Event
     }
     push_globs(&mut sql, &mut values, "e.event_type", query.types.as_deref(), &query.not_types);
     push_list(&mut sql, &mut values, "e.sender", query.senders.as_deref(), &query.not_senders);
+    if let Some(filter) = &query.relates_to {
+        super::relations::push_relation_filter(&mut sql, &mut values, filter);
+    }
     let order = if query.direction == Direction::Forward { "ASC" } else { "DESC" };
     sql.push_str(&format!(" ORDER BY e.stream_position {order}"));
     let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
@@ -773,7 +793,7 @@ async fn query_events(
     query(c, sql, params).await?.iter().map(event_record).collect()
 }
 
-fn event_record(row: &Row) -> StoreResult<EventRecord> {
+pub(super) fn event_record(row: &Row) -> StoreResult<EventRecord> {
     let optional_id = |index: usize| -> StoreResult<Option<OwnedEventId>> {
         let id: Option<String> = row.try_get(index)?;
         Ok(id.map(OwnedEventId::try_from).transpose()?)

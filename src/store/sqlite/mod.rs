@@ -9,6 +9,7 @@
 
 mod bus;
 mod receipts;
+mod relations;
 mod rooms;
 mod users;
 

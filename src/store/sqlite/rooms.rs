@@ -6,6 +6,8 @@
 //! newest entry at or before that position. SQLite returns the row holding `MAX()` for bare
 //! columns, which is what these queries rely on.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use ruma::{
     EventId, OwnedEventId, OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId,
@@ -16,11 +18,12 @@ use rusqlite::{Connection, OptionalExtension as _, ToSql, params, params_from_it
 use super::{MAX_PARAMS, SqliteStore, current_stream_position, next_stream_position, placeholders};
 use crate::store::{
     AliasRecord, AppendedEvent, CurrentStateChange, Direction, EventRecord, MembershipRecord,
-    NewEvent, NewStateGroup, RoomEventsQuery, RoomJob, RoomStore, RoomTxn, StateEntry,
-    StateGroupDelta, StateMap, StoreResult, TransactionKey, job_result, job_verdict,
+    NewEvent, NewStateGroup, RelationSummary, RoomEventsQuery, RoomJob, RoomStore, RoomTxn,
+    StateEntry, StateGroupDelta, StateMap, StoreResult, ThreadRoot, ThreadsQuery, TransactionKey,
+    job_result, job_verdict,
 };
 
-const EVENT_COLUMNS: &str = "e.stream_position, e.event_id, e.room_id, e.event_type, e.state_key, \
+pub(super) const EVENT_COLUMNS: &str = "e.stream_position, e.event_id, e.room_id, e.event_type, e.state_key, \
      e.sender, e.origin_server_ts, e.depth, e.pdu, e.redacted_by, e.replaces_state";
 
 /// The latest `state_history` entry per (type, state key) in a position range of one room.
@@ -284,6 +287,22 @@ impl RoomStore for SqliteStore {
         .await
     }
 
+    async fn thread_roots(&self, query: ThreadsQuery) -> StoreResult<Vec<ThreadRoot>> {
+        self.read(move |c| super::relations::thread_roots(c, &query)).await
+    }
+
+    async fn relation_summaries(
+        &self,
+        parents: &[OwnedEventId],
+        user_id: &UserId,
+    ) -> StoreResult<BTreeMap<OwnedEventId, RelationSummary>> {
+        if parents.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let (parents, user_id) = (parents.to_vec(), user_id.to_owned());
+        self.read(move |c| super::relations::relation_summaries(c, &parents, &user_id)).await
+    }
+
     async fn forget_room(&self, user_id: &UserId, room_id: &RoomId) -> StoreResult<()> {
         let (user_id, room_id) = (user_id.to_owned(), room_id.to_owned());
         self.write(move |c| {
@@ -512,6 +531,7 @@ impl RoomTxn for Txn<'_> {
             }
         };
         insert_event(self.c, &event, position, state_group)?;
+        super::relations::insert_relation(self.c, &event, position)?;
         update_extremities(self.c, &event)?;
         for change in &event.current_state {
             update_state(self.c, &event.room_id, change, position)?;
@@ -542,7 +562,7 @@ impl RoomTxn for Txn<'_> {
             "UPDATE events SET pdu = ?2, redacted_by = ?3 WHERE event_id = ?1",
             params![event_id.as_str(), redacted_pdu, redacted_by.as_str()],
         )?;
-        Ok(())
+        super::relations::delete_relation(self.c, event_id.as_str())
     }
 }
 
@@ -725,6 +745,9 @@ fn room_events(c: &Connection, query: &RoomEventsQuery) -> StoreResult<Vec<Event
     }
     push_globs(&mut sql, &mut values, "e.event_type", query.types.as_deref(), &query.not_types);
     push_list(&mut sql, &mut values, "e.sender", query.senders.as_deref(), &query.not_senders);
+    if let Some(filter) = &query.relates_to {
+        super::relations::push_relation_filter(&mut sql, &mut values, filter);
+    }
     let order = if query.direction == Direction::Forward { "ASC" } else { "DESC" };
     sql.push_str(&format!(" ORDER BY e.stream_position {order} LIMIT ?"));
     values.push(Box::new(query.limit as i64));
@@ -771,54 +794,79 @@ fn push_list(
     }
 }
 
-fn query_events(
+pub(super) fn query_events(
     c: &Connection,
     sql: &str,
     values: impl rusqlite::Params,
 ) -> StoreResult<Vec<EventRecord>> {
+    Ok(query_events_with(c, sql, values, |_| Ok(()))?
+        .into_iter()
+        .map(|(event, ())| event)
+        .collect())
+}
+
+/// Like [`query_events`], for queries that select more columns after [`EVENT_COLUMNS`]: `extra`
+/// reads them from each row.
+pub(super) fn query_events_with<T>(
+    c: &Connection,
+    sql: &str,
+    values: impl rusqlite::Params,
+    extra: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> StoreResult<Vec<(EventRecord, T)>> {
     let mut statement = c.prepare_cached(sql)?;
-    let rows = statement.query_map(values, |row| {
-        Ok((
-            row.get::<_, i64>(0)?,
-            row.get::<_, String>(1)?,
-            row.get::<_, String>(2)?,
-            row.get::<_, String>(3)?,
-            row.get::<_, Option<String>>(4)?,
-            row.get::<_, String>(5)?,
-            row.get::<_, i64>(6)?,
-            row.get::<_, i64>(7)?,
-            row.get::<_, String>(8)?,
-            row.get::<_, Option<String>>(9)?,
-            row.get::<_, Option<String>>(10)?,
-        ))
-    })?;
+    let rows = statement.query_map(values, |row| Ok((raw_event(row)?, extra(row)?)))?;
     rows.map(|row| {
-        let (
-            position,
-            event_id,
-            room_id,
-            event_type,
-            state_key,
-            sender,
-            ts,
-            depth,
-            pdu,
-            by,
-            replaces,
-        ) = row?;
-        Ok(EventRecord {
-            stream_position: position,
-            event_id: OwnedEventId::try_from(event_id)?,
-            room_id: OwnedRoomId::try_from(room_id)?,
-            event_type,
-            state_key,
-            sender: OwnedUserId::try_from(sender)?,
-            origin_server_ts: ts,
-            depth,
-            pdu,
-            redacted_by: by.map(OwnedEventId::try_from).transpose()?,
-            replaces_state: replaces.map(OwnedEventId::try_from).transpose()?,
-        })
+        let (raw, extra) = row?;
+        Ok((event_record(raw)?, extra))
     })
     .collect()
+}
+
+/// The columns of [`EVENT_COLUMNS`] as read.
+type RawEvent = (
+    i64,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    i64,
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+);
+
+fn raw_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawEvent> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+        row.get(7)?,
+        row.get(8)?,
+        row.get(9)?,
+        row.get(10)?,
+    ))
+}
+
+fn event_record(raw: RawEvent) -> StoreResult<EventRecord> {
+    let (position, event_id, room_id, event_type, state_key, sender, ts, depth, pdu, by, replaces) =
+        raw;
+    Ok(EventRecord {
+        stream_position: position,
+        event_id: OwnedEventId::try_from(event_id)?,
+        room_id: OwnedRoomId::try_from(room_id)?,
+        event_type,
+        state_key,
+        sender: OwnedUserId::try_from(sender)?,
+        origin_server_ts: ts,
+        depth,
+        pdu,
+        redacted_by: by.map(OwnedEventId::try_from).transpose()?,
+        replaces_state: replaces.map(OwnedEventId::try_from).transpose()?,
+    })
 }
