@@ -209,6 +209,8 @@ pub trait RoomStore {
         to: i64,
     ) -> StoreResult<Vec<OwnedRoomId>>;
 
+    /// Events of a room by their `origin_server_ts`, nearest to the query's time first.
+    async fn events_by_timestamp(&self, query: TimestampQuery) -> StoreResult<Vec<EventRecord>>;
     /// Thread roots of a room, the most recently active first.
     async fn thread_roots(&self, query: ThreadsQuery) -> StoreResult<Vec<ThreadRoot>>;
     /// What to bundle with each of `parents` that has relations (threads, edits, references);

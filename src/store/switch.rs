@@ -38,7 +38,7 @@ use super::{
     AccountDataRecord, AliasRecord, AppendedEvent, BusMessage, BusStore, DeviceRecord, EventRecord,
     MembershipRecord, NewReceipt, NewSession, NewUser, ReceiptRecord, ReceiptStore,
     RelationSummary, RoomEventsQuery, RoomJob, RoomStore, Session, Store, StoreResult, ThreadRoot,
-    ThreadsQuery, TransactionKey, UserRecord, UserStore,
+    ThreadsQuery, TimestampQuery, TransactionKey, UserRecord, UserStore,
 };
 
 /// The store the rest of the server holds (as a [`Store`]) while the migrator keeps an
@@ -341,6 +341,10 @@ impl RoomStore for SwitchableStore {
 
     async fn room_events(&self, query: RoomEventsQuery) -> StoreResult<Vec<EventRecord>> {
         self.current().room_events(query).await
+    }
+
+    async fn events_by_timestamp(&self, query: TimestampQuery) -> StoreResult<Vec<EventRecord>> {
+        self.current().events_by_timestamp(query).await
     }
 
     async fn thread_roots(&self, query: ThreadsQuery) -> StoreResult<Vec<ThreadRoot>> {

@@ -682,3 +682,33 @@ async fn relations_are_listed_by_parent_type_and_depth_and_summarised_for_bundli
     let summaries = store.relation_summaries(&[event_id(0)], &user("carol")).await.unwrap();
     assert!(!summaries[&event_id(0)].thread.as_ref().unwrap().participated);
 }
+
+#[tokio::test]
+async fn events_are_found_by_timestamp_nearest_first_in_either_direction() {
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
+    let r = room("r");
+    // new_event gives event n the time 1_000 + n; two events share a time here.
+    let mut events: Vec<NewEvent> = (0..4).map(|n| new_event(n, &r, None)).collect();
+    events[2].origin_server_ts = events[1].origin_server_ts;
+    append(&store, &r, events).await;
+    let near = |ts, direction, offset| super::TimestampQuery {
+        room_id: r.clone(),
+        ts,
+        direction,
+        offset,
+        limit: 2,
+    };
+    let found = |events: Vec<super::EventRecord>| ids(&events);
+    let forward = store.events_by_timestamp(near(1_001, Direction::Forward, 0)).await.unwrap();
+    assert_eq!(found(forward), [event_id(1), event_id(2)], "the same time in stream order");
+    let backward = store.events_by_timestamp(near(1_001, Direction::Backward, 0)).await.unwrap();
+    assert_eq!(found(backward), [event_id(2), event_id(1)]);
+    let skipped = store.events_by_timestamp(near(1_001, Direction::Forward, 2)).await.unwrap();
+    assert_eq!(found(skipped), [event_id(3)]);
+    let none = store.events_by_timestamp(near(5_000, Direction::Forward, 0)).await.unwrap();
+    assert!(none.is_empty());
+    assert!(store.events_by_timestamp(near(1_001, Direction::Forward, 0)).await.is_ok());
+    let other = super::TimestampQuery { room_id: room("other"), ..near(0, Direction::Forward, 0) };
+    assert!(store.events_by_timestamp(other).await.unwrap().is_empty());
+}

@@ -120,6 +120,18 @@ pub struct RoomEventsQuery {
     pub relates_to: Option<RelationFilter>,
 }
 
+/// A room's events nearest to a time (`/timestamp_to_event`): from `ts` on (forward) or up to
+/// it (backward), nearest first.
+#[derive(Clone, Debug)]
+pub struct TimestampQuery {
+    pub room_id: OwnedRoomId,
+    pub ts: i64,
+    pub direction: Direction,
+    /// Skip this many of the nearest (paging over events the user may not see).
+    pub offset: usize,
+    pub limit: usize,
+}
+
 /// Events relating to one event, optionally by one relation type only.
 #[derive(Clone, Debug)]
 pub struct RelationFilter {

@@ -13,6 +13,7 @@ mod relations;
 mod rooms;
 mod sync;
 mod tags;
+mod timestamp;
 mod typing;
 
 use ruma::api::client::uiaa::{AuthData, AuthType};
@@ -34,6 +35,7 @@ pub fn register(router: &mut Router) {
     rooms::routes(router);
     sync::routes(router);
     tags::routes(router);
+    timestamp::routes(router);
     typing::routes(router);
 }
 

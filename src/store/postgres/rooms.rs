@@ -23,8 +23,8 @@ use super::{
 use crate::store::{
     AliasRecord, AppendedEvent, CurrentStateChange, Direction, EventRecord, MembershipRecord,
     NewEvent, NewStateGroup, RelationSummary, RoomEventsQuery, RoomJob, RoomStore, RoomTxn,
-    StateEntry, StateGroupDelta, StateMap, StoreResult, ThreadRoot, ThreadsQuery, TransactionKey,
-    job_result, job_verdict,
+    StateEntry, StateGroupDelta, StateMap, StoreResult, ThreadRoot, ThreadsQuery, TimestampQuery,
+    TransactionKey, job_result, job_verdict,
 };
 
 pub(super) const EVENT_COLUMNS: &str = "e.stream_position, e.event_id, e.room_id, e.event_type, e.state_key, \
@@ -223,6 +223,22 @@ impl RoomStore for PostgresStore {
         )
         .await?;
         room_ids_of(&rows)
+    }
+
+    async fn events_by_timestamp(&self, query: TimestampQuery) -> StoreResult<Vec<EventRecord>> {
+        let (comparison, order) = match query.direction {
+            Direction::Forward => (">=", "ASC"),
+            Direction::Backward => ("<=", "DESC"),
+        };
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events e
+             WHERE e.room_id = $1 AND e.origin_server_ts {comparison} $2
+             ORDER BY e.origin_server_ts {order}, e.stream_position {order} LIMIT $3 OFFSET $4"
+        );
+        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+        let offset = i64::try_from(query.offset).unwrap_or(i64::MAX);
+        let room_id = query.room_id.as_str();
+        query_events(&*self.conn().await?, &sql, &[&room_id, &query.ts, &limit, &offset]).await
     }
 
     async fn thread_roots(&self, query: ThreadsQuery) -> StoreResult<Vec<ThreadRoot>> {

@@ -11,3 +11,6 @@ CREATE TABLE event_relations (
     rel_type TEXT NOT NULL
 );
 CREATE INDEX event_relations_by_parent ON event_relations (relates_to, rel_type, stream_position);
+
+-- `/timestamp_to_event`: a room's events by the time their sender's server gave them.
+CREATE INDEX events_by_room_ts ON events (room_id, origin_server_ts);
