@@ -3,6 +3,7 @@
 
 mod account;
 mod account_data;
+mod backup;
 mod devices;
 mod directory;
 mod discovery;
@@ -23,6 +24,7 @@ use crate::{Result, services::Services, users::uiaa::UiaaContext};
 pub fn register(router: &mut Router) {
     account::routes(router);
     account_data::routes(router);
+    backup::routes(router);
     devices::routes(router);
     directory::routes(router);
     discovery::routes(router);
