@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod pdu;
 pub mod power;
 pub mod receipts;
+pub mod reports;
 pub mod state;
 pub mod typing;
 pub mod visibility;

@@ -10,10 +10,12 @@ mod discovery;
 mod events;
 mod profile;
 mod receipts;
+mod reports;
 mod rooms;
 mod sync;
 mod tags;
 mod typing;
+mod user_directory;
 
 use ruma::api::client::uiaa::{AuthData, AuthType};
 
@@ -31,10 +33,12 @@ pub fn register(router: &mut Router) {
     events::routes(router);
     profile::routes(router);
     receipts::routes(router);
+    reports::routes(router);
     rooms::routes(router);
     sync::routes(router);
     tags::routes(router);
     typing::routes(router);
+    user_directory::routes(router);
 }
 
 /// Asks the user to confirm with their password (user-interactive authentication) before an
