@@ -51,17 +51,17 @@ async fn users_are_found_through_shared_and_published_rooms_by_name_in_any_case(
     server.create_room(&dave, json!({ "preset": "private_chat" })).await;
 
     let bobs = search(&server, &alice, json!({ "search_term": "BOB" })).await;
-    assert_eq!(found(&bobs), [bob.user_id.clone()], "Dave shares no room: {bobs}");
+    assert_eq!(found(&bobs), [bob.user_id.as_str()], "Dave shares no room: {bobs}");
     assert_eq!(bobs["limited"], false);
     assert_eq!(bobs["results"][0]["display_name"], "Bobby Tables");
     let by_name = search(&server, &alice, json!({ "search_term": "tables" })).await;
-    assert_eq!(found(&by_name), [bob.user_id.clone()]);
+    assert_eq!(found(&by_name), [bob.user_id.as_str()]);
     let published = search(&server, &alice, json!({ "search_term": "car" })).await;
-    assert_eq!(found(&published), [carol.user_id.clone()], "Carol is in a published room");
+    assert_eq!(found(&published), [carol.user_id.as_str()], "Carol is in a published room");
     let for_dave = search(&server, &dave, json!({ "search_term": "bob" })).await;
     assert_eq!(
         found(&for_dave),
-        [dave.user_id.clone()],
+        [dave.user_id.as_str()],
         "Bob shares no room with Dave: {for_dave}"
     );
     let server_name = search(&server, &alice, json!({ "search_term": "localhost" })).await;

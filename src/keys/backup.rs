@@ -91,7 +91,7 @@ impl KeyBackups {
             Some(_) => unknown_version(),
             None => Error::not_found("No current backup version"),
         })?;
-        version_info(record)
+        info_of(record)
     }
 
     /// Replaces a version's `auth_data`; the algorithm must stay the same.
@@ -203,7 +203,7 @@ fn parse_version(version: &str) -> Option<i64> {
     version.parse().ok().filter(|&n| n > 0)
 }
 
-fn version_info(record: BackupVersionRecord) -> Result<VersionInfo> {
+fn info_of(record: BackupVersionRecord) -> Result<VersionInfo> {
     let auth_data = RawValue::from_string(record.auth_data).map_err(anyhow::Error::from)?;
     let json = serde_json::json!({ "algorithm": record.algorithm, "auth_data": auth_data });
     let algorithm = serde_json::value::to_raw_value(&json).map_err(anyhow::Error::from)?;
