@@ -7,6 +7,8 @@
 //! reading and deleting keys work on any version that exists. Which of two keys for one session
 //! the server keeps follows the spec's rule, applied in the store ([`crate::store::BackupStore`]).
 //! The server never looks inside `auth_data` or `session_data` beyond checking their shape.
+//! FIXME: deactivating an account keeps its backups (they stay unreachable, as no one can log in
+//! as the account again); they should be deleted with it.
 
 use std::collections::BTreeMap;
 

@@ -3,7 +3,8 @@
 //! server leaves out of that user's `/sync`, `/messages` and `/context` (`crate::sync` and the
 //! event handlers apply it; state events are always kept).
 //!
-//! The list is checked when it is set, so a stored list always parses.
+//! The list is checked when it is set; one stored before that which does not parse ignores
+//! nobody.
 
 use std::collections::BTreeSet;
 
@@ -36,8 +37,15 @@ impl Users {
         let Some(content) = self.store.account_data(user_id, None, IGNORED_USER_LIST).await? else {
             return Ok(IgnoredUsers::new());
         };
-        let list = serde_json::from_str::<IgnoredUserListEventContent>(content.get())
-            .map_err(|error| anyhow::anyhow!("a stored m.ignored_user_list is invalid: {error}"))?;
+        // A list stored before lists were checked may not parse; it ignores nobody rather than
+        // failing every sync of its user.
+        let list = match serde_json::from_str::<IgnoredUserListEventContent>(content.get()) {
+            Ok(list) => list,
+            Err(error) => {
+                tracing::warn!(%error, "a stored m.ignored_user_list is invalid; ignoring nobody");
+                return Ok(IgnoredUsers::new());
+            }
+        };
         let mut ignored: IgnoredUsers = list.ignored_users.into_keys().collect();
         // Ignoring yourself would hide your own messages from you.
         ignored.remove(user_id);
