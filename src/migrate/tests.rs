@@ -8,8 +8,8 @@ use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomVersionId};
 
 use super::*;
 use crate::store::{
-    NewEvent, NewSession, NewStateGroup, NewUser, RoomTxn, StateEntry, StateGroupDelta, Store,
-    testing,
+    NewBackupKey, NewEvent, NewRelation, NewReport, NewSession, NewStateGroup, NewUser,
+    ReportTarget, RoomTxn, StateEntry, StateGroupDelta, Store, testing,
     transfer::{retire, sqlite::SqliteSource},
 };
 
@@ -47,7 +47,25 @@ pub(super) async fn source(dir: &Path, messages: usize) -> Store {
     let content = serde_json::value::to_raw_value(&serde_json::json!({"theme": "dark"})).unwrap();
     store.set_account_data(&alice, None, "m.theme", &content).await.unwrap();
     append_messages(&store, 0, messages).await;
+    backup_and_report(&store, &alice).await;
     store
+}
+
+/// A key backup version with a key (a table whose foreign key has two columns) and a report.
+async fn backup_and_report(store: &Store, alice: &OwnedUserId) {
+    let version = store.create_backup_version(alice, "m.megolm_backup.v1", "{}").await.unwrap();
+    let key = NewBackupKey {
+        room_id: room(),
+        session_id: "session".into(),
+        is_verified: true,
+        first_message_index: 0,
+        forwarded_count: 0,
+        key_data: "{}".into(),
+    };
+    store.put_backup_keys(alice, version, vec![key]).await.unwrap();
+    let target = ReportTarget::User(alice.clone());
+    let report = NewReport { reporter: alice.clone(), target, reason: None, received_ts: 3 };
+    store.add_report(report).await.unwrap();
 }
 
 pub(super) fn room() -> OwnedRoomId {
@@ -88,7 +106,11 @@ pub(super) async fn append_messages(store: &Store, from: usize, count: usize) {
                 pdu: format!("{{\"body\":\"message {n}\"}}"),
                 transaction: None,
                 replaces_state: None,
-                relation: None,
+                // Every tenth message is a thread reply, so that relations are copied too.
+                relation: (n % 10 == 9).then(|| NewRelation {
+                    relates_to: OwnedEventId::try_from(format!("$m{}", n - 9)).unwrap(),
+                    rel_type: "m.thread".into(),
+                }),
                 state_group,
                 current_state: Vec::new(),
             };

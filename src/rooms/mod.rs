@@ -16,6 +16,7 @@ pub mod pdu;
 pub mod power;
 pub mod receipts;
 pub mod relations;
+pub mod reports;
 pub mod state;
 pub mod typing;
 pub mod visibility;

@@ -2,7 +2,8 @@
 //! PostgreSQL backends implement.
 //!
 //! Nothing outside this module sees SQL or a database driver type. Operations are grouped by area
-//! ([`UserStore`], [`RoomStore`], [`ReceiptStore`], [`BusStore`]); [`Store`] is the handle the
+//! ([`UserStore`], [`RoomStore`], [`ReceiptStore`], [`BackupStore`],
+//! [`UserDirectoryStore`], [`ReportStore`], [`BusStore`]); [`Store`] is the handle the
 //! rest of the server holds. Writes that must see a consistent room (building and persisting an
 //! event) run as one closure against a [`RoomTxn`] inside the backend's single writer, so
 //! concurrent sends to one room are serialized without an async lock and still commit together.
@@ -13,6 +14,7 @@
 
 #[cfg(feature = "postgres")]
 mod postgres;
+mod shared;
 mod sqlite;
 pub mod switch;
 #[cfg(test)]
@@ -63,9 +65,33 @@ pub fn is_unavailable(error: &anyhow::Error) -> bool {
 }
 
 /// Everything a backend provides.
-pub trait Storage: UserStore + RoomStore + ReceiptStore + BusStore + Send + Sync + 'static {}
+pub trait Storage:
+    UserStore
+    + RoomStore
+    + ReceiptStore
+    + BackupStore
+    + UserDirectoryStore
+    + ReportStore
+    + BusStore
+    + Send
+    + Sync
+    + 'static
+{
+}
 
-impl<T: UserStore + RoomStore + ReceiptStore + BusStore + Send + Sync + 'static> Storage for T {}
+impl<T> Storage for T where
+    T: UserStore
+        + RoomStore
+        + ReceiptStore
+        + BackupStore
+        + UserDirectoryStore
+        + ReportStore
+        + BusStore
+        + Send
+        + Sync
+        + 'static
+{
+}
 
 /// Accounts, devices, access tokens, profiles, account data and filters.
 #[async_trait]
@@ -254,6 +280,87 @@ pub trait ReceiptStore {
         after: i64,
         upto: i64,
     ) -> StoreResult<Vec<ReceiptRecord>>;
+}
+
+/// Server-side key backups: a user's backup versions and the room keys stored in them.
+///
+/// Keys go only into the user's latest version. A key for a session the version holds already
+/// replaces the stored one only if it is better, by the spec's rule (client-server API, "Server-side
+/// key backups"): a verified key beats an unverified one, then the lower `first_message_index`
+/// wins, then the lower `forwarded_count`; on a tie the stored key stays. A version's etag changes
+/// exactly when its stored keys do.
+#[async_trait]
+pub trait BackupStore {
+    /// Creates a version numbered after every version the user ever had, deleted ones included.
+    async fn create_backup_version(
+        &self,
+        user_id: &UserId,
+        algorithm: &str,
+        auth_data: &str,
+    ) -> StoreResult<i64>;
+    /// A version that exists (the latest when `version` is `None`).
+    async fn backup_version(
+        &self,
+        user_id: &UserId,
+        version: Option<i64>,
+    ) -> StoreResult<Option<BackupVersionRecord>>;
+    /// Replaces a version's `auth_data`; `false` if the version does not exist.
+    async fn update_backup_version(
+        &self,
+        user_id: &UserId,
+        version: i64,
+        auth_data: &str,
+    ) -> StoreResult<bool>;
+    /// Deletes a version and its keys.
+    async fn delete_backup_version(
+        &self,
+        user_id: &UserId,
+        version: i64,
+    ) -> StoreResult<BackupDeletion>;
+    /// Stores keys in the version, if it is the latest, each replacing a stored key of the same
+    /// session only if it is better.
+    async fn put_backup_keys(
+        &self,
+        user_id: &UserId,
+        version: i64,
+        keys: Vec<NewBackupKey>,
+    ) -> StoreResult<BackupKeysChange>;
+    /// The keys of an existing version in the scope, by room and session; `None` if the version
+    /// does not exist.
+    async fn backup_keys(
+        &self,
+        user_id: &UserId,
+        version: i64,
+        scope: BackupKeysScope,
+    ) -> StoreResult<Option<Vec<BackupKeyRecord>>>;
+    /// Deletes the keys of an existing version in the scope.
+    async fn delete_backup_keys(
+        &self,
+        user_id: &UserId,
+        version: i64,
+        scope: BackupKeysScope,
+    ) -> StoreResult<BackupKeysChange>;
+}
+
+/// The user directory: local users a user may find.
+#[async_trait]
+pub trait UserDirectoryStore {
+    /// Local, active users whose user ID localpart or display name contains the term (ignoring
+    /// case) and who share a joined room with the searcher or are joined to a room published in
+    /// the room directory; ordered by user ID, at most `limit` of them.
+    async fn search_user_directory(
+        &self,
+        query: UserDirectoryQuery,
+    ) -> StoreResult<Vec<DirectoryUser>>;
+}
+
+/// Reports of content to the server's administrators.
+#[async_trait]
+pub trait ReportStore {
+    /// Stores a report; returns its number, higher than every earlier report's.
+    async fn add_report(&self, report: NewReport) -> StoreResult<i64>;
+    /// Reports numbered after `after`, oldest first, at most `limit`.
+    async fn reports(&self, after: i64, limit: usize) -> StoreResult<Vec<ReportRecord>>;
 }
 
 /// Durable streams of the bus: ordered messages and consumer acknowledgements.

@@ -35,10 +35,13 @@ use serde_json::value::RawValue;
 use tokio::sync::{OwnedRwLockWriteGuard, RwLock as AsyncRwLock};
 
 use super::{
-    AccountDataRecord, AliasRecord, AppendedEvent, BusMessage, BusStore, DeviceRecord, EventRecord,
-    MembershipRecord, NewReceipt, NewSession, NewUser, ReceiptRecord, ReceiptStore,
-    RelationSummary, RoomEventsQuery, RoomJob, RoomStore, Session, Store, StoreResult, ThreadRoot,
-    ThreadsQuery, TimestampQuery, TransactionKey, UserRecord, UserStore,
+    AccountDataRecord, AliasRecord, AppendedEvent, BackupDeletion, BackupKeyRecord,
+    BackupKeysChange, BackupKeysScope, BackupStore, BackupVersionRecord, BusMessage, BusStore,
+    DeviceRecord, DirectoryUser, EventRecord, MembershipRecord, NewBackupKey, NewReceipt,
+    NewReport, NewSession, NewUser, ReceiptRecord, ReceiptStore, RelationSummary, ReportRecord,
+    ReportStore, RoomEventsQuery, RoomJob, RoomStore, Session, Store, StoreResult, ThreadRoot,
+    ThreadsQuery, TimestampQuery, TransactionKey, UserDirectoryQuery, UserDirectoryStore,
+    UserRecord, UserStore,
 };
 
 /// The store the rest of the server holds (as a [`Store`]) while the migrator keeps an
@@ -427,6 +430,101 @@ impl ReceiptStore for SwitchableStore {
         upto: i64,
     ) -> StoreResult<Vec<ReceiptRecord>> {
         self.current().receipts(room_ids, after, upto).await
+    }
+}
+
+#[async_trait]
+impl BackupStore for SwitchableStore {
+    async fn create_backup_version(
+        &self,
+        user_id: &UserId,
+        algorithm: &str,
+        auth_data: &str,
+    ) -> StoreResult<i64> {
+        let (user_id, algorithm, auth_data) =
+            (user_id.to_owned(), algorithm.to_owned(), auth_data.to_owned());
+        self.write(
+            |s| async move { s.create_backup_version(&user_id, &algorithm, &auth_data).await },
+        )
+        .await
+    }
+
+    async fn backup_version(
+        &self,
+        user_id: &UserId,
+        version: Option<i64>,
+    ) -> StoreResult<Option<BackupVersionRecord>> {
+        self.current().backup_version(user_id, version).await
+    }
+
+    async fn update_backup_version(
+        &self,
+        user_id: &UserId,
+        version: i64,
+        auth_data: &str,
+    ) -> StoreResult<bool> {
+        let (user_id, auth_data) = (user_id.to_owned(), auth_data.to_owned());
+        self.write(|s| async move { s.update_backup_version(&user_id, version, &auth_data).await })
+            .await
+    }
+
+    async fn delete_backup_version(
+        &self,
+        user_id: &UserId,
+        version: i64,
+    ) -> StoreResult<BackupDeletion> {
+        let user_id = user_id.to_owned();
+        self.write(|s| async move { s.delete_backup_version(&user_id, version).await }).await
+    }
+
+    async fn put_backup_keys(
+        &self,
+        user_id: &UserId,
+        version: i64,
+        keys: Vec<NewBackupKey>,
+    ) -> StoreResult<BackupKeysChange> {
+        let user_id = user_id.to_owned();
+        self.write(|s| async move { s.put_backup_keys(&user_id, version, keys).await }).await
+    }
+
+    async fn backup_keys(
+        &self,
+        user_id: &UserId,
+        version: i64,
+        scope: BackupKeysScope,
+    ) -> StoreResult<Option<Vec<BackupKeyRecord>>> {
+        self.current().backup_keys(user_id, version, scope).await
+    }
+
+    async fn delete_backup_keys(
+        &self,
+        user_id: &UserId,
+        version: i64,
+        scope: BackupKeysScope,
+    ) -> StoreResult<BackupKeysChange> {
+        let user_id = user_id.to_owned();
+        self.write(|s| async move { s.delete_backup_keys(&user_id, version, scope).await }).await
+    }
+}
+
+#[async_trait]
+impl UserDirectoryStore for SwitchableStore {
+    async fn search_user_directory(
+        &self,
+        query: UserDirectoryQuery,
+    ) -> StoreResult<Vec<DirectoryUser>> {
+        self.current().search_user_directory(query).await
+    }
+}
+
+#[async_trait]
+impl ReportStore for SwitchableStore {
+    async fn add_report(&self, report: NewReport) -> StoreResult<i64> {
+        self.write(|s| async move { s.add_report(report).await }).await
+    }
+
+    async fn reports(&self, after: i64, limit: usize) -> StoreResult<Vec<ReportRecord>> {
+        self.current().reports(after, limit).await
     }
 }
 

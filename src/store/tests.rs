@@ -10,8 +10,10 @@ use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomVersionId};
 use serde_json::value::to_raw_value;
 
 use super::{
-    CurrentStateChange, Direction, NewEvent, NewSession, NewStateGroup, NewUser, RoomEventsQuery,
-    RoomTxn, StateEntry, StateGroupDelta, Store, TransactionKey, testing::TestDatabase,
+    BackupDeletion, BackupKeysChange, BackupKeysChange::Done, BackupKeysScope, CurrentStateChange,
+    Direction, NewBackupKey, NewEvent, NewSession, NewStateGroup, NewUser, ReportTarget,
+    RoomEventsQuery, RoomTxn, StateEntry, StateGroupDelta, Store, TransactionKey,
+    testing::TestDatabase,
 };
 
 fn user(name: &str) -> OwnedUserId {
@@ -711,4 +713,257 @@ async fn events_are_found_by_timestamp_nearest_first_in_either_direction() {
     assert!(store.events_by_timestamp(near(1_001, Direction::Forward, 0)).await.is_ok());
     let other = super::TimestampQuery { room_id: room("other"), ..near(0, Direction::Forward, 0) };
     assert!(store.events_by_timestamp(other).await.unwrap().is_empty());
+}
+
+async fn add_user(store: &Store, name: &str, displayname: Option<&str>) {
+    let new = NewUser { user_id: user(name), password_hash: None, is_admin: false, created_ts: 1 };
+    assert!(store.create_user(new).await.unwrap());
+    store.set_displayname(&user(name), displayname).await.unwrap();
+}
+
+fn backup_key(room_id: &str, session: &str, rank: (bool, i64, i64), data: &str) -> NewBackupKey {
+    let (is_verified, first_message_index, forwarded_count) = rank;
+    NewBackupKey {
+        room_id: room(room_id),
+        session_id: session.to_owned(),
+        is_verified,
+        first_message_index,
+        forwarded_count,
+        key_data: format!("{{\"d\":\"{data}\"}}"),
+    }
+}
+
+#[tokio::test]
+async fn backup_versions_are_numbered_once_and_deleted_with_their_keys() {
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
+    add_user(&store, "alice", None).await;
+    add_user(&store, "bob", None).await;
+    let alice = user("alice");
+    assert_eq!(store.backup_version(&alice, None).await.unwrap(), None, "no backup yet");
+    assert_eq!(store.create_backup_version(&alice, "m.a", "{\"k\":1}").await.unwrap(), 1);
+    assert_eq!(store.create_backup_version(&alice, "m.a", "{\"k\":2}").await.unwrap(), 2);
+    assert_eq!(store.create_backup_version(&user("bob"), "m.a", "{}").await.unwrap(), 1);
+
+    let latest = store.backup_version(&alice, None).await.unwrap().unwrap();
+    assert_eq!((latest.version, latest.auth_data.as_str()), (2, "{\"k\":2}"));
+    assert_eq!(latest.counts.count, 0);
+    assert!(store.update_backup_version(&alice, 1, "{\"k\":3}").await.unwrap());
+    assert!(!store.update_backup_version(&alice, 9, "{}").await.unwrap(), "an unknown version");
+    let first = store.backup_version(&alice, Some(1)).await.unwrap().unwrap();
+    assert_eq!((first.algorithm.as_str(), first.auth_data.as_str()), ("m.a", "{\"k\":3}"));
+
+    let keys = vec![backup_key("r", "s", (false, 0, 0), "x")];
+    assert!(matches!(store.put_backup_keys(&alice, 2, keys).await.unwrap(), Done(_)));
+    assert_eq!(store.delete_backup_version(&alice, 2).await.unwrap(), BackupDeletion::Deleted);
+    assert_eq!(
+        store.delete_backup_version(&alice, 2).await.unwrap(),
+        BackupDeletion::AlreadyDeleted
+    );
+    assert_eq!(store.delete_backup_version(&alice, 7).await.unwrap(), BackupDeletion::Unknown);
+    assert_eq!(store.backup_version(&alice, Some(2)).await.unwrap(), None);
+    assert_eq!(store.backup_keys(&alice, 2, BackupKeysScope::All).await.unwrap(), None);
+    assert_eq!(store.backup_version(&alice, None).await.unwrap().unwrap().version, 1);
+    assert!(!store.update_backup_version(&alice, 2, "{}").await.unwrap(), "a deleted version");
+    // A deleted number is never handed out again, also across a restart.
+    drop(store);
+    let store = db.open().await;
+    assert_eq!(store.create_backup_version(&alice, "m.a", "{}").await.unwrap(), 3);
+    let fresh = store.backup_keys(&alice, 3, BackupKeysScope::All).await.unwrap();
+    assert_eq!(fresh, Some(Vec::new()), "the deleted version's keys are gone");
+}
+
+#[tokio::test]
+async fn a_backed_up_key_is_replaced_only_by_a_better_one() {
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
+    add_user(&store, "alice", None).await;
+    let alice = user("alice");
+    store.create_backup_version(&alice, "m.a", "{}").await.unwrap();
+    let put = |rank, data: &'static str| {
+        let store = store.clone();
+        async move {
+            let keys = vec![backup_key("r", "s", rank, data)];
+            match store.put_backup_keys(&user("alice"), 1, keys).await.unwrap() {
+                Done(counts) => counts,
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    let stored = |store: Store| async move {
+        let keys = store.backup_keys(&user("alice"), 1, BackupKeysScope::All).await.unwrap();
+        keys.unwrap()[0].key_data.clone()
+    };
+    let start = put((false, 5, 5), "first").await;
+    assert_eq!(start.count, 1);
+    // (rank, whether it replaces the stored key, why)
+    let cases = [
+        ((false, 5, 5), false, "a tie keeps the stored key"),
+        ((false, 6, 0), false, "a higher first message index loses"),
+        ((false, 5, 6), false, "a higher forwarded count loses"),
+        ((false, 5, 4), true, "a lower forwarded count wins"),
+        ((false, 4, 9), true, "a lower first message index wins over any forwarded count"),
+        ((true, 9, 9), true, "a verified key wins over an unverified one"),
+        ((false, 0, 0), false, "an unverified key never replaces a verified one"),
+        ((true, 8, 9), true, "between verified keys the lower index wins"),
+    ];
+    let mut etag = start.etag;
+    for (n, (rank, replaces, why)) in cases.into_iter().enumerate() {
+        let data: &'static str = Box::leak(format!("case{n}").into_boxed_str());
+        let counts = put(rank, data).await;
+        assert_eq!(counts.count, 1, "{why}");
+        assert_eq!(counts.etag != etag, replaces, "the etag changes exactly then: {why}");
+        assert_eq!(
+            stored(store.clone()).await == format!("{{\"d\":\"{data}\"}}"),
+            replaces,
+            "{why}"
+        );
+        etag = counts.etag;
+    }
+}
+
+#[tokio::test]
+async fn backup_keys_go_only_into_the_latest_version_and_are_read_and_deleted_by_scope() {
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
+    add_user(&store, "alice", None).await;
+    let alice = user("alice");
+    let none = store.put_backup_keys(&alice, 1, Vec::new()).await.unwrap();
+    assert_eq!(none, BackupKeysChange::NoSuchVersion, "no backup at all");
+    store.create_backup_version(&alice, "m.a", "{}").await.unwrap();
+    store.create_backup_version(&alice, "m.a", "{}").await.unwrap();
+    let old = store.put_backup_keys(&alice, 1, Vec::new()).await.unwrap();
+    assert_eq!(old, BackupKeysChange::NotLatest { latest: 2 });
+
+    let keys = vec![
+        backup_key("a", "s1", (false, 0, 0), "a1"),
+        backup_key("a", "s2", (false, 0, 0), "a2"),
+        backup_key("b", "s1", (false, 0, 0), "b1"),
+    ];
+    let Done(counts) = store.put_backup_keys(&alice, 2, keys).await.unwrap() else { panic!() };
+    assert_eq!(counts.count, 3);
+    let read = |scope| {
+        let store = store.clone();
+        async move {
+            let keys = store.backup_keys(&user("alice"), 2, scope).await.unwrap().unwrap();
+            keys.into_iter().map(|k| format!("{} {}", k.room_id, k.session_id)).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        read(BackupKeysScope::All).await,
+        ["!a:localhost s1", "!a:localhost s2", "!b:localhost s1"]
+    );
+    assert_eq!(read(BackupKeysScope::Room(room("b"))).await, ["!b:localhost s1"]);
+    let one = BackupKeysScope::Session(room("a"), "s2".into());
+    assert_eq!(read(one.clone()).await, ["!a:localhost s2"]);
+    assert!(store.backup_keys(&alice, 1, BackupKeysScope::All).await.unwrap().unwrap().is_empty());
+
+    let Done(after) = store.delete_backup_keys(&alice, 2, one).await.unwrap() else { panic!() };
+    assert_eq!(after.count, 2);
+    assert_ne!(after.etag, counts.etag);
+    let missing = BackupKeysScope::Session(room("a"), "nothing".into());
+    let Done(same) = store.delete_backup_keys(&alice, 2, missing).await.unwrap() else { panic!() };
+    assert_eq!(same, after, "deleting nothing changes nothing");
+    let Done(room_gone) =
+        store.delete_backup_keys(&alice, 2, BackupKeysScope::Room(room("a"))).await.unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(room_gone.count, 1);
+    let Done(empty) = store.delete_backup_keys(&alice, 2, BackupKeysScope::All).await.unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(empty.count, 0);
+    assert_eq!(store.backup_version(&alice, Some(2)).await.unwrap().unwrap().counts, empty);
+    let gone = store.delete_backup_keys(&alice, 5, BackupKeysScope::All).await.unwrap();
+    assert_eq!(gone, BackupKeysChange::NoSuchVersion);
+}
+
+#[tokio::test]
+async fn the_user_directory_finds_users_who_share_a_room_or_are_in_a_published_one() {
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
+    for (name, displayname) in [
+        ("alice", None),
+        ("bob", Some("Robert the Builder")),
+        ("carol", Some("Carol 100%")),
+        ("dave", Some("Bob's friend")),
+        ("erin", Some("bobby")),
+        ("frank", None),
+    ] {
+        add_user(&store, name, displayname).await;
+    }
+    let member = |n: usize, room_id: &OwnedRoomId, name: &str| {
+        let key: &'static str = Box::leak(format!("@{name}:localhost").into_boxed_str());
+        new_event(n, room_id, Some(("m.room.member", key)))
+    };
+    // Alice shares a room with Bob and Carol; Dave is in a published room; Erin is in a room
+    // nobody else is in, and Frank in none.
+    let shared = room("shared");
+    append(
+        &store,
+        &shared,
+        vec![member(0, &shared, "alice"), member(1, &shared, "bob"), member(2, &shared, "carol")],
+    )
+    .await;
+    let public = room("public");
+    append(&store, &public, vec![member(3, &public, "dave")]).await;
+    store.set_published(&public, true).await.unwrap();
+    let private = room("private");
+    append(&store, &private, vec![member(4, &private, "erin")]).await;
+    // The server name never matches.
+    let search = |term: &str, limit: usize| {
+        let store = store.clone();
+        let query = super::UserDirectoryQuery { searcher: user("alice"), term: term.into(), limit };
+        async move {
+            let found = store.search_user_directory(query).await.unwrap();
+            found.into_iter().map(|u| u.user_id.localpart().to_owned()).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(search("BOB", 10).await, ["bob", "dave"], "localpart or display name, any case");
+    assert_eq!(search("builder", 10).await, ["bob"]);
+    assert_eq!(search("localhost", 10).await, Vec::<String>::new(), "the server name is no match");
+    assert_eq!(search("100%", 10).await, ["carol"], "% is literal");
+    assert_eq!(search("1_0", 10).await, Vec::<String>::new(), "_ is literal");
+    assert_eq!(search("", 10).await, ["alice", "bob", "carol", "dave"]);
+    assert_eq!(search("", 2).await, ["alice", "bob"]);
+    let bob = store.search_user_directory(super::UserDirectoryQuery {
+        searcher: user("alice"),
+        term: "rob".into(),
+        limit: 1,
+    });
+    let bob = bob.await.unwrap().remove(0);
+    assert_eq!(bob.displayname.as_deref(), Some("Robert the Builder"));
+    store.deactivate_user(&user("bob")).await.unwrap();
+    assert_eq!(search("", 10).await, ["alice", "carol", "dave"], "deactivated users are left out");
+}
+
+#[tokio::test]
+async fn reports_are_kept_in_order_with_their_targets() {
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
+    add_user(&store, "alice", None).await;
+    let report = |target, reason: Option<&str>| super::NewReport {
+        reporter: user("alice"),
+        target,
+        reason: reason.map(str::to_owned),
+        received_ts: 9,
+    };
+    let targets = [
+        report(ReportTarget::Event(room("r"), event_id(1)), Some("spam")),
+        report(ReportTarget::Room(room("r")), Some("")),
+        report(ReportTarget::User(user("bob")), None),
+    ];
+    let mut ids = Vec::new();
+    for target in targets.clone() {
+        ids.push(store.add_report(target).await.unwrap());
+    }
+    assert_eq!(ids, [1, 2, 3]);
+    drop(store);
+    let store = db.open().await;
+    let all = store.reports(0, 10).await.unwrap();
+    assert_eq!(all.iter().map(|r| r.report.clone()).collect::<Vec<_>>(), targets);
+    let later = store.reports(1, 1).await.unwrap();
+    assert_eq!(later.iter().map(|r| r.report_id).collect::<Vec<_>>(), [2]);
 }

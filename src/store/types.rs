@@ -317,3 +317,114 @@ pub struct ReceiptRecord {
     pub ts: i64,
     pub stream_position: i64,
 }
+
+/// A backup version of a user's room keys, with what its keys add up to now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupVersionRecord {
+    pub version: i64,
+    pub algorithm: String,
+    /// The algorithm's `auth_data` object as JSON.
+    pub auth_data: String,
+    pub counts: BackupCounts,
+}
+
+/// How many keys a backup version holds, and its etag: a number that changes whenever its keys
+/// change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackupCounts {
+    pub count: u64,
+    pub etag: i64,
+}
+
+/// What deleting a backup version found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackupDeletion {
+    Deleted,
+    /// It was deleted before.
+    AlreadyDeleted,
+    /// The user never had this version.
+    Unknown,
+}
+
+/// The outcome of a change to the keys of a backup version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackupKeysChange {
+    /// Done; the version's keys add up to this now.
+    Done(BackupCounts),
+    /// The version does not exist (never, or not any more).
+    NoSuchVersion,
+    /// Keys go only into the latest version, which is this one.
+    NotLatest { latest: i64 },
+}
+
+/// A room key to back up: which session, how good the key is, and the client's whole
+/// `KeyBackupData` object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewBackupKey {
+    pub room_id: OwnedRoomId,
+    pub session_id: String,
+    pub is_verified: bool,
+    pub first_message_index: i64,
+    pub forwarded_count: i64,
+    /// The `KeyBackupData` object as JSON.
+    pub key_data: String,
+}
+
+/// A stored room key of a backup version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupKeyRecord {
+    pub room_id: OwnedRoomId,
+    pub session_id: String,
+    /// The `KeyBackupData` object as JSON.
+    pub key_data: String,
+}
+
+/// Which keys of a backup version an operation reads or deletes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackupKeysScope {
+    All,
+    Room(OwnedRoomId),
+    Session(OwnedRoomId, String),
+}
+
+/// A search of the user directory.
+#[derive(Clone, Debug)]
+pub struct UserDirectoryQuery {
+    pub searcher: OwnedUserId,
+    /// Matched case-insensitively anywhere in a user ID's localpart or a display name.
+    pub term: String,
+    /// At most this many users come back.
+    pub limit: usize,
+}
+
+/// A user found in the user directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirectoryUser {
+    pub user_id: OwnedUserId,
+    pub displayname: Option<String>,
+    pub avatar_url: Option<String>,
+}
+
+/// A report of content to the server's administrators.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewReport {
+    pub reporter: OwnedUserId,
+    pub target: ReportTarget,
+    pub reason: Option<String>,
+    pub received_ts: i64,
+}
+
+/// What a report is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReportTarget {
+    Event(OwnedRoomId, OwnedEventId),
+    Room(OwnedRoomId),
+    User(OwnedUserId),
+}
+
+/// A stored report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportRecord {
+    pub report_id: i64,
+    pub report: NewReport,
+}

@@ -8,6 +8,7 @@
 //! (the form of earlier versions), sending the typing users of every room then.
 
 mod filter;
+mod ignored;
 mod notifier;
 mod v3;
 

@@ -97,6 +97,7 @@ async fn compute(services: &Services, request: &SyncRequest, current: i64) -> Re
     let forgotten: BTreeSet<OwnedRoomId> =
         store.forgotten_rooms(&request.user_id).await?.into_iter().collect();
     let account_data = store.account_data_since(&request.user_id, since).await?;
+    let ignored = services.users.ignored_users(&request.user_id).await?;
 
     let changed = changed_joined_rooms(services, request, &memberships, current).await?;
     let receipts = joined_receipts(services, request, &memberships, current).await?;
@@ -136,6 +137,7 @@ async fn compute(services: &Services, request: &SyncRequest, current: i64) -> Re
         .map(|d| raw(&serde_json::json!({ "type": d.data_type, "content": d.content })))
         .collect::<Result<_>>()?;
     response.account_data = global;
+    super::ignored::leave_out(&mut response, &request.user_id, &ignored, request.since.is_some());
     Ok(response)
 }
 

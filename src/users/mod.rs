@@ -6,6 +6,8 @@
 //! writer of the database).
 
 pub mod activity;
+pub mod directory;
+pub mod ignored;
 pub mod password;
 pub mod tags;
 pub mod uiaa;

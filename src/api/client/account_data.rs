@@ -47,6 +47,7 @@ fn checked_content<'a>(data_type: &str, content: &'a RawValue) -> Result<&'a Raw
     if !content.get().trim_start().starts_with('{') {
         return Err(Error::bad_json("Account data must be a JSON object"));
     }
+    crate::users::ignored::check_account_data(data_type, content)?;
     Ok(content)
 }
 

@@ -32,6 +32,7 @@ use crate::{
     services::Services,
     store::{Direction, EventRecord, RoomEventsQuery},
     sync::{EventFilter, parse_token, token},
+    users::ignored::is_ignored,
 };
 
 pub fn routes(router: &mut Router) {
@@ -312,13 +313,18 @@ pub(super) fn page_limit(limit: UInt, default: usize) -> usize {
     if limit == 0 { default } else { limit.min(crate::sync::MAX_LIMIT) }
 }
 
-/// Reads up to `query.limit` visible events, skipping those the user may not see.
+/// Reads up to `query.limit` visible events, skipping those the user may not see and those of
+/// users they ignore (state events excepted).
 pub(super) async fn visible_page(
     services: &Services,
     user: &User,
     mut query: RoomEventsQuery,
 ) -> Result<(Vec<EventRecord>, Option<i64>)> {
     let view = services.rooms.history_view(&query.room_id, &user.user_id).await?;
+    let ignored = services.users.ignored_users(&user.user_id).await?;
+    let shown = |event: &EventRecord| {
+        view.allows(event) && !is_ignored(&ignored, &event.sender, event.state_key.is_some())
+    };
     let (from, limit) = (query.from, query.limit);
     let mut events = Vec::new();
     let mut cursor = from;
@@ -329,7 +335,7 @@ pub(super) async fn visible_page(
         if let Some(last) = batch.last() {
             cursor = last.stream_position;
         }
-        events.extend(batch.into_iter().filter(|e| view.allows(e)));
+        events.extend(batch.into_iter().filter(|e| shown(e)));
         if exhausted || events.len() >= limit {
             events.truncate(limit);
             let next = (!exhausted || events.len() == limit)

@@ -3,6 +3,7 @@
 
 mod account;
 mod account_data;
+mod backup;
 mod devices;
 mod directory;
 mod discovery;
@@ -10,11 +11,13 @@ mod events;
 mod profile;
 mod receipts;
 mod relations;
+mod reports;
 mod rooms;
 mod sync;
 mod tags;
 mod timestamp;
 mod typing;
+mod user_directory;
 
 use ruma::api::client::uiaa::{AuthData, AuthType};
 
@@ -25,6 +28,7 @@ use crate::{Result, services::Services, users::uiaa::UiaaContext};
 pub fn register(router: &mut Router) {
     account::routes(router);
     account_data::routes(router);
+    backup::routes(router);
     devices::routes(router);
     directory::routes(router);
     discovery::routes(router);
@@ -32,11 +36,13 @@ pub fn register(router: &mut Router) {
     profile::routes(router);
     receipts::routes(router);
     relations::routes(router);
+    reports::routes(router);
     rooms::routes(router);
     sync::routes(router);
     tags::routes(router);
     timestamp::routes(router);
     typing::routes(router);
+    user_directory::routes(router);
 }
 
 /// Asks the user to confirm with their password (user-interactive authentication) before an

@@ -23,7 +23,9 @@
 //! Connections are unencrypted: a URL asking for TLS is refused with a clear message instead of
 //! failing in the handshake.
 
+mod backup;
 mod bus;
+mod directory;
 mod receipts;
 mod relations;
 mod rooms;

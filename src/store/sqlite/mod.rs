@@ -7,7 +7,9 @@
 //! rolls back to its savepoint and does not disturb the others in the batch. Reads run on the
 //! blocking thread pool with pooled connections, so nothing here blocks the async runtime.
 
+mod backup;
 mod bus;
+mod directory;
 mod receipts;
 mod relations;
 mod rooms;
