@@ -7,6 +7,7 @@ mod devices;
 mod directory;
 mod discovery;
 mod events;
+mod media;
 mod profile;
 mod receipts;
 mod rooms;
@@ -27,6 +28,7 @@ pub fn register(router: &mut Router) {
     directory::routes(router);
     discovery::routes(router);
     events::routes(router);
+    media::routes(router);
     profile::routes(router);
     receipts::routes(router);
     rooms::routes(router);
