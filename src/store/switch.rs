@@ -441,6 +441,37 @@ impl BusStore for SwitchableStore {
     }
 }
 
+#[async_trait]
+impl MediaStore for SwitchableStore {
+    async fn insert_media(&self, media: NewMedia) -> StoreResult<()> {
+        self.write(|s| async move { s.insert_media(media).await }).await
+    }
+
+    async fn reserve_media(
+        &self,
+        reservation: MediaReservation,
+        max_pending: u64,
+    ) -> StoreResult<bool> {
+        self.write(|s| async move { s.reserve_media(reservation, max_pending).await }).await
+    }
+
+    async fn fill_reserved_media(&self, media: NewMedia) -> StoreResult<bool> {
+        self.write(|s| async move { s.fill_reserved_media(media).await }).await
+    }
+
+    async fn media(&self, media_id: &str) -> StoreResult<Option<MediaRecord>> {
+        self.current().media(media_id).await
+    }
+
+    async fn thumbnail(&self, key: &ThumbnailKey) -> StoreResult<Option<ThumbnailRecord>> {
+        self.current().thumbnail(key).await
+    }
+
+    async fn insert_thumbnail(&self, thumbnail: ThumbnailRecord) -> StoreResult<()> {
+        self.write(|s| async move { s.insert_thumbnail(thumbnail).await }).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::{sync::Arc, time::Duration};
@@ -581,36 +612,5 @@ mod tests {
         assert!(f.old.user(&alice()).await.unwrap().is_some(), "it reached the old store");
         assert!(f.new.user(&alice()).await.unwrap().is_none());
         assert!(Arc::ptr_eq(&f.store.current(), &f.old), "the old store is still current");
-    }
-}
-
-#[async_trait]
-impl MediaStore for SwitchableStore {
-    async fn insert_media(&self, media: NewMedia) -> StoreResult<()> {
-        self.write(|s| async move { s.insert_media(media).await }).await
-    }
-
-    async fn reserve_media(
-        &self,
-        reservation: MediaReservation,
-        max_pending: u64,
-    ) -> StoreResult<bool> {
-        self.write(|s| async move { s.reserve_media(reservation, max_pending).await }).await
-    }
-
-    async fn fill_reserved_media(&self, media: NewMedia) -> StoreResult<bool> {
-        self.write(|s| async move { s.fill_reserved_media(media).await }).await
-    }
-
-    async fn media(&self, media_id: &str) -> StoreResult<Option<MediaRecord>> {
-        self.current().media(media_id).await
-    }
-
-    async fn thumbnail(&self, key: &ThumbnailKey) -> StoreResult<Option<ThumbnailRecord>> {
-        self.current().thumbnail(key).await
-    }
-
-    async fn insert_thumbnail(&self, thumbnail: ThumbnailRecord) -> StoreResult<()> {
-        self.write(|s| async move { s.insert_thumbnail(thumbnail).await }).await
     }
 }
