@@ -123,8 +123,11 @@ fn media_files(data_dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 fn assert_sandboxed(answer: &Answer) {
-    let csp = answer.header("content-security-policy");
-    assert!(csp.starts_with("sandbox;") && csp.contains("script-src 'none'"), "{csp}");
+    assert_eq!(
+        answer.header("content-security-policy"),
+        "sandbox; default-src 'none'; script-src 'none'; plugin-types application/pdf; \
+         style-src 'unsafe-inline'; object-src 'self';"
+    );
     assert_eq!(answer.header("x-content-type-options"), "nosniff");
     assert_eq!(answer.header("cross-origin-resource-policy"), "cross-origin");
 }
@@ -381,7 +384,7 @@ async fn uploads_may_pass_the_request_limit_up_to_the_media_limit() {
 #[tokio::test]
 async fn bad_media_requests_get_the_spec_errors() {
     let config = "server_name = \"localhost\"\n[registration]\nmode = \"open\"\n\
-                  [media]\nmax_upload_bytes = 4096\n";
+                  [media]\nmax_upload_bytes = 4096\nmax_thumbnail_source_pixels = 1000\n";
     let server = TestServer::start_with_config(config, &["--registration", "open"]).await;
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
@@ -389,6 +392,8 @@ async fn bad_media_requests_get_the_spec_errors() {
     let png = encoded(&picture(8, 8), ImageFormat::Png);
     let (origin, image) = upload(&server, &alice, "", "image/png", &png).await;
     let (_, text) = upload(&server, &alice, "", "text/plain", b"hello").await;
+    let large = encoded(&DynamicImage::new_rgb8(40, 40), ImageFormat::Png);
+    let (_, large) = upload(&server, &alice, "", "image/png", &large).await;
     let (_, fake) = upload(&server, &alice, "", "image/png", b"not really a png").await;
     let created = send(&server, Method::POST, CREATE, a, None, Vec::new()).await;
     let (_, reserved) = mxc_parts(&created.json()["content_uri"]);
@@ -516,6 +521,14 @@ async fn bad_media_requests_get_the_spec_errors() {
         .expect(S::GATEWAY_TIMEOUT, "M_NOT_YET_UPLOADED"),
         row("a thumbnail of a damaged image", M::GET, thumb(&fake, "width=8&height=8"), a, None)
             .expect(S::BAD_REQUEST, "M_UNKNOWN"),
+        row(
+            "a thumbnail of an image over max_thumbnail_source_pixels",
+            M::GET,
+            thumb(&large, "width=8&height=8"),
+            a,
+            None,
+        )
+        .expect(S::PAYLOAD_TOO_LARGE, "M_TOO_LARGE"),
         row("a thumbnail of text", M::GET, thumb(&text, "width=8&height=8"), a, None)
             .expect(S::BAD_REQUEST, "M_UNKNOWN"),
         row("a thumbnail of width zero", M::GET, thumb(&image, "width=0&height=8"), a, None)

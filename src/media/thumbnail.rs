@@ -179,6 +179,23 @@ mod tests {
     }
 
     #[test]
+    fn gif_and_webp_become_png_and_jpeg_stays_jpeg() {
+        let source = DynamicImage::new_rgb8(30, 60);
+        for (format, content_type) in [
+            (ImageFormat::Gif, "image/png"),
+            (ImageFormat::WebP, "image/png"),
+            (ImageFormat::Jpeg, "image/jpeg"),
+        ] {
+            let mut bytes = Cursor::new(Vec::new());
+            source.write_to(&mut bytes, format).unwrap();
+            let thumbnail = make(bytes.get_ref(), 10, 10, Method::Crop, 1 << 20).unwrap();
+            assert_eq!(thumbnail.content_type, content_type, "{format:?}");
+            let decoded = image::load_from_memory(&thumbnail.bytes).unwrap();
+            assert_eq!((decoded.width(), decoded.height()), (10, 10), "{format:?}");
+        }
+    }
+
+    #[test]
     fn images_over_the_pixel_limit_are_refused_before_decoding() {
         let error = make(&png(100, 100), 10, 10, Method::Crop, 9_999).unwrap_err();
         assert!(matches!(error, ThumbnailError::TooLarge), "{error}");
