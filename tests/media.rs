@@ -1,7 +1,8 @@
 //! The media repository through the client-server API: uploads (direct, and reserved with
 //! `POST /_matrix/media/v1/create` then `PUT`), authenticated and legacy downloads, thumbnails
 //! (crop and scale of PNG and JPEG, cached after the first request), the headers that keep
-//! served files from running in the page, and the bad requests with their errors.
+//! served files from running in the page, the bad requests with their errors, and the media
+//! rows moving to PostgreSQL while the files stay (that one in the PostgreSQL pass).
 
 mod common;
 
@@ -572,4 +573,64 @@ async fn bad_media_requests_get_the_spec_errors() {
     let answer = send(&server, Method::POST, UPLOAD, a, Some("nonsense"), b"x".to_vec()).await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     assert_eq!(answer.json()["errcode"], "M_INVALID_PARAM");
+}
+
+/// A cluster of the test's own, or `None` (with a note) outside the PostgreSQL pass.
+fn private_cluster() -> Option<common::cluster::PrivateCluster> {
+    if !common::backend().is_postgres() {
+        eprintln!("skipped here: runs in the PostgreSQL pass (HEARTH_TEST_BACKEND=postgres)");
+        return None;
+    }
+    assert!(common::cluster::available(), "the PostgreSQL pass needs initdb and pg_ctl");
+    Some(common::cluster::PrivateCluster::start())
+}
+
+#[tokio::test]
+async fn media_rows_move_to_postgres_and_the_files_stay_in_the_data_directory() {
+    let Some(cluster) = private_cluster() else { return };
+    let target = common::TestDatabase::create(&cluster.admin_url).await;
+    let server = TestServer::start_on_sqlite(&["--registration", "open"]).await;
+    let output = std::process::Command::new(common::binary())
+        .arg("--data-dir")
+        .arg(&server.data_dir)
+        .args(["user", "add", "parent", "--password", "a long parent password", "--admin"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let parent = server.login_ok("parent", "a long parent password", None).await;
+    let token = Some(parent.access_token.as_str());
+    let png = encoded(&picture(50, 50), ImageFormat::Png);
+    let (origin, id) = upload(&server, &parent, "?filename=p.png", "image/png", &png).await;
+    let small = thumbnail(&server, &parent.access_token, &origin, &id, "width=10&height=10").await;
+    let created = send(&server, Method::POST, CREATE, token, None, Vec::new()).await;
+    let (_, reserved) = mxc_parts(&created.json()["content_uri"]);
+    let files = media_files(&server.data_dir);
+
+    let migration = "/_hearth/admin/v1/database/migration";
+    let body = serde_json::json!({"to": target.url()});
+    let (status, started) = server.post(migration, &parent.access_token, body).await;
+    assert_eq!(status, StatusCode::OK, "{started}");
+    let mut phase = Value::Null;
+    for _ in 0..600 {
+        let (_, progress) = server.get(migration, &parent.access_token).await;
+        phase = progress["phase"].clone();
+        if ["done", "failed", "cancelled"].contains(&phase.as_str().unwrap_or("")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(phase, "done");
+    assert!(target.tables().await.iter().any(|t| t == "media_thumbnails"));
+
+    let download = get(&server, &format!("{AUTHED}/download/{origin}/{id}"), token).await;
+    assert_eq!(download.bytes, png);
+    let again = thumbnail(&server, &parent.access_token, &origin, &id, "width=10&height=10").await;
+    assert_eq!(again.bytes, small.bytes);
+    assert_eq!(media_files(&server.data_dir), files, "no file was written again");
+    // The reservation moved with its owner and expiry: it takes its upload once, on PostgreSQL.
+    let put = format!("{UPLOAD}/{origin}/{reserved}");
+    let answer = send(&server, Method::PUT, &put, token, Some("text/plain"), b"now".into()).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.json());
+    let answer = send(&server, Method::PUT, &put, token, Some("text/plain"), b"now".into()).await;
+    assert_eq!(answer.json()["errcode"], "M_CANNOT_OVERWRITE_MEDIA");
 }
