@@ -6,6 +6,9 @@
 //! requested box, `crop` fills the requested box exactly, cutting what sticks out; neither makes
 //! an image larger than its original (a crop of a small image keeps the requested proportions at
 //! the size the original allows).
+//!
+//! FIXME: `animated=true` is answered with a still thumbnail (the first frame of a GIF or WebP,
+//! as PNG), which the spec allows but an animated WebP would serve such clients better.
 
 use std::io::Cursor;
 
