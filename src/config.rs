@@ -59,6 +59,8 @@ pub struct Config {
     pub well_known: WellKnownConfig,
     #[serde(default)]
     pub database: DatabaseConfig,
+    #[serde(default)]
+    pub media: MediaConfig,
 }
 
 /// `[registration]`: who may sign up.
@@ -104,6 +106,37 @@ impl Default for LimitsConfig {
         Self {
             max_request_bytes: default_max_request_bytes(),
             login_attempts_per_minute: default_login_per_minute(),
+        }
+    }
+}
+
+/// `[media]`: limits of the media repository (uploads, downloads, thumbnails).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConfig {
+    /// The largest file accepted, in bytes. Uploads may be this large whatever
+    /// `[limits] max_request_bytes` says; every other request keeps that limit.
+    #[serde(default = "default_max_upload_bytes")]
+    pub max_upload_bytes: u64,
+    /// Media IDs a user may hold reserved (`POST /_matrix/media/v1/create`) and not uploaded yet.
+    #[serde(default = "default_max_pending_uploads")]
+    pub max_pending_uploads: u64,
+    /// How long a reserved media ID waits for its upload, in seconds.
+    #[serde(default = "default_pending_upload_expiry_seconds")]
+    pub pending_upload_expiry_seconds: u64,
+    /// The largest image, in pixels (width times height), that thumbnails are made from: a
+    /// decoded image takes four bytes a pixel.
+    #[serde(default = "default_max_thumbnail_source_pixels")]
+    pub max_thumbnail_source_pixels: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: default_max_upload_bytes(),
+            max_pending_uploads: default_max_pending_uploads(),
+            pending_upload_expiry_seconds: default_pending_upload_expiry_seconds(),
+            max_thumbnail_source_pixels: default_max_thumbnail_source_pixels(),
         }
     }
 }
@@ -157,6 +190,22 @@ fn default_max_request_bytes() -> u64 {
 
 fn default_login_per_minute() -> u32 {
     30
+}
+
+fn default_max_upload_bytes() -> u64 {
+    50 * 1024 * 1024
+}
+
+fn default_max_pending_uploads() -> u64 {
+    10
+}
+
+fn default_pending_upload_expiry_seconds() -> u64 {
+    24 * 60 * 60
+}
+
+fn default_max_thumbnail_source_pixels() -> u64 {
+    32 * 1024 * 1024
 }
 
 /// Why a PostgreSQL URL that asks for TLS is refused.
@@ -237,6 +286,7 @@ impl Config {
         if self.limits.max_request_bytes < 1024 {
             bail!("[limits] max_request_bytes must be at least 1024");
         }
+        self.media.validate()?;
         let server = &self.well_known.server;
         if !server.is_empty() && <&ruma::ServerName>::try_from(server.as_str()).is_err() {
             bail!(
@@ -261,6 +311,25 @@ impl Config {
             }
         }
         Self::load(&path)
+    }
+}
+
+impl MediaConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.max_upload_bytes == 0 {
+            bail!("[media] max_upload_bytes must be at least 1");
+        }
+        if self.max_pending_uploads == 0 {
+            bail!("[media] max_pending_uploads must be at least 1");
+        }
+        if self.pending_upload_expiry_seconds == 0 {
+            bail!("[media] pending_upload_expiry_seconds must be at least 1");
+        }
+        // 2^40 pixels is beyond any decoder's allocation; a typo rather than a wish.
+        if !(1..=1 << 40).contains(&self.max_thumbnail_source_pixels) {
+            bail!("[media] max_thumbnail_source_pixels must be between 1 and 2^40");
+        }
+        Ok(())
     }
 }
 
@@ -342,6 +411,18 @@ max_request_bytes = 1048576
 # password confirmations (changing the password, deleting devices) per account.
 login_attempts_per_minute = 30
 
+[media]
+# The largest file a user may upload, in bytes (50 MiB). Uploads may be this
+# large even though other requests stay under max_request_bytes.
+max_upload_bytes = 52428800
+# Media IDs a user may reserve for a later upload and not fill yet.
+max_pending_uploads = 10
+# How long a reserved media ID waits for its upload, in seconds (one day).
+pending_upload_expiry_seconds = 86400
+# The largest image (width times height, in pixels) thumbnails are made from.
+# Decoding takes four bytes a pixel: 33554432 pixels is 128 MiB.
+max_thumbnail_source_pixels = 33554432
+
 [well_known]
 # The base URL advertised at /.well-known/matrix/client, e.g.
 # "https://matrix.example.org". Empty: that document is not served.
@@ -414,6 +495,25 @@ mod tests {
         assert_eq!(config.server_name.as_str(), "localhost:8448");
         assert_eq!(config.registration.mode, RegistrationMode::Open);
         assert_eq!(config.limits.max_request_bytes, 1024 * 1024);
+        let defaults = MediaConfig::default();
+        assert_eq!(config.media.max_upload_bytes, defaults.max_upload_bytes);
+        assert_eq!(config.media.max_pending_uploads, defaults.max_pending_uploads);
+        assert_eq!(
+            config.media.pending_upload_expiry_seconds,
+            defaults.pending_upload_expiry_seconds
+        );
+        assert_eq!(config.media.max_thumbnail_source_pixels, defaults.max_thumbnail_source_pixels);
+    }
+
+    #[test]
+    fn media_limits_of_zero_are_refused() {
+        for key in ["max_upload_bytes", "max_pending_uploads", "pending_upload_expiry_seconds"] {
+            let text = format!("server_name = \"localhost\"\n[media]\n{key} = 0\n");
+            let error = format!("{:#}", Config::parse(&text).unwrap_err());
+            assert!(error.contains(key), "{error}");
+        }
+        let text = "server_name = \"localhost\"\n[media]\nmax_upload_bytes = 1000\n";
+        assert_eq!(Config::parse(text).unwrap().media.max_upload_bytes, 1000);
     }
 
     #[test]

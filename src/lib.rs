@@ -13,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod federation;
 pub mod keys;
+pub mod media;
 #[cfg(feature = "postgres")]
 pub mod migrate;
 pub mod rooms;

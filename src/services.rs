@@ -12,6 +12,7 @@ use crate::{
     config::Config,
     federation::ServerKeys,
     keys::backup::KeyBackups,
+    media::Media,
     rooms::{Rooms, typing::Typing},
     store::{Store, switch::SwitchableStore},
     sync::Notifier,
@@ -41,6 +42,8 @@ pub struct Services {
     pub password_limiter: RateLimiter<ruma::OwnedUserId>,
     /// User-interactive authentication sessions in progress.
     pub uiaa: Uiaa,
+    /// Uploads, downloads and thumbnails; the files under `<data_dir>/media`.
+    pub media: Media,
     /// Administration: the move to PostgreSQL.
     #[cfg(feature = "postgres")]
     pub admin: crate::admin::Admin,
@@ -54,8 +57,6 @@ impl Services {
         let switchable = Arc::new(SwitchableStore::new(store));
         #[cfg(feature = "postgres")]
         let admin = crate::admin::Admin::new(data_dir, switchable.clone());
-        #[cfg(not(feature = "postgres"))]
-        let _ = data_dir;
         let store: Store = switchable;
         let bus = Bus::new(store.clone());
         let users = Users::new(store.clone(), config.server_name.clone(), Some(bus.clone()));
@@ -67,6 +68,8 @@ impl Services {
         let login_limiter = RateLimiter::per_minute(config.limits.login_attempts_per_minute);
         let password_limiter = RateLimiter::per_minute(config.limits.login_attempts_per_minute);
         let uiaa = Uiaa::default();
+        let media =
+            Media::new(store.clone(), data_dir, config.media.clone(), config.server_name.clone());
         Arc::new(Self {
             config,
             keys,
@@ -81,6 +84,7 @@ impl Services {
             login_limiter,
             password_limiter,
             uiaa,
+            media,
             #[cfg(feature = "postgres")]
             admin,
         })

@@ -19,7 +19,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use tracing::Instrument as _;
 use warp::Filter as _;
 
-use self::router::{Matched, RequestMeta, Router};
+use self::router::{BodyKind, Matched, RequestMeta, Router};
 use crate::{Error, services::Services};
 
 /// Serves HTTP on `listener` until `shutdown` resolves.
@@ -92,10 +92,13 @@ where
         Matched::MethodNotAllowed { template } => {
             (template, Error::method_not_allowed().to_http_response())
         }
-        Matched::Found { template, handler, path_args } => {
+        Matched::Found { template, kind, handler, path_args } => {
             let span =
                 tracing::debug_span!("request", method = %incoming.method, route = %template);
-            let limit = services.config.limits.max_request_bytes;
+            let limit = match kind {
+                BodyKind::Json => services.config.limits.max_request_bytes,
+                BodyKind::Media => services.media.max_upload_bytes(),
+            };
             let response = async {
                 let body = read_body(body, limit).await?;
                 let meta = RequestMeta {
@@ -110,7 +113,11 @@ where
             }
             .instrument(span)
             .await;
-            (template, response.unwrap_or_else(|error| error_response(&error)))
+            let response = response.unwrap_or_else(|error| error_response(&error));
+            (
+                template,
+                if kind == BodyKind::Media { with_media_headers(response) } else { response },
+            )
         }
     };
     let response = close_if_too_large(response);
@@ -207,6 +214,26 @@ fn preflight(router: &Router, path: &str) -> http::Response<Vec<u8>> {
     }
     let mut response = http::Response::new(b"{}".to_vec());
     *response.status_mut() = StatusCode::OK;
+    response
+}
+
+/// The sandbox a browser keeps served media in: no script, no plugin but PDF, no requests of its
+/// own, so an uploaded HTML or SVG file cannot run in this server's origin.
+const MEDIA_CSP: &str = "sandbox; default-src 'none'; script-src 'none'; \
+                         plugin-types application/pdf; style-src 'unsafe-inline'; \
+                         object-src 'self';";
+
+/// Adds the headers every media response carries (the spec's "serving inline content"): the
+/// sandboxing `Content-Security-Policy`, no content sniffing, and embedding from other origins
+/// allowed (web clients load media from their own origin).
+fn with_media_headers(mut response: http::Response<Vec<u8>>) -> http::Response<Vec<u8>> {
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(MEDIA_CSP));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(
+        http::HeaderName::from_static("cross-origin-resource-policy"),
+        HeaderValue::from_static("cross-origin"),
+    );
     response
 }
 

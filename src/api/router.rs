@@ -82,9 +82,20 @@ impl Authenticate for Anonymous {
     }
 }
 
+/// How a route reads its request body and what its responses carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyKind {
+    /// JSON, within `[limits] max_request_bytes`; an empty `POST` or `PUT` body counts as `{}`.
+    Json,
+    /// Media bytes in or out: a body of up to `[media] max_upload_bytes`, taken as it is (an
+    /// empty file stays empty), and responses that carry the media security headers.
+    Media,
+}
+
 /// One path template and the handlers per method.
 struct Route {
     template: String,
+    kind: BodyKind,
     /// Arguments appended to the path's own (for aliases such as an empty state key).
     extra_args: Vec<String>,
     handlers: BTreeMap<String, Handler>,
@@ -101,7 +112,7 @@ pub struct Router {
 
 /// A matched route: the template (for logs) and how to run it.
 pub enum Matched {
-    Found { template: String, handler: Handler, path_args: Vec<String> },
+    Found { template: String, kind: BodyKind, handler: Handler, path_args: Vec<String> },
     MethodNotAllowed { template: String },
     NotFound,
 }
@@ -115,18 +126,40 @@ impl Router {
         F: Fn(Arc<Services>, A, R) -> Fut + Send + Sync + Copy + 'static,
         Fut: Future<Output = Result<R::OutgoingResponse>> + Send + 'static,
     {
+        self.add_as(BodyKind::Json, handler)
+    }
+
+    /// Registers `handler` for every path of the media endpoint `R` (see [`BodyKind::Media`]).
+    pub fn add_media<R, A, F, Fut>(&mut self, handler: F) -> &mut Self
+    where
+        R: IncomingRequest + Send + 'static,
+        A: Authenticate,
+        F: Fn(Arc<Services>, A, R) -> Fut + Send + Sync + Copy + 'static,
+        Fut: Future<Output = Result<R::OutgoingResponse>> + Send + 'static,
+    {
+        self.add_as(BodyKind::Media, handler)
+    }
+
+    fn add_as<R, A, F, Fut>(&mut self, kind: BodyKind, handler: F) -> &mut Self
+    where
+        R: IncomingRequest + Send + 'static,
+        A: Authenticate,
+        F: Fn(Arc<Services>, A, R) -> Fut + Send + Sync + Copy + 'static,
+        Fut: Future<Output = Result<R::OutgoingResponse>> + Send + 'static,
+    {
         let handler: Handler = Arc::new(move |services, request, path_args, meta| {
-            Box::pin(run_handler::<R, A, F, Fut>(handler, services, request, path_args, meta))
+            Box::pin(run_handler::<R, A, F, Fut>(handler, kind, services, request, path_args, meta))
         });
         for path in R::PATH_BUILDER.all_paths() {
-            self.insert(path, Vec::new(), R::METHOD, handler.clone());
+            self.insert(path, Vec::new(), kind, R::METHOD, handler.clone());
             // `PUT /state/{eventType}/{stateKey}` also serves an empty state key, written with
             // or without the trailing slash.
             if let Some(prefix) =
                 path.strip_suffix("/{state_key}").or_else(|| path.strip_suffix("/{stateKey}"))
             {
-                self.insert(prefix, vec![String::new()], R::METHOD, handler.clone());
-                self.insert(&format!("{prefix}/"), vec![String::new()], R::METHOD, handler.clone());
+                let empty = vec![String::new()];
+                self.insert(prefix, empty.clone(), kind, R::METHOD, handler.clone());
+                self.insert(&format!("{prefix}/"), empty, kind, R::METHOD, handler.clone());
             }
         }
         self
@@ -136,6 +169,7 @@ impl Router {
         &mut self,
         template: &str,
         extra_args: Vec<String>,
+        kind: BodyKind,
         method: Method,
         handler: Handler,
     ) {
@@ -144,6 +178,7 @@ impl Router {
             _ => {
                 self.routes.push(Route {
                     template: template.to_owned(),
+                    kind,
                     extra_args,
                     handlers: BTreeMap::new(),
                 });
@@ -180,7 +215,8 @@ impl Router {
             })
             .collect();
         path_args.extend(route.extra_args.iter().cloned());
-        Matched::Found { template: route.template.clone(), handler: handler.clone(), path_args }
+        let template = route.template.clone();
+        Matched::Found { template, kind: route.kind, handler: handler.clone(), path_args }
     }
 
     /// Whether any route serves this path (for CORS preflight).
@@ -191,6 +227,7 @@ impl Router {
 
 async fn run_handler<R, A, F, Fut>(
     handler: F,
+    kind: BodyKind,
     services: Arc<Services>,
     request: http::Request<Bytes>,
     path_args: Vec<String>,
@@ -210,7 +247,10 @@ where
     }
     let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
     let (parts, body) = request.into_parts();
-    let body = empty_as_object(&parts.method, body);
+    let body = match kind {
+        BodyKind::Json => empty_as_object(&parts.method, body),
+        BodyKind::Media => body,
+    };
     let request = http::Request::from_parts(parts, body.as_ref());
     // Some ruma parsers panic on input of the wrong shape (`/login` without `type` indexes a
     // missing key): that is the client's bad JSON, not a 500.

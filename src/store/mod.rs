@@ -3,7 +3,7 @@
 //!
 //! Nothing outside this module sees SQL or a database driver type. Operations are grouped by area
 //! ([`UserStore`], [`RoomStore`], [`ReceiptStore`], [`BackupStore`],
-//! [`UserDirectoryStore`], [`ReportStore`], [`BusStore`]); [`Store`] is the handle the
+//! [`UserDirectoryStore`], [`ReportStore`], [`MediaStore`], [`BusStore`]); [`Store`] is the handle the
 //! rest of the server holds. Writes that must see a consistent room (building and persisting an
 //! event) run as one closure against a [`RoomTxn`] inside the backend's single writer, so
 //! concurrent sends to one room are serialized without an async lock and still commit together.
@@ -12,6 +12,7 @@
 //! [`state_of_group`]); which group an event gets and how the current state changes is decided by
 //! `crate::rooms::state` and handed to [`RoomTxn::append_event`], never derived here.
 
+pub mod media;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod shared;
@@ -34,7 +35,7 @@ use ruma::{
 };
 use serde_json::value::RawValue;
 
-pub use self::types::*;
+pub use self::{media::*, types::*};
 
 /// A storage failure. Always an internal error: client mistakes are caught before the store.
 pub type StoreResult<T> = anyhow::Result<T>;
@@ -72,6 +73,7 @@ pub trait Storage:
     + BackupStore
     + UserDirectoryStore
     + ReportStore
+    + MediaStore
     + BusStore
     + Send
     + Sync
@@ -86,6 +88,7 @@ impl<T> Storage for T where
         + BackupStore
         + UserDirectoryStore
         + ReportStore
+        + MediaStore
         + BusStore
         + Send
         + Sync

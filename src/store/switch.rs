@@ -37,10 +37,11 @@ use tokio::sync::{OwnedRwLockWriteGuard, RwLock as AsyncRwLock};
 use super::{
     AccountDataRecord, AliasRecord, AppendedEvent, BackupDeletion, BackupKeyRecord,
     BackupKeysChange, BackupKeysScope, BackupStore, BackupVersionRecord, BusMessage, BusStore,
-    DeviceRecord, DirectoryUser, EventRecord, MembershipRecord, NewBackupKey, NewReceipt,
-    NewReport, NewSession, NewUser, ReceiptRecord, ReceiptStore, RelationSummary, ReportRecord,
-    ReportStore, RoomEventsQuery, RoomJob, RoomStore, Session, Store, StoreResult, ThreadRoot,
-    ThreadsQuery, TimestampQuery, TransactionKey, UserDirectoryQuery, UserDirectoryStore,
+    DeviceRecord, DirectoryUser, EventRecord, MediaRecord, MediaReservation, MediaStore,
+    MembershipRecord, NewBackupKey, NewMedia, NewReceipt, NewReport, NewSession, NewUser,
+    ReceiptRecord, ReceiptStore, RelationSummary, ReportRecord, ReportStore, RoomEventsQuery,
+    RoomJob, RoomStore, Session, Store, StoreResult, ThreadRoot, ThreadsQuery, ThumbnailKey,
+    ThumbnailRecord, TimestampQuery, TransactionKey, UserDirectoryQuery, UserDirectoryStore,
     UserRecord, UserStore,
 };
 
@@ -552,6 +553,37 @@ impl BusStore for SwitchableStore {
 
     async fn bus_acked(&self, stream: &str, consumer: &str) -> StoreResult<i64> {
         self.current().bus_acked(stream, consumer).await
+    }
+}
+
+#[async_trait]
+impl MediaStore for SwitchableStore {
+    async fn insert_media(&self, media: NewMedia) -> StoreResult<()> {
+        self.write(|s| async move { s.insert_media(media).await }).await
+    }
+
+    async fn reserve_media(
+        &self,
+        reservation: MediaReservation,
+        max_pending: u64,
+    ) -> StoreResult<bool> {
+        self.write(|s| async move { s.reserve_media(reservation, max_pending).await }).await
+    }
+
+    async fn fill_reserved_media(&self, media: NewMedia) -> StoreResult<bool> {
+        self.write(|s| async move { s.fill_reserved_media(media).await }).await
+    }
+
+    async fn media(&self, media_id: &str) -> StoreResult<Option<MediaRecord>> {
+        self.current().media(media_id).await
+    }
+
+    async fn thumbnail(&self, key: &ThumbnailKey) -> StoreResult<Option<ThumbnailRecord>> {
+        self.current().thumbnail(key).await
+    }
+
+    async fn insert_thumbnail(&self, thumbnail: ThumbnailRecord) -> StoreResult<()> {
+        self.write(|s| async move { s.insert_thumbnail(thumbnail).await }).await
     }
 }
 

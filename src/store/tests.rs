@@ -967,3 +967,99 @@ async fn reports_are_kept_in_order_with_their_targets() {
     let later = store.reports(1, 1).await.unwrap();
     assert_eq!(later.iter().map(|r| r.report_id).collect::<Vec<_>>(), [2]);
 }
+
+fn media_content(sha: char) -> super::MediaContent {
+    super::MediaContent {
+        content_type: "image/png".into(),
+        file_name: Some("cat.png".into()),
+        size: 42,
+        sha256: sha.to_string().repeat(64),
+    }
+}
+
+#[tokio::test]
+async fn uploaded_media_and_thumbnails_are_recorded_and_kept() {
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
+    let media = super::NewMedia {
+        media_id: "direct".into(),
+        uploader: user("alice"),
+        ts: 1_000,
+        content: media_content('a'),
+    };
+    store.insert_media(media.clone()).await.unwrap();
+    let record = store.media("direct").await.unwrap().expect("stored");
+    assert_eq!(
+        (record.uploader, record.created_ts, record.expires_ts),
+        (user("alice"), 1_000, None)
+    );
+    let uploaded = record.content.expect("has content");
+    assert_eq!((uploaded.uploaded_ts, uploaded.content), (1_000, media_content('a')));
+    assert!(store.media("other").await.unwrap().is_none());
+    // A direct upload is no reservation: it cannot be filled again.
+    assert!(!store.fill_reserved_media(super::NewMedia { ts: 2_000, ..media }).await.unwrap());
+
+    let key = super::ThumbnailKey {
+        media_id: "direct".into(),
+        width: 32,
+        height: 32,
+        method: "crop".into(),
+    };
+    assert!(store.thumbnail(&key).await.unwrap().is_none());
+    let thumbnail = super::ThumbnailRecord {
+        key: key.clone(),
+        content_type: "image/png".into(),
+        size: 7,
+        sha256: "b".repeat(64),
+    };
+    store.insert_thumbnail(thumbnail.clone()).await.unwrap();
+    let again = super::ThumbnailRecord { sha256: "c".repeat(64), ..thumbnail.clone() };
+    store.insert_thumbnail(again).await.unwrap();
+    assert_eq!(store.thumbnail(&key).await.unwrap(), Some(thumbnail.clone()), "the first is kept");
+    let scale = super::ThumbnailKey { method: "scale".into(), ..key.clone() };
+    assert!(store.thumbnail(&scale).await.unwrap().is_none());
+
+    drop(store);
+    let store = db.open().await;
+    assert!(store.media("direct").await.unwrap().unwrap().content.is_some());
+    assert_eq!(store.thumbnail(&key).await.unwrap(), Some(thumbnail));
+}
+
+#[tokio::test]
+async fn reserved_media_ids_are_capped_expire_and_are_filled_once_by_their_uploader() {
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
+    let reserve = |id: &str, who: &str, now: i64| super::MediaReservation {
+        media_id: id.into(),
+        uploader: user(who),
+        created_ts: now,
+        expires_ts: now + 100,
+    };
+    assert!(store.reserve_media(reserve("r1", "alice", 1_000), 2).await.unwrap());
+    assert!(store.reserve_media(reserve("r2", "alice", 1_010), 2).await.unwrap());
+    assert!(!store.reserve_media(reserve("r3", "alice", 1_020), 2).await.unwrap(), "at the cap");
+    assert!(store.reserve_media(reserve("b1", "bob", 1_020), 2).await.unwrap(), "a cap per user");
+    let pending = store.media("r1").await.unwrap().unwrap();
+    assert_eq!((pending.expires_ts, pending.content), (Some(1_100), None));
+    assert!(store.media("r3").await.unwrap().is_none());
+
+    let fill = |id: &str, who: &str, ts: i64| super::NewMedia {
+        media_id: id.into(),
+        uploader: user(who),
+        ts,
+        content: media_content('d'),
+    };
+    assert!(!store.fill_reserved_media(fill("r1", "bob", 1_050)).await.unwrap(), "not bob's");
+    assert!(store.fill_reserved_media(fill("r1", "alice", 1_050)).await.unwrap());
+    assert!(!store.fill_reserved_media(fill("r1", "alice", 1_060)).await.unwrap(), "only once");
+    let filled = store.media("r1").await.unwrap().unwrap().content.unwrap();
+    assert_eq!((filled.uploaded_ts, filled.content), (1_050, media_content('d')));
+    assert!(!store.fill_reserved_media(fill("r2", "alice", 1_110)).await.unwrap(), "expired");
+
+    // Once r2 has expired, it is removed and frees its place; a filled one does not count.
+    assert!(store.reserve_media(reserve("r4", "alice", 1_200), 2).await.unwrap());
+    assert!(store.media("r2").await.unwrap().is_none(), "expired reservations are removed");
+    assert!(store.media("r1").await.unwrap().is_some(), "uploaded media stays");
+    assert!(store.reserve_media(reserve("r5", "alice", 1_200), 2).await.unwrap());
+    assert!(!store.reserve_media(reserve("r6", "alice", 1_200), 2).await.unwrap());
+}

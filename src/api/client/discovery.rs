@@ -1,6 +1,6 @@
 //! Discovery: `/versions`, `/capabilities`, `/.well-known/matrix/*`.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::sync::Arc;
 
 use ruma::api::client::discovery::{discover_homeserver, get_capabilities, get_supported_versions};
 
@@ -21,9 +21,13 @@ pub fn routes(router: &mut Router) {
 /// The spec versions Hearth advertises. Clients refuse a server that advertises nothing newer
 /// than r0, so v1.1 and v1.2 are named although parts of them (end-to-end encryption keys,
 /// spaces) are not served yet; the README lists those parts. Versions whose main additions are
-/// not served (v1.3 relations, v1.4 threads, v1.11 authenticated media) are left out, so that
-/// clients do not go looking for them.
+/// not served (v1.3 relations, v1.4 threads) are left out, so that clients do not go looking for
+/// them.
 const VERSIONS: [&str; 2] = ["v1.1", "v1.2"];
+
+/// Features of later versions that are served, under the names clients look for without the
+/// version that brought them: authenticated media (v1.11, MSC3916).
+const UNSTABLE_FEATURES: [&str; 1] = ["org.matrix.msc3916.stable"];
 
 async fn get_supported_versions(
     _: Arc<Services>,
@@ -32,7 +36,8 @@ async fn get_supported_versions(
 ) -> Result<get_supported_versions::Response> {
     let versions = VERSIONS.iter().map(|v| (*v).to_owned()).collect();
     let mut response = get_supported_versions::Response::new(versions);
-    response.unstable_features = BTreeMap::new();
+    response.unstable_features =
+        UNSTABLE_FEATURES.iter().map(|feature| ((*feature).to_owned(), true)).collect();
     Ok(response)
 }
 

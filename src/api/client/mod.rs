@@ -8,6 +8,7 @@ mod devices;
 mod directory;
 mod discovery;
 mod events;
+mod media;
 mod profile;
 mod receipts;
 mod relations;
@@ -33,6 +34,7 @@ pub fn register(router: &mut Router) {
     directory::routes(router);
     discovery::routes(router);
     events::routes(router);
+    media::routes(router);
     profile::routes(router);
     receipts::routes(router);
     relations::routes(router);
