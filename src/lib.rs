@@ -12,6 +12,7 @@ pub mod bus;
 pub mod config;
 pub mod error;
 pub mod federation;
+pub mod keys;
 #[cfg(feature = "postgres")]
 pub mod migrate;
 pub mod rooms;

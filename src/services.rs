@@ -11,6 +11,7 @@ use crate::{
     bus::Bus,
     config::Config,
     federation::ServerKeys,
+    keys::Keys,
     rooms::{Rooms, typing::Typing},
     store::{Store, switch::SwitchableStore},
     sync::Notifier,
@@ -27,6 +28,8 @@ pub struct Services {
     /// When and from where each device was last used.
     pub device_activity: DeviceActivity,
     pub rooms: Rooms,
+    /// End-to-end encryption: device keys, cross-signing, to-device messages.
+    pub e2ee: Keys,
     /// Who is typing where.
     pub typing: Typing,
     /// Wakes long-polling `/sync` requests.
@@ -58,6 +61,7 @@ impl Services {
         let users = Users::new(store.clone(), config.server_name.clone(), Some(bus.clone()));
         let device_activity = DeviceActivity::new(store.clone());
         let rooms = Rooms::new(store.clone(), bus.clone(), keys.clone());
+        let e2ee = Keys::new(store.clone(), bus.clone(), config.server_name.clone());
         let typing = Typing::start(bus.clone());
         let notifier = Notifier::start(&bus, store.clone());
         let login_limiter = RateLimiter::per_minute(config.limits.login_attempts_per_minute);
@@ -71,6 +75,7 @@ impl Services {
             users,
             device_activity,
             rooms,
+            e2ee,
             typing,
             notifier,
             login_limiter,

@@ -2,7 +2,7 @@
 //! PostgreSQL backends implement.
 //!
 //! Nothing outside this module sees SQL or a database driver type. Operations are grouped by area
-//! ([`UserStore`], [`RoomStore`], [`ReceiptStore`], [`BusStore`]); [`Store`] is the handle the
+//! ([`UserStore`], [`RoomStore`], [`ReceiptStore`], [`KeyStore`], [`BusStore`]); [`Store`] is the handle the
 //! rest of the server holds. Writes that must see a consistent room (building and persisting an
 //! event) run as one closure against a [`RoomTxn`] inside the backend's single writer, so
 //! concurrent sends to one room are serialized without an async lock and still commit together.
@@ -11,6 +11,7 @@
 //! [`state_of_group`]); which group an event gets and how the current state changes is decided by
 //! `crate::rooms::state` and handed to [`RoomTxn::append_event`], never derived here.
 
+mod keys;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod sqlite;
@@ -32,7 +33,7 @@ use ruma::{
 };
 use serde_json::value::RawValue;
 
-pub use self::types::*;
+pub use self::{keys::*, types::*};
 
 /// A storage failure. Always an internal error: client mistakes are caught before the store.
 pub type StoreResult<T> = anyhow::Result<T>;
@@ -63,9 +64,15 @@ pub fn is_unavailable(error: &anyhow::Error) -> bool {
 }
 
 /// Everything a backend provides.
-pub trait Storage: UserStore + RoomStore + ReceiptStore + BusStore + Send + Sync + 'static {}
+pub trait Storage:
+    UserStore + RoomStore + ReceiptStore + KeyStore + BusStore + Send + Sync + 'static
+{
+}
 
-impl<T: UserStore + RoomStore + ReceiptStore + BusStore + Send + Sync + 'static> Storage for T {}
+impl<T: UserStore + RoomStore + ReceiptStore + KeyStore + BusStore + Send + Sync + 'static> Storage
+    for T
+{
+}
 
 /// Accounts, devices, access tokens, profiles, account data and filters.
 #[async_trait]

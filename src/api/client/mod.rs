@@ -7,11 +7,13 @@ mod devices;
 mod directory;
 mod discovery;
 mod events;
+mod keys;
 mod profile;
 mod receipts;
 mod rooms;
 mod sync;
 mod tags;
+mod to_device;
 mod typing;
 
 use ruma::api::client::uiaa::{AuthData, AuthType};
@@ -27,11 +29,13 @@ pub fn register(router: &mut Router) {
     directory::routes(router);
     discovery::routes(router);
     events::routes(router);
+    keys::routes(router);
     profile::routes(router);
     receipts::routes(router);
     rooms::routes(router);
     sync::routes(router);
     tags::routes(router);
+    to_device::routes(router);
     typing::routes(router);
 }
 

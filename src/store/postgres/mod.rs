@@ -24,6 +24,7 @@
 //! failing in the handshake.
 
 mod bus;
+mod keys;
 mod receipts;
 mod rooms;
 mod users;
