@@ -93,7 +93,16 @@ async fn cross_signing_verifies_alices_device(alice: &Client, bob: &Client) -> a
     encryption.bootstrap_cross_signing(None).await.context("bootstrapping cross-signing")?;
     let status = encryption.cross_signing_status().await.context("no cross-signing status")?;
     ensure!(status.is_complete(), "alice's cross-signing status: {status:?}");
-    let own = encryption.get_own_device().await?.context("alice has no own device")?;
+    // Her client learns of the signature of her device from `/keys/query`, which it sends again
+    // when her next sync names her among the users whose keys changed.
+    let mut own = encryption.get_own_device().await?.context("alice has no own device")?;
+    for _ in 0..10 {
+        if own.is_cross_signed_by_owner() {
+            break;
+        }
+        sync_once(alice).await?;
+        own = encryption.get_own_device().await?.context("alice has no own device")?;
+    }
     ensure!(own.is_cross_signed_by_owner(), "alice's device is not cross-signed");
     ensure!(own.is_verified(), "alice's device is not verified");
 
