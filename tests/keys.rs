@@ -540,3 +540,64 @@ async fn bad_key_requests_get_the_spec_errors() {
     ];
     run_table(&server, rows).await;
 }
+
+const DEHYDRATED: &str = "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device";
+
+#[tokio::test]
+async fn a_dehydrated_device_keeps_its_to_device_messages_until_read() {
+    let (server, alice, _, bob, _) = family().await;
+    let parked = TestUser { device_id: "PARKED".into(), ..alice.clone() };
+    let signer = Signer::new(Some("PARKED"));
+    let data = json!({ "algorithm": "org.matrix.msc3814.v1.olm", "device_pickle": "pickle" });
+    let body = json!({
+        "device_id": "PARKED",
+        "initial_device_display_name": "dehydrated",
+        "device_data": data,
+        "device_keys": device_keys(&parked, &signer, "curveP"),
+        "one_time_keys": { "signed_curve25519:P1": one_time_key(&parked, &signer, "p1", false) },
+    });
+    let (status, json) = server.put(DEHYDRATED, &alice.access_token, body.clone()).await;
+    assert_eq!((status, json), (StatusCode::OK, json!({ "device_id": "PARKED" })));
+    let (status, json) = server.get(DEHYDRATED, &alice.access_token).await;
+    assert_eq!(
+        (status, json),
+        (StatusCode::OK, json!({ "device_id": "PARKED", "device_data": data }))
+    );
+    let found = query(&server, &bob, &alice).await;
+    assert_eq!(
+        found["device_keys"][&alice.user_id]["PARKED"]["keys"]["curve25519:PARKED"],
+        "curveP"
+    );
+    assert_eq!(key_ids(&claim(&server, &bob, &parked).await, &parked), ["signed_curve25519:P1"]);
+
+    for n in 0..3 {
+        let body = json!({ "messages": { alice.user_id.clone(): { "PARKED": { "n": n } } } });
+        let (status, _) =
+            server.put(&format!("{V3}/sendToDevice/m.test/d{n}"), &bob.access_token, body).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let events_path = format!("{DEHYDRATED}/PARKED/events");
+    let (status, page) = server.post(&events_path, &alice.access_token, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["events"].as_array().unwrap().len(), 3);
+    assert_eq!(page["events"][0]["sender"], bob.user_id);
+    let next = json!({ "next_batch": page["next_batch"] });
+    let (status, rest) = server.post(&events_path, &alice.access_token, next).await;
+    assert_eq!((status, rest["events"].clone()), (StatusCode::OK, json!([])));
+
+    let got =
+        server.post(&format!("{DEHYDRATED}/PHONE/events"), &alice.access_token, json!({})).await;
+    common::assert_error(&got, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+    let mut clash = body.clone();
+    clash["device_id"] = json!("PHONE");
+    let got = server.put(DEHYDRATED, &alice.access_token, clash).await;
+    common::assert_error(&got, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+
+    let (status, json) =
+        server.call(Method::DELETE, DEHYDRATED, Some(&alice.access_token), None).await;
+    assert_eq!((status, json), (StatusCode::OK, json!({ "device_id": "PARKED" })));
+    let got = server.get(DEHYDRATED, &alice.access_token).await;
+    common::assert_error(&got, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+    let found = query(&server, &bob, &alice).await;
+    assert!(found["device_keys"][&alice.user_id].get("PARKED").is_none(), "its keys went with it");
+}

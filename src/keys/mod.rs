@@ -12,6 +12,7 @@
 //! servers are reported in `failures`) and to-device messages to remote users are dropped.
 
 mod cross_signing;
+pub mod dehydrated;
 pub mod device_lists;
 pub mod signatures;
 pub mod to_device;

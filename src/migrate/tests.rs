@@ -83,6 +83,7 @@ async fn add_encryption_keys(store: &Store, alice: &OwnedUserId) {
         content: "{}".into(),
     };
     store.send_to_device(txn, vec![message]).await.unwrap();
+    store.set_dehydrated_device(alice, "PARKED", None, "{}").await.unwrap();
 }
 
 pub(super) fn room() -> OwnedRoomId {

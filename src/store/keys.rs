@@ -171,4 +171,17 @@ pub trait KeyStore {
         device_id: &str,
         upto: i64,
     ) -> StoreResult<()>;
+
+    /// Makes `device_id` the user's dehydrated device with `device_data`, creating its device
+    /// (without an access token). A previous dehydrated device of another ID is deleted with its
+    /// keys and inbox; its ID comes back.
+    async fn set_dehydrated_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        display_name: Option<&str>,
+        device_data: &str,
+    ) -> StoreResult<Option<String>>;
+    /// The user's dehydrated device: its device ID and data.
+    async fn dehydrated_device(&self, user_id: &UserId) -> StoreResult<Option<(String, String)>>;
 }

@@ -544,6 +544,25 @@ impl KeyStore for SwitchableStore {
         self.write(|s| async move { s.delete_to_device_messages(&user_id, &device_id, upto).await })
             .await
     }
+
+    async fn set_dehydrated_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        display_name: Option<&str>,
+        device_data: &str,
+    ) -> StoreResult<Option<String>> {
+        let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
+        let (name, data) = (display_name.map(str::to_owned), device_data.to_owned());
+        self.write(|s| async move {
+            s.set_dehydrated_device(&user_id, &device_id, name.as_deref(), &data).await
+        })
+        .await
+    }
+
+    async fn dehydrated_device(&self, user_id: &UserId) -> StoreResult<Option<(String, String)>> {
+        self.current().dehydrated_device(user_id).await
+    }
 }
 
 #[async_trait]

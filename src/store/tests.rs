@@ -773,3 +773,32 @@ async fn to_device_messages_wait_in_their_inbox_until_acknowledged() {
     store.delete_devices(&erin, &["E1".into()]).await.unwrap();
     assert!(inbox("E1", 0, 10).await.is_empty(), "a deleted device's inbox goes with it");
 }
+
+#[tokio::test]
+async fn a_dehydrated_device_is_a_device_replaced_by_the_next() {
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
+    let gina = user_with_devices(&store, "gina", &["G"]).await;
+    assert_eq!(store.dehydrated_device(&gina).await.unwrap(), None);
+    let first =
+        store.set_dehydrated_device(&gina, "D1", Some("parked"), "{\"p\":1}").await.unwrap();
+    assert_eq!(first, None);
+    assert_eq!(
+        store.dehydrated_device(&gina).await.unwrap(),
+        Some(("D1".into(), "{\"p\":1}".into()))
+    );
+    let device = store.device(&gina, "D1").await.unwrap().expect("a device of its own");
+    assert_eq!(device.display_name.as_deref(), Some("parked"));
+    store.set_device_keys(&gina, "D1", "{}").await.unwrap();
+
+    let again = store.set_dehydrated_device(&gina, "D1", None, "{\"p\":2}").await.unwrap();
+    assert_eq!(again, None, "the same device again replaces nothing");
+    assert_eq!(store.device_keys(&gina).await.unwrap().len(), 1, "and keeps its keys");
+    let replaced = store.set_dehydrated_device(&gina, "D2", None, "{\"p\":3}").await.unwrap();
+    assert_eq!(replaced.as_deref(), Some("D1"));
+    assert!(store.device(&gina, "D1").await.unwrap().is_none(), "the old one is gone");
+    assert!(store.device_keys(&gina).await.unwrap().is_empty(), "with its keys");
+    store.delete_devices(&gina, &["D2".into()]).await.unwrap();
+    assert_eq!(store.dehydrated_device(&gina).await.unwrap(), None, "deleted with its device");
+    assert!(store.device(&gina, "G").await.unwrap().is_some());
+}

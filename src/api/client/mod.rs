@@ -3,6 +3,7 @@
 
 mod account;
 mod account_data;
+mod dehydrated_device;
 mod devices;
 mod directory;
 mod discovery;
@@ -25,6 +26,7 @@ use crate::{Result, services::Services, users::uiaa::UiaaContext};
 pub fn register(router: &mut Router) {
     account::routes(router);
     account_data::routes(router);
+    dehydrated_device::routes(router);
     devices::routes(router);
     directory::routes(router);
     discovery::routes(router);

@@ -89,3 +89,12 @@ CREATE TABLE to_device_transactions (
     PRIMARY KEY (user_id, device_id, txn_id),
     FOREIGN KEY (user_id, device_id) REFERENCES devices (user_id, device_id) ON DELETE CASCADE
 );
+
+-- A user's dehydrated device (MSC3814): a device with no access token whose keys and to-device
+-- inbox are those of its `devices` row, and the client's encrypted pickle of it.
+CREATE TABLE dehydrated_devices (
+    user_id TEXT PRIMARY KEY NOT NULL,
+    device_id TEXT NOT NULL,
+    device_data TEXT NOT NULL,
+    FOREIGN KEY (user_id, device_id) REFERENCES devices (user_id, device_id) ON DELETE CASCADE
+);

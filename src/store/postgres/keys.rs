@@ -289,6 +289,73 @@ impl KeyStore for PostgresStore {
         })
         .await
     }
+
+    async fn set_dehydrated_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        display_name: Option<&str>,
+        device_data: &str,
+    ) -> StoreResult<Option<String>> {
+        let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
+        let (name, data) = (display_name.map(str::to_owned), device_data.to_owned());
+        self.write(move |w| {
+            w.block_on(set_dehydrated_device(
+                w.conn(),
+                &user_id,
+                &device_id,
+                name.as_deref(),
+                &data,
+            ))
+        })
+        .await
+    }
+
+    async fn dehydrated_device(&self, user_id: &UserId) -> StoreResult<Option<(String, String)>> {
+        let row = query_opt(
+            &*self.conn().await?,
+            "SELECT device_id, device_data FROM dehydrated_devices WHERE user_id = $1",
+            &[&user_id.as_str()],
+        )
+        .await?;
+        row.map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).transpose()
+    }
+}
+
+async fn set_dehydrated_device(
+    c: &Conn,
+    user_id: &UserId,
+    device_id: &str,
+    name: Option<&str>,
+    data: &str,
+) -> StoreResult<Option<String>> {
+    let user = user_id.as_str();
+    let previous =
+        query_opt(c, "SELECT device_id FROM dehydrated_devices WHERE user_id = $1", &[&user])
+            .await?
+            .map(|row| row.try_get::<_, String>(0))
+            .transpose()?
+            .filter(|previous| previous != device_id);
+    if let Some(previous) = &previous {
+        execute(c, "DELETE FROM devices WHERE user_id = $1 AND device_id = $2", &[&user, previous])
+            .await?;
+    }
+    execute(
+        c,
+        "INSERT INTO devices (user_id, device_id, display_name) VALUES ($1, $2, $3)
+         ON CONFLICT (user_id, device_id) DO UPDATE SET display_name = excluded.display_name",
+        &[&user, &device_id, &name],
+    )
+    .await?;
+    execute(
+        c,
+        "INSERT INTO dehydrated_devices (user_id, device_id, device_data) VALUES ($1, $2, $3)
+         ON CONFLICT (user_id) DO UPDATE
+         SET device_id = excluded.device_id, device_data = excluded.device_data",
+        &[&user, &device_id, &data],
+    )
+    .await?;
+    Ok(previous)
 }
 
 /// Records a device-list change of the user at a new stream position.

@@ -403,6 +403,59 @@ impl KeyStore for SqliteStore {
         })
         .await
     }
+
+    async fn set_dehydrated_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        display_name: Option<&str>,
+        device_data: &str,
+    ) -> StoreResult<Option<String>> {
+        let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
+        let (name, data) = (display_name.map(str::to_owned), device_data.to_owned());
+        self.write(move |c| {
+            let previous: Option<String> = c
+                .query_row(
+                    "SELECT device_id FROM dehydrated_devices WHERE user_id = ?1",
+                    [user_id.as_str()],
+                    |row| row.get(0),
+                )
+                .optional()?
+                .filter(|previous| *previous != device_id);
+            if let Some(previous) = &previous {
+                c.execute(
+                    "DELETE FROM devices WHERE user_id = ?1 AND device_id = ?2",
+                    params![user_id.as_str(), previous],
+                )?;
+            }
+            c.execute(
+                "INSERT INTO devices (user_id, device_id, display_name) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (user_id, device_id) DO UPDATE SET display_name = excluded.display_name",
+                params![user_id.as_str(), device_id, name],
+            )?;
+            c.execute(
+                "INSERT INTO dehydrated_devices (user_id, device_id, device_data) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (user_id) DO UPDATE
+                 SET device_id = excluded.device_id, device_data = excluded.device_data",
+                params![user_id.as_str(), device_id, data],
+            )?;
+            Ok(previous)
+        })
+        .await
+    }
+
+    async fn dehydrated_device(&self, user_id: &UserId) -> StoreResult<Option<(String, String)>> {
+        let user_id = user_id.to_owned();
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT device_id, device_data FROM dehydrated_devices WHERE user_id = ?1",
+                [user_id.as_str()],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?)
+        })
+        .await
+    }
 }
 
 /// Records a device-list change of the user at a new stream position.
