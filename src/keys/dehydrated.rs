@@ -102,7 +102,7 @@ impl Keys {
         }
         let after = next_batch.map(parse_token).transpose()?;
         if let Some(after) = after {
-            self.store.delete_to_device_messages(user_id, device_id, after).await?;
+            self.acknowledge(user_id, device_id, after).await?;
         }
         let current = self.store.current_position().await?;
         let messages = self

@@ -8,6 +8,8 @@
 //! a to-device message is published on [`TO_DEVICE_SUBJECT`]. Both wake long-polling syncs.
 //! It never knows HTTP.
 //!
+//! FIXME: a device may upload any number of one-time keys; there is no cap per device yet.
+//!
 //! FIXME: there is no federation yet: keys of remote users cannot be queried or claimed (their
 //! servers are reported in `failures`) and to-device messages to remote users are dropped.
 
