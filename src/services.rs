@@ -11,6 +11,7 @@ use crate::{
     bus::Bus,
     config::Config,
     federation::ServerKeys,
+    keys::Keys,
     keys::backup::KeyBackups,
     media::Media,
     rooms::{Rooms, typing::Typing},
@@ -31,6 +32,8 @@ pub struct Services {
     pub rooms: Rooms,
     /// Server-side key backups.
     pub key_backups: KeyBackups,
+    /// End-to-end encryption: device keys, cross-signing, to-device messages.
+    pub e2ee: Keys,
     /// Who is typing where.
     pub typing: Typing,
     /// Wakes long-polling `/sync` requests.
@@ -63,6 +66,7 @@ impl Services {
         let device_activity = DeviceActivity::new(store.clone());
         let rooms = Rooms::new(store.clone(), bus.clone(), keys.clone());
         let key_backups = KeyBackups::new(store.clone());
+        let e2ee = Keys::new(store.clone(), bus.clone(), config.server_name.clone());
         let typing = Typing::start(bus.clone());
         let notifier = Notifier::start(&bus, store.clone());
         let login_limiter = RateLimiter::per_minute(config.limits.login_attempts_per_minute);
@@ -79,6 +83,7 @@ impl Services {
             device_activity,
             rooms,
             key_backups,
+            e2ee,
             typing,
             notifier,
             login_limiter,

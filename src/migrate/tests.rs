@@ -46,6 +46,7 @@ pub(super) async fn source(dir: &Path, messages: usize) -> Store {
     store.create_session(session).await.unwrap();
     let content = serde_json::value::to_raw_value(&serde_json::json!({"theme": "dark"})).unwrap();
     store.set_account_data(&alice, None, "m.theme", &content).await.unwrap();
+    add_encryption_keys(&store, &alice).await;
     append_messages(&store, 0, messages).await;
     backup_and_report(&store, &alice).await;
     store
@@ -66,6 +67,41 @@ async fn backup_and_report(store: &Store, alice: &OwnedUserId) {
     let target = ReportTarget::User(alice.clone());
     let report = NewReport { reporter: alice.clone(), target, reason: None, received_ts: 3 };
     store.add_report(report).await.unwrap();
+}
+
+/// A row in each table of end-to-end encryption, so that the move copies and proves them too.
+async fn add_encryption_keys(store: &Store, alice: &OwnedUserId) {
+    store.set_device_keys(alice, "PHONE", r#"{"keys":{}}"#).await.unwrap();
+    let key = |key_id: &str| store::OneTimeKeyRecord {
+        algorithm: "signed_curve25519".into(),
+        key_id: key_id.into(),
+        key_json: r#"{"key":"k"}"#.into(),
+    };
+    store.add_one_time_keys(alice, "PHONE", vec![key("signed_curve25519:a")]).await.unwrap();
+    store.set_fallback_keys(alice, "PHONE", vec![key("signed_curve25519:f")]).await.unwrap();
+    let master = [("master".to_owned(), r#"{"keys":{}}"#.to_owned())].into();
+    store.set_cross_signing_keys(alice, master).await.unwrap();
+    let signature = store::KeySignature {
+        target_user_id: alice.clone(),
+        target_key_id: "PHONE".into(),
+        signer_user_id: alice.clone(),
+        signer_key_id: "ed25519:ssk".into(),
+        signature: "sig".into(),
+    };
+    store.add_key_signatures(vec![signature], vec![alice.clone()]).await.unwrap();
+    let txn = store::ToDeviceTxn {
+        sender: alice.clone(),
+        sender_device: "PHONE".into(),
+        txn_id: "t".into(),
+    };
+    let message = store::NewToDevice {
+        user_id: alice.clone(),
+        device_id: "*".into(),
+        event_type: "m.test".into(),
+        content: "{}".into(),
+    };
+    store.send_to_device(txn, vec![message]).await.unwrap();
+    store.set_dehydrated_device(alice, "PARKED", None, "{}").await.unwrap();
 }
 
 pub(super) fn room() -> OwnedRoomId {

@@ -2,7 +2,7 @@
 //! PostgreSQL backends implement.
 //!
 //! Nothing outside this module sees SQL or a database driver type. Operations are grouped by area
-//! ([`UserStore`], [`RoomStore`], [`ReceiptStore`], [`BackupStore`],
+//! ([`UserStore`], [`RoomStore`], [`ReceiptStore`], [`KeyStore`], [`BackupStore`],
 //! [`UserDirectoryStore`], [`ReportStore`], [`MediaStore`], [`BusStore`]); [`Store`] is the handle the
 //! rest of the server holds. Writes that must see a consistent room (building and persisting an
 //! event) run as one closure against a [`RoomTxn`] inside the backend's single writer, so
@@ -12,6 +12,7 @@
 //! [`state_of_group`]); which group an event gets and how the current state changes is decided by
 //! `crate::rooms::state` and handed to [`RoomTxn::append_event`], never derived here.
 
+mod keys;
 pub mod media;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -35,7 +36,7 @@ use ruma::{
 };
 use serde_json::value::RawValue;
 
-pub use self::{media::*, types::*};
+pub use self::{keys::*, media::*, types::*};
 
 /// A storage failure. Always an internal error: client mistakes are caught before the store.
 pub type StoreResult<T> = anyhow::Result<T>;
@@ -70,6 +71,7 @@ pub trait Storage:
     UserStore
     + RoomStore
     + ReceiptStore
+    + KeyStore
     + BackupStore
     + UserDirectoryStore
     + ReportStore
@@ -85,6 +87,8 @@ impl<T> Storage for T where
     T: UserStore
         + RoomStore
         + ReceiptStore
+        + KeyStore
+        + KeyStore
         + BackupStore
         + UserDirectoryStore
         + ReportStore

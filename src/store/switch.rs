@@ -22,6 +22,7 @@
 //! call reaches and when.
 
 use std::{
+    collections::BTreeMap,
     future::Future,
     sync::{Arc, PoisonError, RwLock},
 };
@@ -37,12 +38,13 @@ use tokio::sync::{OwnedRwLockWriteGuard, RwLock as AsyncRwLock};
 use super::{
     AccountDataRecord, AliasRecord, AppendedEvent, BackupDeletion, BackupKeyRecord,
     BackupKeysChange, BackupKeysScope, BackupStore, BackupVersionRecord, BusMessage, BusStore,
-    DeviceRecord, DirectoryUser, EventRecord, MediaRecord, MediaReservation, MediaStore,
-    MembershipRecord, NewBackupKey, NewMedia, NewReceipt, NewReport, NewSession, NewUser,
-    ReceiptRecord, ReceiptStore, RelationSummary, ReportRecord, ReportStore, RoomEventsQuery,
-    RoomJob, RoomStore, Session, Store, StoreResult, ThreadRoot, ThreadsQuery, ThumbnailKey,
-    ThumbnailRecord, TimestampQuery, TransactionKey, UserDirectoryQuery, UserDirectoryStore,
-    UserRecord, UserStore,
+    DeviceKeysRecord, DeviceRecord, DirectoryUser, EventRecord, KeySignature, KeyStore,
+    MediaRecord, MediaReservation, MediaStore, MembershipRecord, NewBackupKey, NewMedia,
+    NewReceipt, NewReport, NewSession, NewToDevice, NewUser, OneTimeKeyRecord, ReceiptRecord,
+    ReceiptStore, RelationSummary, ReportRecord, ReportStore, RoomEventsQuery, RoomJob, RoomStore,
+    Session, Store, StoreResult, ThreadRoot, ThreadsQuery, ThumbnailKey, ThumbnailRecord,
+    TimestampQuery, ToDeviceRecord, ToDeviceTxn, TransactionKey, UserDirectoryQuery,
+    UserDirectoryStore, UserRecord, UserStore,
 };
 
 /// The store the rest of the server holds (as a [`Store`]) while the migrator keeps an
@@ -526,6 +528,155 @@ impl ReportStore for SwitchableStore {
 
     async fn reports(&self, after: i64, limit: usize) -> StoreResult<Vec<ReportRecord>> {
         self.current().reports(after, limit).await
+    }
+}
+
+#[async_trait]
+impl KeyStore for SwitchableStore {
+    async fn set_device_keys(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        key_json: &str,
+    ) -> StoreResult<i64> {
+        let (user_id, device_id, key_json) =
+            (user_id.to_owned(), device_id.to_owned(), key_json.to_owned());
+        self.write(|s| async move { s.set_device_keys(&user_id, &device_id, &key_json).await })
+            .await
+    }
+
+    async fn device_keys(&self, user_id: &UserId) -> StoreResult<Vec<DeviceKeysRecord>> {
+        self.current().device_keys(user_id).await
+    }
+
+    async fn add_one_time_keys(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        keys: Vec<OneTimeKeyRecord>,
+    ) -> StoreResult<Vec<String>> {
+        let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
+        self.write(|s| async move { s.add_one_time_keys(&user_id, &device_id, keys).await }).await
+    }
+
+    async fn set_fallback_keys(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        keys: Vec<OneTimeKeyRecord>,
+    ) -> StoreResult<()> {
+        let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
+        self.write(|s| async move { s.set_fallback_keys(&user_id, &device_id, keys).await }).await
+    }
+
+    async fn one_time_key_counts(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+    ) -> StoreResult<BTreeMap<String, u64>> {
+        self.current().one_time_key_counts(user_id, device_id).await
+    }
+
+    async fn unused_fallback_key_types(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+    ) -> StoreResult<Vec<String>> {
+        self.current().unused_fallback_key_types(user_id, device_id).await
+    }
+
+    async fn claim_key(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        algorithm: &str,
+    ) -> StoreResult<Option<OneTimeKeyRecord>> {
+        let (user_id, device_id, algorithm) =
+            (user_id.to_owned(), device_id.to_owned(), algorithm.to_owned());
+        self.write(|s| async move { s.claim_key(&user_id, &device_id, &algorithm).await }).await
+    }
+
+    async fn set_cross_signing_keys(
+        &self,
+        user_id: &UserId,
+        keys: BTreeMap<String, String>,
+    ) -> StoreResult<i64> {
+        let user_id = user_id.to_owned();
+        self.write(|s| async move { s.set_cross_signing_keys(&user_id, keys).await }).await
+    }
+
+    async fn cross_signing_keys(&self, user_id: &UserId) -> StoreResult<BTreeMap<String, String>> {
+        self.current().cross_signing_keys(user_id).await
+    }
+
+    async fn add_key_signatures(
+        &self,
+        signatures: Vec<KeySignature>,
+        changed: Vec<OwnedUserId>,
+    ) -> StoreResult<i64> {
+        self.write(|s| async move { s.add_key_signatures(signatures, changed).await }).await
+    }
+
+    async fn key_signatures(&self, target_user_id: &UserId) -> StoreResult<Vec<KeySignature>> {
+        self.current().key_signatures(target_user_id).await
+    }
+
+    async fn mark_device_list_changed(&self, user_id: &UserId) -> StoreResult<i64> {
+        let user_id = user_id.to_owned();
+        self.write(|s| async move { s.mark_device_list_changed(&user_id).await }).await
+    }
+
+    async fn device_list_changes(&self, after: i64) -> StoreResult<Vec<(OwnedUserId, i64)>> {
+        self.current().device_list_changes(after).await
+    }
+
+    async fn send_to_device(
+        &self,
+        txn: ToDeviceTxn,
+        messages: Vec<NewToDevice>,
+    ) -> StoreResult<Option<BTreeMap<OwnedUserId, i64>>> {
+        self.write(|s| async move { s.send_to_device(txn, messages).await }).await
+    }
+
+    async fn to_device_messages(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        after: i64,
+        upto: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<ToDeviceRecord>> {
+        self.current().to_device_messages(user_id, device_id, after, upto, limit).await
+    }
+
+    async fn delete_to_device_messages(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        upto: i64,
+    ) -> StoreResult<()> {
+        let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
+        self.write(|s| async move { s.delete_to_device_messages(&user_id, &device_id, upto).await })
+            .await
+    }
+
+    async fn set_dehydrated_device(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        display_name: Option<&str>,
+        device_data: &str,
+    ) -> StoreResult<Option<String>> {
+        let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
+        let (name, data) = (display_name.map(str::to_owned), device_data.to_owned());
+        self.write(|s| async move {
+            s.set_dehydrated_device(&user_id, &device_id, name.as_deref(), &data).await
+        })
+        .await
+    }
+
+    async fn dehydrated_device(&self, user_id: &UserId) -> StoreResult<Option<(String, String)>> {
+        self.current().dehydrated_device(user_id).await
     }
 }
 

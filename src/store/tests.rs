@@ -1063,3 +1063,228 @@ async fn reserved_media_ids_are_capped_expire_and_are_filled_once_by_their_uploa
     assert!(store.reserve_media(reserve("r5", "alice", 1_200), 2).await.unwrap());
     assert!(!store.reserve_media(reserve("r6", "alice", 1_200), 2).await.unwrap());
 }
+
+/// A user with the given devices (token `t-<device>`), for the key tests.
+async fn user_with_devices(store: &Store, name: &str, devices: &[&str]) -> OwnedUserId {
+    let user_id = user(name);
+    let new_user =
+        NewUser { user_id: user_id.clone(), password_hash: None, is_admin: false, created_ts: 1 };
+    store.create_user(new_user).await.unwrap();
+    for device in devices {
+        let session = NewSession {
+            user_id: user_id.clone(),
+            device_id: (*device).into(),
+            display_name: Some(format!("{device} name")),
+            token_hash: format!("t-{name}-{device}"),
+            created_ts: 2,
+        };
+        store.create_session(session).await.unwrap();
+    }
+    user_id
+}
+
+fn otk(key_id: &str, json: &str) -> super::OneTimeKeyRecord {
+    super::OneTimeKeyRecord {
+        algorithm: key_id.split(':').next().unwrap().into(),
+        key_id: key_id.into(),
+        key_json: json.into(),
+    }
+}
+
+#[tokio::test]
+async fn device_keys_are_kept_per_device_and_go_with_the_device() {
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
+    let alice = user_with_devices(&store, "alice", &["A", "B"]).await;
+    let first = store.set_device_keys(&alice, "A", r#"{"v":1}"#).await.unwrap();
+    let second = store.set_device_keys(&alice, "B", r#"{"v":2}"#).await.unwrap();
+    assert!(second > first, "each upload is a device-list change at a new position");
+    let replaced = store.set_device_keys(&alice, "A", r#"{"v":3}"#).await.unwrap();
+    let keys = store.device_keys(&alice).await.unwrap();
+    let shown: Vec<_> = keys
+        .iter()
+        .map(|k| (k.device_id.as_str(), k.key_json.as_str(), k.display_name.clone()))
+        .collect();
+    assert_eq!(
+        shown,
+        [("A", r#"{"v":3}"#, Some("A name".into())), ("B", r#"{"v":2}"#, Some("B name".into()))]
+    );
+    assert_eq!(store.device_list_changes(first).await.unwrap(), [(alice.clone(), replaced)]);
+    assert!(store.device_list_changes(replaced).await.unwrap().is_empty());
+
+    // Deleting a device deletes its keys, one-time keys and inbox.
+    store.add_one_time_keys(&alice, "B", vec![otk("signed_curve25519:k", "{}")]).await.unwrap();
+    store.delete_devices(&alice, &["B".into()]).await.unwrap();
+    let keys = store.device_keys(&alice).await.unwrap();
+    assert_eq!(keys.iter().map(|k| k.device_id.as_str()).collect::<Vec<_>>(), ["A"]);
+    assert!(store.one_time_key_counts(&alice, "B").await.unwrap().is_empty());
+    let marked = store.mark_device_list_changed(&alice).await.unwrap();
+    assert_eq!(store.device_list_changes(replaced).await.unwrap(), [(alice.clone(), marked)]);
+
+    drop(store);
+    let store = db.open().await;
+    assert_eq!(store.device_keys(&alice).await.unwrap().len(), 1, "kept across a restart");
+}
+
+#[tokio::test]
+async fn one_time_keys_are_claimed_once_then_the_fallback_key_stays() {
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
+    let bob = user_with_devices(&store, "bob", &["B"]).await;
+    let keys = vec![
+        otk("signed_curve25519:b", r#"{"k":"b"}"#),
+        otk("signed_curve25519:a", r#"{"k":"a"}"#),
+    ];
+    assert!(store.add_one_time_keys(&bob, "B", keys.clone()).await.unwrap().is_empty());
+    assert!(store.add_one_time_keys(&bob, "B", keys).await.unwrap().is_empty(), "the same again");
+    let conflict =
+        vec![otk("signed_curve25519:a", r#"{"k":"other"}"#), otk("signed_curve25519:c", "{}")];
+    assert_eq!(
+        store.add_one_time_keys(&bob, "B", conflict).await.unwrap(),
+        ["signed_curve25519:a"]
+    );
+    let counts = store.one_time_key_counts(&bob, "B").await.unwrap();
+    assert_eq!(
+        counts,
+        [("signed_curve25519".to_owned(), 2)].into(),
+        "nothing of a conflict is kept"
+    );
+
+    let fallback = vec![otk("signed_curve25519:f", r#"{"k":"f"}"#)];
+    store.set_fallback_keys(&bob, "B", fallback.clone()).await.unwrap();
+    assert_eq!(store.unused_fallback_key_types(&bob, "B").await.unwrap(), ["signed_curve25519"]);
+    let claim = || store.claim_key(&bob, "B", "signed_curve25519");
+    assert_eq!(claim().await.unwrap().unwrap().key_id, "signed_curve25519:a");
+    assert_eq!(claim().await.unwrap().unwrap().key_id, "signed_curve25519:b");
+    let fell_back = claim().await.unwrap().unwrap();
+    assert_eq!(
+        (fell_back.key_id.as_str(), fell_back.key_json.as_str()),
+        ("signed_curve25519:f", r#"{"k":"f"}"#)
+    );
+    assert_eq!(claim().await.unwrap().unwrap().key_id, "signed_curve25519:f", "used, still given");
+    assert!(store.unused_fallback_key_types(&bob, "B").await.unwrap().is_empty());
+    // The same fallback key again stays used; a new one is unused.
+    store.set_fallback_keys(&bob, "B", fallback).await.unwrap();
+    assert!(store.unused_fallback_key_types(&bob, "B").await.unwrap().is_empty());
+    store.set_fallback_keys(&bob, "B", vec![otk("signed_curve25519:g", "{}")]).await.unwrap();
+    assert_eq!(store.unused_fallback_key_types(&bob, "B").await.unwrap(), ["signed_curve25519"]);
+    assert_eq!(store.claim_key(&bob, "B", "curve25519").await.unwrap(), None);
+    assert_eq!(store.claim_key(&bob, "X", "signed_curve25519").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn cross_signing_keys_and_signatures_are_kept_per_user() {
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
+    let carol = user_with_devices(&store, "carol", &["C"]).await;
+    let dave = user("dave");
+    let keys: std::collections::BTreeMap<String, String> = [
+        ("master".to_owned(), "{\"m\":1}".to_owned()),
+        ("self_signing".into(), "{\"s\":1}".into()),
+    ]
+    .into();
+    let position = store.set_cross_signing_keys(&carol, keys.clone()).await.unwrap();
+    assert_eq!(store.device_list_changes(position - 1).await.unwrap(), [(carol.clone(), position)]);
+    assert_eq!(store.cross_signing_keys(&carol).await.unwrap(), keys);
+    let replaced = [("master".to_owned(), "{\"m\":2}".to_owned())].into();
+    store.set_cross_signing_keys(&carol, replaced).await.unwrap();
+    assert_eq!(store.cross_signing_keys(&carol).await.unwrap()["master"], "{\"m\":2}");
+    assert!(store.cross_signing_keys(&dave).await.unwrap().is_empty());
+
+    let signature = |signer: &OwnedUserId, key: &str, value: &str| super::KeySignature {
+        target_user_id: carol.clone(),
+        target_key_id: "C".into(),
+        signer_user_id: signer.clone(),
+        signer_key_id: key.into(),
+        signature: value.into(),
+    };
+    let first =
+        vec![signature(&carol, "ed25519:ssk", "one"), signature(&dave, "ed25519:usk", "two")];
+    let changed = store.add_key_signatures(first, vec![carol.clone(), dave.clone()]).await.unwrap();
+    let changes = store.device_list_changes(changed - 2).await.unwrap();
+    assert_eq!(changes, [(carol.clone(), changed - 1), (dave.clone(), changed)]);
+    store
+        .add_key_signatures(vec![signature(&carol, "ed25519:ssk", "three")], Vec::new())
+        .await
+        .unwrap();
+    let stored = store.key_signatures(&carol).await.unwrap();
+    assert_eq!(
+        stored,
+        [signature(&carol, "ed25519:ssk", "three"), signature(&dave, "ed25519:usk", "two")]
+    );
+    assert!(store.key_signatures(&dave).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn to_device_messages_wait_in_their_inbox_until_acknowledged() {
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
+    let erin = user_with_devices(&store, "erin", &["E1", "E2"]).await;
+    let frank = user_with_devices(&store, "frank", &["F"]).await;
+    let message = |device: &str, n: u32| super::NewToDevice {
+        user_id: erin.clone(),
+        device_id: device.into(),
+        event_type: "m.test".into(),
+        content: format!("{{\"n\":{n}}}"),
+    };
+    let txn = |id: &str| super::ToDeviceTxn {
+        sender: frank.clone(),
+        sender_device: "F".into(),
+        txn_id: id.into(),
+    };
+    let messages = vec![message("*", 1), message("E2", 2), message("NOPE", 3)];
+    let sent = store.send_to_device(txn("t1"), messages.clone()).await.unwrap().unwrap();
+    let last = sent[&erin];
+    assert_eq!(store.send_to_device(txn("t1"), messages).await.unwrap(), None, "a repeated txn");
+
+    let inbox = |device: &'static str, after: i64, limit: usize| {
+        let (store, erin) = (store.clone(), erin.clone());
+        async move { store.to_device_messages(&erin, device, after, last, limit).await.unwrap() }
+    };
+    let e1 = inbox("E1", 0, 10).await;
+    assert_eq!(e1.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(), [r#"{"n":1}"#]);
+    assert_eq!((e1[0].sender.clone(), e1[0].event_type.as_str()), (frank.clone(), "m.test"));
+    let e2 = inbox("E2", 0, 10).await;
+    assert_eq!(
+        e2.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(),
+        [r#"{"n":1}"#, r#"{"n":2}"#]
+    );
+    assert_eq!(e2[1].stream_position, last);
+    assert_eq!(inbox("E2", 0, 1).await, e2[..1], "paged by the limit");
+    assert_eq!(inbox("E2", e2[0].stream_position, 10).await, e2[1..]);
+
+    store.delete_to_device_messages(&erin, "E2", e2[0].stream_position).await.unwrap();
+    assert_eq!(inbox("E2", 0, 10).await, e2[1..], "acknowledged ones are gone");
+    assert_eq!(inbox("E1", 0, 10).await, e1, "another device's inbox stays");
+    store.delete_devices(&erin, &["E1".into()]).await.unwrap();
+    assert!(inbox("E1", 0, 10).await.is_empty(), "a deleted device's inbox goes with it");
+}
+
+#[tokio::test]
+async fn a_dehydrated_device_is_a_device_replaced_by_the_next() {
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
+    let gina = user_with_devices(&store, "gina", &["G"]).await;
+    assert_eq!(store.dehydrated_device(&gina).await.unwrap(), None);
+    let first =
+        store.set_dehydrated_device(&gina, "D1", Some("parked"), "{\"p\":1}").await.unwrap();
+    assert_eq!(first, None);
+    assert_eq!(
+        store.dehydrated_device(&gina).await.unwrap(),
+        Some(("D1".into(), "{\"p\":1}".into()))
+    );
+    let device = store.device(&gina, "D1").await.unwrap().expect("a device of its own");
+    assert_eq!(device.display_name.as_deref(), Some("parked"));
+    store.set_device_keys(&gina, "D1", "{}").await.unwrap();
+
+    let again = store.set_dehydrated_device(&gina, "D1", None, "{\"p\":2}").await.unwrap();
+    assert_eq!(again, None, "the same device again replaces nothing");
+    assert_eq!(store.device_keys(&gina).await.unwrap().len(), 1, "and keeps its keys");
+    let replaced = store.set_dehydrated_device(&gina, "D2", None, "{\"p\":3}").await.unwrap();
+    assert_eq!(replaced.as_deref(), Some("D1"));
+    assert!(store.device(&gina, "D1").await.unwrap().is_none(), "the old one is gone");
+    assert!(store.device_keys(&gina).await.unwrap().is_empty(), "with its keys");
+    store.delete_devices(&gina, &["D2".into()]).await.unwrap();
+    assert_eq!(store.dehydrated_device(&gina).await.unwrap(), None, "deleted with its device");
+    assert!(store.device(&gina, "G").await.unwrap().is_some());
+}

@@ -1,7 +1,10 @@
 //! `/sync`: what changed for a user since a stream position, waiting for it if nothing did.
 //!
-//! A sync token is `s<position>_<typing>`: everything up to that global stream position was
-//! delivered, and every typing change up to that serial (see [`crate::rooms::typing`]).
+//! A sync token is `s<position>_<typing>_<to-device>`: everything up to that global stream
+//! position was delivered, every typing change up to that serial (see [`crate::rooms::typing`]),
+//! and the device's to-device messages up to the last position (see [`crate::keys::to_device`]),
+//! which lags behind the first when a full inbox pages. A token without the to-device part (the
+//! form of earlier versions) counts its stream position for it.
 //! Pagination tokens of `/messages` are `s<position>` alone and mean "between this position and
 //! the next", so that a timeline's `prev_batch` feeds `/messages` directly; `/messages` also
 //! takes a sync token, whose position counts, and `/sync` takes a token without the typing part
@@ -29,37 +32,52 @@ pub fn token(position: i64) -> String {
 /// (`position + 1` for "after this token") never overflows, whatever a client sends.
 pub const MAX_POSITION: i64 = (1 << 53) - 1;
 
+/// The parts of a sync token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncToken {
+    /// Everything up to this stream position was delivered.
+    pub position: i64,
+    /// The typing serial, if the token has one.
+    pub typing: Option<u64>,
+    /// The position of the last to-device message delivered, if the token has one.
+    pub to_device: Option<i64>,
+}
+
 /// Formats the `next_batch` token of a sync.
-pub fn sync_token(position: i64, typing: u64) -> String {
-    format!("s{position}_{typing}")
+pub fn sync_token(position: i64, typing: u64, to_device: i64) -> String {
+    format!("s{position}_{typing}_{to_device}")
 }
 
 /// The stream position of a token made by [`token`] or [`sync_token`].
 pub fn parse_token(token: &str) -> Result<i64> {
-    parse_sync_token(token).map(|(position, _)| position)
+    parse_sync_token(token).map(|token| token.position)
 }
 
-/// The stream position and typing serial (if the token has one) of a token made by [`token`] or
-/// [`sync_token`].
-pub fn parse_sync_token(token: &str) -> Result<(i64, Option<u64>)> {
+/// The parts of a token made by [`token`] or [`sync_token`] (or by an earlier version, without
+/// the last parts).
+pub fn parse_sync_token(token: &str) -> Result<SyncToken> {
     let invalid = || Error::invalid_param("Invalid pagination or sync token");
     let digits = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
-    let rest = token.strip_prefix('s').ok_or_else(invalid)?;
-    let (position, typing) = match rest.split_once('_') {
-        Some((position, typing)) => (position, Some(typing)),
-        None => (rest, None),
+    let position_of = |text: &str| {
+        Some(text)
+            .filter(|p| digits(p))
+            .and_then(|p| p.parse::<i64>().ok())
+            .filter(|p| (0..=MAX_POSITION).contains(p))
+            .ok_or_else(invalid)
     };
-    let position = Some(position)
-        .filter(|p| digits(p))
-        .and_then(|p| p.parse::<i64>().ok())
-        .filter(|p| (0..=MAX_POSITION).contains(p))
-        .ok_or_else(invalid)?;
-    let typing = match typing {
+    let rest = token.strip_prefix('s').ok_or_else(invalid)?;
+    let mut parts = rest.split('_');
+    let position = position_of(parts.next().unwrap_or_default())?;
+    let typing = match parts.next() {
         Some(typing) if digits(typing) => Some(typing.parse::<u64>().map_err(|_| invalid())?),
         Some(_) => return Err(invalid()),
         None => None,
     };
-    Ok((position, typing))
+    let to_device = parts.next().map(position_of).transpose()?;
+    if parts.next().is_some() || to_device.is_some_and(|t| t > position) {
+        return Err(invalid());
+    }
+    Ok(SyncToken { position, typing, to_device })
 }
 
 #[cfg(test)]
@@ -84,14 +102,21 @@ mod tests {
             "s_5",
             "s5_x",
             "s5_-1",
-            "s5_1_2",
+            "s5_1_2_3",
+            "s5_1_6",
+            "s5_1_x",
+            "s5_1_",
             "s5_99999999999999999999",
         ];
         for bad in garbage.iter().copied().chain(too_big.iter().map(String::as_str)) {
             assert!(parse_token(bad).is_err(), "{bad}");
         }
-        assert_eq!(parse_sync_token(&sync_token(42, 7)).unwrap(), (42, Some(7)));
-        assert_eq!(parse_sync_token("s42").unwrap(), (42, None));
-        assert_eq!(parse_token(&sync_token(42, 7)).unwrap(), 42);
+        let full = SyncToken { position: 42, typing: Some(7), to_device: Some(40) };
+        assert_eq!(parse_sync_token(&sync_token(42, 7, 40)).unwrap(), full);
+        let old = SyncToken { position: 42, typing: Some(7), to_device: None };
+        assert_eq!(parse_sync_token("s42_7").unwrap(), old, "the form of earlier versions");
+        let older = SyncToken { position: 42, typing: None, to_device: None };
+        assert_eq!(parse_sync_token("s42").unwrap(), older);
+        assert_eq!(parse_token(&sync_token(42, 7, 40)).unwrap(), 42);
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! A background task follows the bus: each room event wakes the room's joined local users and,
 //! for a membership event, its target; a change of who is typing and a new read receipt wake the
-//! room's joined users; account data wakes its owner. The joined members of a
+//! room's joined users; account data wakes its owner; a to-device message wakes its recipient,
+//! and a change of a user's devices or keys wakes them and everyone sharing a room with them. The joined members of a
 //! room are cached, loaded from the store the first time a room is seen and kept current from the
 //! membership events that pass by.
 
@@ -16,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::{
     bus::{Bus, Message},
+    keys::{DEVICE_LIST_SUBJECT, KeyOutput, TO_DEVICE_SUBJECT},
     rooms::{
         ROOM_EVENT_SUBJECT, RoomEventOutput,
         receipts::{RECEIPT_SUBJECT, ReceiptOutput},
@@ -49,6 +51,8 @@ impl Notifier {
         let mut user_data = bus.subscribe(USER_DATA_SUBJECT);
         let mut typing = bus.subscribe(TYPING_SUBJECT);
         let mut receipts = bus.subscribe(RECEIPT_SUBJECT);
+        let mut to_device = bus.subscribe(TO_DEVICE_SUBJECT);
+        let mut device_lists = bus.subscribe(DEVICE_LIST_SUBJECT);
         let task = notifier.clone();
         tokio::spawn(async move {
             loop {
@@ -57,6 +61,8 @@ impl Notifier {
                     Some(message) = user_data.next() => task.on_user_data(message),
                     Some(message) = typing.next() => task.on_typing(message).await,
                     Some(message) = receipts.next() => task.on_receipt(message).await,
+                    Some(message) = to_device.next() => task.on_to_device(message),
+                    Some(message) = device_lists.next() => task.on_device_list(message).await,
                     else => break,
                 }
             }
@@ -129,6 +135,33 @@ impl Notifier {
             self.inner.store.members_with(room_id, "join").await?.into_iter().collect();
         self.rooms().insert(room_id.to_owned(), members.clone());
         Ok(members)
+    }
+
+    fn on_to_device(&self, message: Message) {
+        if let Ok(output) = message.decode::<KeyOutput>() {
+            self.wake(&output.user_id, output.stream_position);
+        }
+    }
+
+    /// Wakes the user whose devices or keys changed and everyone sharing a room with them.
+    async fn on_device_list(&self, message: Message) {
+        let Ok(output) = message.decode::<KeyOutput>() else { return };
+        self.wake(&output.user_id, output.stream_position);
+        let memberships = match self.inner.store.memberships_of(&output.user_id).await {
+            Ok(memberships) => memberships,
+            Err(error) => {
+                tracing::warn!(%error, user_id = %output.user_id, "cannot load the user's rooms");
+                return;
+            }
+        };
+        for membership in memberships.iter().filter(|m| m.membership == "join") {
+            match self.members_of(&membership.room_id).await {
+                Ok(members) => members.iter().for_each(|m| self.wake(m, output.stream_position)),
+                Err(error) => {
+                    tracing::warn!(%error, room_id = %membership.room_id, "cannot load members");
+                }
+            }
+        }
     }
 
     fn on_user_data(&self, message: Message) {

@@ -5,7 +5,9 @@
 //! joined in that range is returned as if initial. When nothing changed, the request waits (up
 //! to `timeout`) for the notifier to wake it. A joined room also shows who types in it (an
 //! `m.typing` ephemeral event) when that changed after the token's typing serial, and the read
-//! receipts that changed after the token's position (an `m.receipt` event).
+//! receipts that changed after the token's position (an `m.receipt` event). Every sync also
+//! carries the device's to-device messages and key counts, and an incremental one whose device
+//! lists changed (see [`crate::keys`]).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -58,6 +60,8 @@ pub struct SyncRequest {
     pub since: Option<i64>,
     /// The typing serial of the `since` token; `None` for a token without one.
     pub since_typing: Option<u64>,
+    /// The last to-device message the `since` token acknowledges.
+    pub since_to_device: Option<i64>,
     pub full_state: bool,
     pub timeout: Duration,
     pub filter: SyncFilter,
@@ -86,6 +90,33 @@ fn is_empty(response: &Response) -> bool {
         && rooms.invite.is_empty()
         && rooms.leave.is_empty()
         && response.account_data.events.is_empty()
+        && response.to_device.is_empty()
+        && response.device_lists.is_empty()
+}
+
+/// The end-to-end encryption parts of the response: the device's to-device messages, whose
+/// device lists changed (incremental syncs only), and the device's one-time and fallback keys.
+/// Returns the position of the last to-device message the token is to acknowledge.
+async fn add_encryption(
+    services: &Services,
+    request: &SyncRequest,
+    current: i64,
+    response: &mut Response,
+) -> Result<i64> {
+    let keys = &services.e2ee;
+    let (user_id, device_id) = (&request.user_id, request.device_id.as_str());
+    let batch =
+        keys.to_device_for_sync(user_id, device_id, request.since_to_device, current).await?;
+    response.to_device.events = batch.events;
+    if let Some(since) = request.since {
+        let updates = keys.device_list_updates(user_id, since, current).await?;
+        response.device_lists.changed = updates.changed;
+        response.device_lists.left = updates.left;
+    }
+    response.device_one_time_keys_count = keys.one_time_key_counts(user_id, device_id).await?;
+    response.device_unused_fallback_key_types =
+        Some(keys.unused_fallback_key_types(user_id, device_id).await?);
+    Ok(batch.next_position)
 }
 
 async fn compute(services: &Services, request: &SyncRequest, current: i64) -> Result<Response> {
@@ -116,7 +147,9 @@ async fn compute(services: &Services, request: &SyncRequest, current: i64) -> Re
     let sections: Vec<Option<RoomUpdate>> =
         futures::stream::iter(updates).buffered(ROOM_CONCURRENCY).try_collect().await?;
 
-    let mut response = Response::new(sync_token(current, typing_serial));
+    let mut response = Response::new(String::new());
+    let to_device_position = add_encryption(services, request, current, &mut response).await?;
+    response.next_batch = sync_token(current, typing_serial, to_device_position);
     for update in sections.into_iter().flatten() {
         match update {
             RoomUpdate::Join(room_id, room) => {

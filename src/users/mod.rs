@@ -291,17 +291,31 @@ impl Users {
         Ok(session)
     }
 
-    /// Logs out one device: deletes it and its tokens.
+    /// Logs out one device: deletes it and its tokens (and, with it, its encryption keys and
+    /// to-device inbox), a change of the user's device list.
     pub async fn delete_devices(&self, user_id: &UserId, device_ids: &[String]) -> Result<()> {
         let revoked = self.store.delete_devices(user_id, device_ids).await?;
         self.forget_tokens(&revoked);
-        Ok(())
+        self.device_list_changed(user_id).await
     }
 
     /// Logs out every device of a user except `keep`.
     pub async fn delete_all_devices(&self, user_id: &UserId, keep: Option<&str>) -> Result<()> {
         let revoked = self.store.delete_all_devices(user_id, keep).await?;
         self.forget_tokens(&revoked);
+        self.device_list_changed(user_id).await
+    }
+
+    /// Records that the user's devices changed and tells whoever shares a room with them (the
+    /// bus subject of [`crate::keys`]).
+    async fn device_list_changed(&self, user_id: &UserId) -> Result<()> {
+        let stream_position = self.store.mark_device_list_changed(user_id).await?;
+        if let Some(bus) = &self.bus {
+            let output = crate::keys::KeyOutput { user_id: user_id.to_owned(), stream_position };
+            if let Err(error) = bus.publish(crate::keys::DEVICE_LIST_SUBJECT, &output).await {
+                tracing::warn!(%error, "cannot publish a device list change");
+            }
+        }
         Ok(())
     }
 
@@ -325,6 +339,7 @@ impl Users {
         let revoked = self.store.delete_all_devices(user_id, None).await?;
         self.forget_tokens(&revoked);
         self.store.deactivate_user(user_id).await?;
+        self.device_list_changed(user_id).await?;
         tracing::info!(%user_id, "account deactivated");
         Ok(())
     }

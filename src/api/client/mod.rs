@@ -4,10 +4,12 @@
 mod account;
 mod account_data;
 mod backup;
+mod dehydrated_device;
 mod devices;
 mod directory;
 mod discovery;
 mod events;
+mod keys;
 mod media;
 mod profile;
 mod receipts;
@@ -17,6 +19,7 @@ mod rooms;
 mod sync;
 mod tags;
 mod timestamp;
+mod to_device;
 mod typing;
 mod user_directory;
 
@@ -30,11 +33,13 @@ pub fn register(router: &mut Router) {
     account::routes(router);
     account_data::routes(router);
     backup::routes(router);
+    dehydrated_device::routes(router);
     devices::routes(router);
     directory::routes(router);
     discovery::routes(router);
     events::routes(router);
     media::routes(router);
+    keys::routes(router);
     profile::routes(router);
     receipts::routes(router);
     relations::routes(router);
@@ -43,6 +48,7 @@ pub fn register(router: &mut Router) {
     sync::routes(router);
     tags::routes(router);
     timestamp::routes(router);
+    to_device::routes(router);
     typing::routes(router);
     user_directory::routes(router);
 }

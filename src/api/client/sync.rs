@@ -34,8 +34,9 @@ async fn sync_events(
     let sync_request = SyncRequest {
         user_id: user.user_id,
         device_id: user.device_id.to_string(),
-        since: since.map(|(position, _)| position),
-        since_typing: since.and_then(|(_, typing)| typing),
+        since: since.map(|token| token.position),
+        since_typing: since.and_then(|token| token.typing),
+        since_to_device: since.map(|token| token.to_device.unwrap_or(token.position)),
         full_state: request.full_state,
         timeout: request.timeout.unwrap_or(Duration::ZERO),
         filter: SyncFilter::from_ruma(&definition),

@@ -26,6 +26,7 @@
 mod backup;
 mod bus;
 mod directory;
+mod keys;
 mod media;
 mod receipts;
 mod relations;
