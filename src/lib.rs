@@ -14,6 +14,7 @@ pub mod error;
 pub mod federation;
 #[cfg(feature = "postgres")]
 pub mod migrate;
+pub mod push;
 pub mod rooms;
 pub mod server;
 pub mod services;

@@ -2,7 +2,7 @@
 //! PostgreSQL backends implement.
 //!
 //! Nothing outside this module sees SQL or a database driver type. Operations are grouped by area
-//! ([`UserStore`], [`RoomStore`], [`ReceiptStore`], [`BusStore`]); [`Store`] is the handle the
+//! ([`UserStore`], [`RoomStore`], [`ReceiptStore`], [`PushStore`], [`BusStore`]); [`Store`] is the handle the
 //! rest of the server holds. Writes that must see a consistent room (building and persisting an
 //! event) run as one closure against a [`RoomTxn`] inside the backend's single writer, so
 //! concurrent sends to one room are serialized without an async lock and still commit together.
@@ -13,6 +13,7 @@
 
 #[cfg(feature = "postgres")]
 mod postgres;
+mod push_sql;
 mod sqlite;
 pub mod switch;
 #[cfg(test)]
@@ -63,9 +64,15 @@ pub fn is_unavailable(error: &anyhow::Error) -> bool {
 }
 
 /// Everything a backend provides.
-pub trait Storage: UserStore + RoomStore + ReceiptStore + BusStore + Send + Sync + 'static {}
+pub trait Storage:
+    UserStore + RoomStore + ReceiptStore + PushStore + BusStore + Send + Sync + 'static
+{
+}
 
-impl<T: UserStore + RoomStore + ReceiptStore + BusStore + Send + Sync + 'static> Storage for T {}
+impl<T: UserStore + RoomStore + ReceiptStore + PushStore + BusStore + Send + Sync + 'static> Storage
+    for T
+{
+}
 
 /// Accounts, devices, access tokens, profiles, account data and filters.
 #[async_trait]
@@ -242,6 +249,59 @@ pub trait ReceiptStore {
         after: i64,
         upto: i64,
     ) -> StoreResult<Vec<ReceiptRecord>>;
+}
+
+/// Push notifications: what push rules found for each event and user, and the pushers.
+#[async_trait]
+pub trait PushStore {
+    /// Records the notifications one event gave, all at one new stream position (returned), so
+    /// that the counts they change show in the next incremental sync.
+    async fn add_notifications(&self, notifications: Vec<NewNotification>) -> StoreResult<i64>;
+    /// The user's unread notifications per room and thread: those after the user's latest read
+    /// receipt (`m.read` or `m.read.private`) of the thread or the unthreaded one. Threads with
+    /// none are left out.
+    async fn notification_counts(
+        &self,
+        user_id: &UserId,
+        room_ids: &[OwnedRoomId],
+    ) -> StoreResult<Vec<NotificationCount>>;
+    /// The rooms among `room_ids` where notifications of the user were recorded in
+    /// `(after, upto]` of the stream.
+    async fn rooms_with_new_notifications(
+        &self,
+        user_id: &UserId,
+        room_ids: &[OwnedRoomId],
+        after: i64,
+        upto: i64,
+    ) -> StoreResult<Vec<OwnedRoomId>>;
+    /// A page of the user's notifications, newest first.
+    async fn notifications(
+        &self,
+        query: NotificationsQuery,
+    ) -> StoreResult<Vec<NotificationRecord>>;
+
+    /// Creates or replaces the user's pusher of that app ID and pushkey; unless `append`,
+    /// removes the pushers of other users with the same app ID and pushkey.
+    async fn set_pusher(&self, pusher: PusherRecord, append: bool) -> StoreResult<()>;
+    /// Returns `false` if the user had no such pusher.
+    async fn delete_pusher(
+        &self,
+        user_id: &UserId,
+        app_id: &str,
+        pushkey: &str,
+    ) -> StoreResult<bool>;
+    async fn pushers(&self, user_id: &UserId) -> StoreResult<Vec<PusherRecord>>;
+    /// Deletes some of the user's pushers (see [`PusherCleanup`]); returns how many.
+    async fn delete_pushers(&self, user_id: &UserId, cleanup: PusherCleanup) -> StoreResult<u64>;
+}
+
+/// Which pushers [`PushStore::delete_pushers`] removes.
+#[derive(Clone, Debug)]
+pub enum PusherCleanup {
+    /// Those whose device no longer exists (after devices were deleted).
+    DevicesGone,
+    /// Every pusher but those set with this device (after a password change).
+    AllBut(String),
 }
 
 /// Durable streams of the bus: ordered messages and consumer acknowledgements.

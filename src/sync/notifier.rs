@@ -2,7 +2,7 @@
 //!
 //! A background task follows the bus: each room event wakes the room's joined local users and,
 //! for a membership event, its target; a change of who is typing and a new read receipt wake the
-//! room's joined users; account data wakes its owner. The joined members of a
+//! room's joined users; account data and a new notification (its counts) wake their owner. The joined members of a
 //! room are cached, loaded from the store the first time a room is seen and kept current from the
 //! membership events that pass by.
 
@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use crate::{
     bus::{Bus, Message},
+    push::{NOTIFICATION_SUBJECT, NotificationOutput},
     rooms::{
         ROOM_EVENT_SUBJECT, RoomEventOutput,
         receipts::{RECEIPT_SUBJECT, ReceiptOutput},
@@ -49,6 +50,7 @@ impl Notifier {
         let mut user_data = bus.subscribe(USER_DATA_SUBJECT);
         let mut typing = bus.subscribe(TYPING_SUBJECT);
         let mut receipts = bus.subscribe(RECEIPT_SUBJECT);
+        let mut notifications = bus.subscribe(NOTIFICATION_SUBJECT);
         let task = notifier.clone();
         tokio::spawn(async move {
             loop {
@@ -57,6 +59,7 @@ impl Notifier {
                     Some(message) = user_data.next() => task.on_user_data(message),
                     Some(message) = typing.next() => task.on_typing(message).await,
                     Some(message) = receipts.next() => task.on_receipt(message).await,
+                    Some(message) = notifications.next() => task.on_notification(message),
                     else => break,
                 }
             }
@@ -129,6 +132,12 @@ impl Notifier {
             self.inner.store.members_with(room_id, "join").await?.into_iter().collect();
         self.rooms().insert(room_id.to_owned(), members.clone());
         Ok(members)
+    }
+
+    fn on_notification(&self, message: Message) {
+        if let Ok(output) = message.decode::<NotificationOutput>() {
+            self.wake(&output.user_id, output.notified_position);
+        }
     }
 
     fn on_user_data(&self, message: Message) {

@@ -8,6 +8,7 @@ mod directory;
 mod discovery;
 mod events;
 mod profile;
+mod push;
 mod receipts;
 mod rooms;
 mod sync;
@@ -28,6 +29,7 @@ pub fn register(router: &mut Router) {
     discovery::routes(router);
     events::routes(router);
     profile::routes(router);
+    push::routes(router);
     receipts::routes(router);
     rooms::routes(router);
     sync::routes(router);

@@ -24,6 +24,7 @@
 //! failing in the handshake.
 
 mod bus;
+mod push;
 mod receipts;
 mod rooms;
 mod users;

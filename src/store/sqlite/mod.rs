@@ -8,6 +8,7 @@
 //! blocking thread pool with pooled connections, so nothing here blocks the async runtime.
 
 mod bus;
+mod push;
 mod receipts;
 mod rooms;
 mod users;
