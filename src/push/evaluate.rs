@@ -8,6 +8,10 @@
 //! and event. The counts written here take a stream position of their own, so a sync that ran
 //! between the event and its evaluation shows the counts in its next round.
 //!
+//! FIXME: notifications are kept forever (`GET /notifications` pages through all of them); a
+//! household's rooms add a few thousand rows a day, so old read ones will need pruning. A user's
+//! own message does not count as reading the room either: only receipts reset the counts.
+//!
 //! FIXME: the subject is not durable yet (see `crate::bus`): an event published just before the
 //! server stops is never evaluated, so it is missing from the counts and `/notifications`.
 

@@ -135,7 +135,11 @@ impl Delivery {
                 Ok(answer) => {
                     tracing::debug!(status = %answer.status(), attempt, "push gateway failed")
                 }
-                Err(error) => tracing::debug!(%error, attempt, "push gateway unreachable"),
+                // Without the URL: a pusher's URL may carry a secret path.
+                Err(error) => {
+                    let error = error.without_url();
+                    tracing::debug!(%error, attempt, "push gateway unreachable");
+                }
             }
             if attempt < self.retry.attempts {
                 tokio::time::sleep(delay).await;

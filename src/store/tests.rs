@@ -620,7 +620,13 @@ async fn notifications_count_after_the_receipts_of_their_thread_and_page_newest_
     let bob = user("bob");
     let counts = store.notification_counts(&bob, std::slice::from_ref(&r)).await.unwrap();
     assert_eq!(counts, [count(&r, "$event2", 2, 1), count(&r, "main", 3, 2)]);
-    assert!(store.notification_counts(&user("carol"), std::slice::from_ref(&r)).await.unwrap().is_empty());
+    assert!(
+        store
+            .notification_counts(&user("carol"), std::slice::from_ref(&r))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     let new_rooms = |after| {
         let (store, bob, r) = (store.clone(), bob.clone(), r.clone());
