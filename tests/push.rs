@@ -648,3 +648,27 @@ async fn bad_push_requests_get_the_spec_errors() {
     ];
     run_table(&server, rows).await;
 }
+
+#[tokio::test]
+async fn an_invite_notifies_the_invited_user_who_is_not_joined_yet() {
+    let answer: Answer = Arc::new(|_, _: &Value| (200, json!({"rejected": []})));
+    let gateway = gateway(answer).await;
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let dave = server.register("dave").await;
+    set_pusher(&server, &dave, pusher("org.example.app", "dave", &gateway.url)).await;
+    let room = server.create_room(&alice, json!({"preset": "private_chat"})).await;
+    let path = format!("{V3}/rooms/{}/invite", enc(&room));
+    let (status, json) =
+        server.post(&path, &alice.access_token, json!({"user_id": dave.user_id})).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+
+    let received = gateway.wait_for(1).await;
+    let notification = &received[0]["notification"];
+    assert_eq!(notification["type"], "m.room.member");
+    assert_eq!(notification["user_is_target"], true, ".m.rule.invite_for_me");
+    assert_eq!(notification["content"]["membership"], "invite");
+    let (_, list) = server.get(&format!("{V3}/notifications"), &dave.access_token).await;
+    assert_eq!(list["notifications"][0]["event"]["state_key"], json!(dave.user_id));
+    assert_eq!(list["notifications"][0]["room_id"], json!(room));
+}
