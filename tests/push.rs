@@ -671,4 +671,8 @@ async fn an_invite_notifies_the_invited_user_who_is_not_joined_yet() {
     let (_, list) = server.get(&format!("{V3}/notifications"), &dave.access_token).await;
     assert_eq!(list["notifications"][0]["event"]["state_key"], json!(dave.user_id));
     assert_eq!(list["notifications"][0]["room_id"], json!(room));
+    // Once joined, the invite is not an unread notification of the room.
+    server.join(&dave, &room).await;
+    let response = server.sync(&dave, "timeout=0").await;
+    assert_eq!(counts(&response, &room), Some((0, 0)));
 }

@@ -10,7 +10,8 @@
 //!
 //! FIXME: notifications are kept forever (`GET /notifications` pages through all of them); a
 //! household's rooms add a few thousand rows a day, so old read ones will need pruning. A user's
-//! own message does not count as reading the room either: only receipts reset the counts.
+//! own message does not count as reading the room either: only receipts (and the user's own
+//! membership events, such as a join) reset the counts.
 //!
 //! FIXME: the subject is not durable yet (see `crate::bus`): an event published just before the
 //! server stops is never evaluated, so it is missing from the counts and `/notifications`.

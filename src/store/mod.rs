@@ -258,8 +258,8 @@ pub trait PushStore {
     /// that the counts they change show in the next incremental sync.
     async fn add_notifications(&self, notifications: Vec<NewNotification>) -> StoreResult<i64>;
     /// The user's unread notifications per room and thread: those after the user's latest read
-    /// receipt (`m.read` or `m.read.private`) of the thread or the unthreaded one. Threads with
-    /// none are left out.
+    /// receipt (`m.read` or `m.read.private`) of the thread or the unthreaded one, and after the
+    /// user's current membership event in the room. Threads with none are left out.
     async fn notification_counts(
         &self,
         user_id: &UserId,

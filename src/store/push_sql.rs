@@ -16,12 +16,15 @@ const READ_UPTO: &str = "COALESCE((SELECT MAX(r.event_position) FROM receipts r
       AND r.thread_id IN ('', n.thread_id) AND r.receipt_type IN ('m.read', 'm.read.private')),
     0)";
 
-/// Unread counts per thread of one room (`$1` user, `$2` room). The first bound, the unthreaded
-/// receipt, lets the index skip everything read before it.
+/// Unread counts per thread of one room (`$1` user, `$2` room). The first bounds, the user's
+/// current membership event (what came before they joined, such as their invite, is not unread
+/// in the room) and the unthreaded receipt, let the index skip everything before them.
 pub(crate) static COUNTS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "SELECT n.thread_id, COUNT(*), SUM(n.highlight) FROM push_notifications n
          WHERE n.user_id = $1 AND n.room_id = $2
+           AND n.stream_position > COALESCE((SELECT m.stream_position FROM current_state m
+               WHERE m.room_id = $2 AND m.event_type = 'm.room.member' AND m.state_key = $1), 0)
            AND n.stream_position > COALESCE((SELECT MAX(u.event_position) FROM receipts u
                WHERE u.room_id = $2 AND u.user_id = $1 AND u.thread_id = ''
                  AND u.receipt_type IN ('m.read', 'm.read.private')), 0)

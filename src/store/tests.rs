@@ -688,7 +688,12 @@ async fn notifications_count_after_the_receipts_of_their_thread_and_page_newest_
     // Kept across a restart.
     drop(store);
     let store = db.open().await;
-    assert_eq!(store.notification_counts(&bob, &[r]).await.unwrap().len(), 2);
+    assert_eq!(store.notification_counts(&bob, std::slice::from_ref(&r)).await.unwrap().len(), 2);
+
+    // What came before the user's current membership event (a join) is not unread.
+    let join = new_event(6, &r, Some(("m.room.member", bob.as_str())));
+    append(&store, &r, vec![join]).await;
+    assert!(store.notification_counts(&bob, &[r]).await.unwrap().is_empty());
 }
 
 fn pusher_record(user: &str, pushkey: &str, device: &str) -> PusherRecord {
