@@ -2,7 +2,7 @@
 //!
 //! `Services` is built by `server::open_services` and shared (in an `Arc`) with every request
 //! handler. Each field is owned here for the life of the process; background tasks spawned at
-//! start (the sync notifier) end when the runtime shuts down.
+//! start (the sync notifier, push evaluation and delivery) end when the runtime shuts down.
 
 use std::{path::Path, sync::Arc};
 
@@ -14,6 +14,7 @@ use crate::{
     keys::Keys,
     keys::backup::KeyBackups,
     media::Media,
+    push::{Push, RetryPolicy},
     rooms::{Rooms, typing::Typing},
     store::{Store, switch::SwitchableStore},
     sync::Notifier,
@@ -38,6 +39,8 @@ pub struct Services {
     pub typing: Typing,
     /// Wakes long-polling `/sync` requests.
     pub notifier: Notifier,
+    /// Push rules, notifications and pushers; evaluates new events and delivers to gateways.
+    pub push: Push,
     /// Limits login and registration attempts per client address.
     pub login_limiter: RateLimiter,
     /// Limits password confirmations (user-interactive authentication) per account, so that a
@@ -69,6 +72,8 @@ impl Services {
         let e2ee = Keys::new(store.clone(), bus.clone(), config.server_name.clone());
         let typing = Typing::start(bus.clone());
         let notifier = Notifier::start(&bus, store.clone());
+        let push =
+            Push::start(store.clone(), &bus, users.clone(), rooms.clone(), RetryPolicy::default());
         let login_limiter = RateLimiter::per_minute(config.limits.login_attempts_per_minute);
         let password_limiter = RateLimiter::per_minute(config.limits.login_attempts_per_minute);
         let uiaa = Uiaa::default();
@@ -86,6 +91,7 @@ impl Services {
             e2ee,
             typing,
             notifier,
+            push,
             login_limiter,
             password_limiter,
             uiaa,

@@ -3,7 +3,7 @@
 //!
 //! Nothing outside this module sees SQL or a database driver type. Operations are grouped by area
 //! ([`UserStore`], [`RoomStore`], [`ReceiptStore`], [`KeyStore`], [`BackupStore`],
-//! [`UserDirectoryStore`], [`ReportStore`], [`MediaStore`], [`BusStore`]); [`Store`] is the handle the
+//! [`UserDirectoryStore`], [`ReportStore`], [`MediaStore`], [`PushStore`], [`BusStore`]); [`Store`] is the handle the
 //! rest of the server holds. Writes that must see a consistent room (building and persisting an
 //! event) run as one closure against a [`RoomTxn`] inside the backend's single writer, so
 //! concurrent sends to one room are serialized without an async lock and still commit together.
@@ -16,6 +16,7 @@ mod keys;
 pub mod media;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod push_sql;
 mod shared;
 mod sqlite;
 pub mod switch;
@@ -76,6 +77,7 @@ pub trait Storage:
     + UserDirectoryStore
     + ReportStore
     + MediaStore
+    + PushStore
     + BusStore
     + Send
     + Sync
@@ -88,11 +90,12 @@ impl<T> Storage for T where
         + RoomStore
         + ReceiptStore
         + KeyStore
-        + KeyStore
         + BackupStore
         + UserDirectoryStore
         + ReportStore
         + MediaStore
+        + PushStore
+        + PushStore
         + BusStore
         + Send
         + Sync
@@ -368,6 +371,59 @@ pub trait ReportStore {
     async fn add_report(&self, report: NewReport) -> StoreResult<i64>;
     /// Reports numbered after `after`, oldest first, at most `limit`.
     async fn reports(&self, after: i64, limit: usize) -> StoreResult<Vec<ReportRecord>>;
+}
+
+/// Push notifications: what push rules found for each event and user, and the pushers.
+#[async_trait]
+pub trait PushStore {
+    /// Records the notifications one event gave, all at one new stream position (returned), so
+    /// that the counts they change show in the next incremental sync.
+    async fn add_notifications(&self, notifications: Vec<NewNotification>) -> StoreResult<i64>;
+    /// The user's unread notifications per room and thread: those after the user's latest read
+    /// receipt (`m.read` or `m.read.private`) of the thread or the unthreaded one, and after the
+    /// user's current membership event in the room. Threads with none are left out.
+    async fn notification_counts(
+        &self,
+        user_id: &UserId,
+        room_ids: &[OwnedRoomId],
+    ) -> StoreResult<Vec<NotificationCount>>;
+    /// The rooms among `room_ids` where notifications of the user were recorded in
+    /// `(after, upto]` of the stream.
+    async fn rooms_with_new_notifications(
+        &self,
+        user_id: &UserId,
+        room_ids: &[OwnedRoomId],
+        after: i64,
+        upto: i64,
+    ) -> StoreResult<Vec<OwnedRoomId>>;
+    /// A page of the user's notifications, newest first.
+    async fn notifications(
+        &self,
+        query: NotificationsQuery,
+    ) -> StoreResult<Vec<NotificationRecord>>;
+
+    /// Creates or replaces the user's pusher of that app ID and pushkey; unless `append`,
+    /// removes the pushers of other users with the same app ID and pushkey.
+    async fn set_pusher(&self, pusher: PusherRecord, append: bool) -> StoreResult<()>;
+    /// Returns `false` if the user had no such pusher.
+    async fn delete_pusher(
+        &self,
+        user_id: &UserId,
+        app_id: &str,
+        pushkey: &str,
+    ) -> StoreResult<bool>;
+    async fn pushers(&self, user_id: &UserId) -> StoreResult<Vec<PusherRecord>>;
+    /// Deletes some of the user's pushers (see [`PusherCleanup`]); returns how many.
+    async fn delete_pushers(&self, user_id: &UserId, cleanup: PusherCleanup) -> StoreResult<u64>;
+}
+
+/// Which pushers [`PushStore::delete_pushers`] removes.
+#[derive(Clone, Debug)]
+pub enum PusherCleanup {
+    /// Those whose device no longer exists (after devices were deleted).
+    DevicesGone,
+    /// Every pusher but those set with this device (after a password change).
+    AllBut(String),
 }
 
 /// Durable streams of the bus: ordered messages and consumer acknowledgements.

@@ -40,11 +40,12 @@ use super::{
     BackupKeysChange, BackupKeysScope, BackupStore, BackupVersionRecord, BusMessage, BusStore,
     DeviceKeysRecord, DeviceRecord, DirectoryUser, EventRecord, KeySignature, KeyStore,
     MediaRecord, MediaReservation, MediaStore, MembershipRecord, NewBackupKey, NewMedia,
-    NewReceipt, NewReport, NewSession, NewToDevice, NewUser, OneTimeKeyRecord, ReceiptRecord,
-    ReceiptStore, RelationSummary, ReportRecord, ReportStore, RoomEventsQuery, RoomJob, RoomStore,
-    Session, Store, StoreResult, ThreadRoot, ThreadsQuery, ThumbnailKey, ThumbnailRecord,
-    TimestampQuery, ToDeviceRecord, ToDeviceTxn, TransactionKey, UserDirectoryQuery,
-    UserDirectoryStore, UserRecord, UserStore,
+    NewNotification, NewReceipt, NewReport, NewSession, NewToDevice, NewUser, NotificationCount,
+    NotificationRecord, NotificationsQuery, OneTimeKeyRecord, PushStore, PusherCleanup,
+    PusherRecord, ReceiptRecord, ReceiptStore, RelationSummary, ReportRecord, ReportStore,
+    RoomEventsQuery, RoomJob, RoomStore, Session, Store, StoreResult, ThreadRoot, ThreadsQuery,
+    ThumbnailKey, ThumbnailRecord, TimestampQuery, ToDeviceRecord, ToDeviceTxn, TransactionKey,
+    UserDirectoryQuery, UserDirectoryStore, UserRecord, UserStore,
 };
 
 /// The store the rest of the server holds (as a [`Store`]) while the migrator keeps an
@@ -417,6 +418,62 @@ impl RoomStore for SwitchableStore {
 
     async fn published_rooms(&self) -> StoreResult<Vec<OwnedRoomId>> {
         self.current().published_rooms().await
+    }
+}
+
+#[async_trait]
+impl PushStore for SwitchableStore {
+    async fn add_notifications(&self, notifications: Vec<NewNotification>) -> StoreResult<i64> {
+        self.write(|s| async move { s.add_notifications(notifications).await }).await
+    }
+
+    async fn notification_counts(
+        &self,
+        user_id: &UserId,
+        room_ids: &[OwnedRoomId],
+    ) -> StoreResult<Vec<NotificationCount>> {
+        self.current().notification_counts(user_id, room_ids).await
+    }
+
+    async fn rooms_with_new_notifications(
+        &self,
+        user_id: &UserId,
+        room_ids: &[OwnedRoomId],
+        after: i64,
+        upto: i64,
+    ) -> StoreResult<Vec<OwnedRoomId>> {
+        self.current().rooms_with_new_notifications(user_id, room_ids, after, upto).await
+    }
+
+    async fn notifications(
+        &self,
+        query: NotificationsQuery,
+    ) -> StoreResult<Vec<NotificationRecord>> {
+        self.current().notifications(query).await
+    }
+
+    async fn set_pusher(&self, pusher: PusherRecord, append: bool) -> StoreResult<()> {
+        self.write(|s| async move { s.set_pusher(pusher, append).await }).await
+    }
+
+    async fn delete_pusher(
+        &self,
+        user_id: &UserId,
+        app_id: &str,
+        pushkey: &str,
+    ) -> StoreResult<bool> {
+        let (user_id, app_id, pushkey) =
+            (user_id.to_owned(), app_id.to_owned(), pushkey.to_owned());
+        self.write(|s| async move { s.delete_pusher(&user_id, &app_id, &pushkey).await }).await
+    }
+
+    async fn pushers(&self, user_id: &UserId) -> StoreResult<Vec<PusherRecord>> {
+        self.current().pushers(user_id).await
+    }
+
+    async fn delete_pushers(&self, user_id: &UserId, cleanup: PusherCleanup) -> StoreResult<u64> {
+        let user_id = user_id.to_owned();
+        self.write(|s| async move { s.delete_pushers(&user_id, cleanup).await }).await
     }
 }
 

@@ -11,7 +11,8 @@ use serde_json::value::to_raw_value;
 
 use super::{
     BackupDeletion, BackupKeysChange, BackupKeysChange::Done, BackupKeysScope, CurrentStateChange,
-    Direction, NewBackupKey, NewEvent, NewSession, NewStateGroup, NewUser, ReportTarget,
+    Direction, NewBackupKey, NewEvent, NewNotification, NewReceipt, NewSession, NewStateGroup,
+    NewUser, NotificationCount, NotificationsQuery, PusherCleanup, PusherRecord, ReportTarget,
     RoomEventsQuery, RoomTxn, StateEntry, StateGroupDelta, Store, TransactionKey,
     testing::TestDatabase,
 };
@@ -1287,4 +1288,190 @@ async fn a_dehydrated_device_is_a_device_replaced_by_the_next() {
     store.delete_devices(&gina, &["D2".into()]).await.unwrap();
     assert_eq!(store.dehydrated_device(&gina).await.unwrap(), None, "deleted with its device");
     assert!(store.device(&gina, "G").await.unwrap().is_some());
+}
+
+/// A notification of `user` for the `n`-th event appended (at `positions[n]`).
+fn notification(
+    user: &str,
+    r: &OwnedRoomId,
+    positions: &[i64],
+    n: usize,
+    thread: &str,
+) -> NewNotification {
+    NewNotification {
+        user_id: self::user(user),
+        room_id: r.clone(),
+        event_id: event_id(n),
+        stream_position: positions[n],
+        thread_id: thread.to_owned(),
+        highlight: n % 2 == 1,
+        actions: r#"["notify"]"#.to_owned(),
+        ts: 9_000 + n as i64,
+    }
+}
+
+fn count(r: &OwnedRoomId, thread: &str, notifications: u64, highlights: u64) -> NotificationCount {
+    NotificationCount { room_id: r.clone(), thread_id: thread.into(), notifications, highlights }
+}
+
+#[tokio::test]
+async fn notifications_count_after_the_receipts_of_their_thread_and_page_newest_first() {
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
+    let r = room("r");
+    let positions = append(&store, &r, (0..6).map(|n| new_event(n, &r, None)).collect()).await;
+    // Events 1, 2 and 5 in the main timeline, 3 and 4 in the thread of event 2.
+    let threads = [(1, "main"), (2, "main"), (3, "$event2"), (4, "$event2"), (5, "main")];
+    let batch: Vec<_> =
+        threads.iter().map(|(n, thread)| notification("bob", &r, &positions, *n, thread)).collect();
+    let notified = store.add_notifications(batch.clone()).await.unwrap();
+    assert!(notified > positions[5], "the counts change at a position of their own");
+    assert_eq!(store.add_notifications(batch[..1].to_vec()).await.unwrap(), notified + 1);
+    let bob = user("bob");
+    let counts = store.notification_counts(&bob, std::slice::from_ref(&r)).await.unwrap();
+    assert_eq!(counts, [count(&r, "$event2", 2, 1), count(&r, "main", 3, 2)]);
+    assert!(
+        store
+            .notification_counts(&user("carol"), std::slice::from_ref(&r))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let new_rooms = |after| {
+        let (store, bob, r) = (store.clone(), bob.clone(), r.clone());
+        async move {
+            store
+                .rooms_with_new_notifications(&bob, &[r, room("x")], after, notified + 1)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(new_rooms(positions[5]).await, std::slice::from_ref(&r));
+    assert!(new_rooms(notified + 1).await.is_empty());
+
+    let read = |n: usize, thread: Option<&str>, receipt_type: &str| NewReceipt {
+        room_id: r.clone(),
+        user_id: bob.clone(),
+        receipt_type: receipt_type.into(),
+        thread_id: thread.map(str::to_owned),
+        event_id: event_id(n),
+        event_position: positions[n],
+        ts: 1,
+    };
+    // A threaded receipt reads its thread only; an unthreaded (here private) one reads all.
+    store.set_receipt(read(3, Some("$event2"), "m.read")).await.unwrap();
+    let counts = store.notification_counts(&bob, std::slice::from_ref(&r)).await.unwrap();
+    assert_eq!(counts, [count(&r, "$event2", 1, 0), count(&r, "main", 3, 2)]);
+    store.set_receipt(read(2, None, "m.read.private")).await.unwrap();
+    let counts = store.notification_counts(&bob, std::slice::from_ref(&r)).await.unwrap();
+    assert_eq!(counts, [count(&r, "$event2", 1, 0), count(&r, "main", 1, 1)]);
+
+    let page = |before, limit, only_highlight| {
+        let store = store.clone();
+        let query = NotificationsQuery { user_id: user("bob"), before, limit, only_highlight };
+        async move {
+            let records = store.notifications(query).await.unwrap();
+            records.iter().map(|r| (r.notification.event_id.clone(), r.read)).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(page(None, 2, false).await, [(event_id(5), false), (event_id(4), false)]);
+    assert_eq!(
+        page(Some(positions[4]), 10, false).await,
+        [(event_id(3), true), (event_id(2), true), (event_id(1), true)]
+    );
+    assert_eq!(
+        page(None, 10, true).await,
+        [(event_id(5), false), (event_id(3), true), (event_id(1), true)]
+    );
+    let first = store
+        .notifications(NotificationsQuery {
+            user_id: bob.clone(),
+            before: None,
+            limit: 1,
+            only_highlight: false,
+        })
+        .await
+        .unwrap();
+    assert_eq!(first[0].notification, batch[4], "kept as written");
+
+    // Kept across a restart.
+    drop(store);
+    let store = db.open().await;
+    assert_eq!(store.notification_counts(&bob, std::slice::from_ref(&r)).await.unwrap().len(), 2);
+
+    // What came before the user's current membership event (a join) is not unread.
+    let join = new_event(6, &r, Some(("m.room.member", bob.as_str())));
+    append(&store, &r, vec![join]).await;
+    assert!(store.notification_counts(&bob, &[r]).await.unwrap().is_empty());
+}
+
+fn pusher_record(user: &str, pushkey: &str, device: &str) -> PusherRecord {
+    PusherRecord {
+        user_id: self::user(user),
+        app_id: "org.example".into(),
+        pushkey: pushkey.into(),
+        kind: "http".into(),
+        app_display_name: "app".into(),
+        device_display_name: "phone".into(),
+        profile_tag: None,
+        lang: "en".into(),
+        data: r#"{"url":"https://p.example/_matrix/push/v1/notify"}"#.into(),
+        device_id: device.into(),
+        created_ts: 3,
+    }
+}
+
+#[tokio::test]
+async fn pushers_are_replaced_taken_over_and_deleted_with_their_devices() {
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
+    for (name, devices) in [("alice", ["A1", "A2"]), ("bob", ["B1", "B2"])] {
+        let new_user =
+            NewUser { user_id: user(name), password_hash: None, is_admin: false, created_ts: 1 };
+        store.create_user(new_user).await.unwrap();
+        for device in devices {
+            let session = NewSession {
+                user_id: user(name),
+                device_id: device.into(),
+                display_name: None,
+                token_hash: format!("token-{device}"),
+                created_ts: 2,
+            };
+            store.create_session(session).await.unwrap();
+        }
+    }
+    let (alice, bob) = (user("alice"), user("bob"));
+    let keys = |user: OwnedUserId| {
+        let store = store.clone();
+        async move {
+            store.pushers(&user).await.unwrap().into_iter().map(|p| p.pushkey).collect::<Vec<_>>()
+        }
+    };
+    store.set_pusher(pusher_record("alice", "k1", "A1"), false).await.unwrap();
+    let mut tagged = pusher_record("alice", "k1", "A1");
+    tagged.profile_tag = Some("tag".into());
+    tagged.lang = "de".into();
+    store.set_pusher(tagged.clone(), false).await.unwrap();
+    store.set_pusher(pusher_record("alice", "k2", "A2"), false).await.unwrap();
+    assert_eq!(store.pushers(&alice).await.unwrap()[0], tagged, "replaced, tag kept");
+    // Bob takes k2 over; with append he shares k1.
+    store.set_pusher(pusher_record("bob", "k2", "B1"), false).await.unwrap();
+    store.set_pusher(pusher_record("bob", "k1", "B1"), true).await.unwrap();
+    assert_eq!(keys(alice.clone()).await, ["k1"]);
+    assert_eq!(keys(bob.clone()).await, ["k1", "k2"]);
+
+    assert!(store.delete_pusher(&bob, "org.example", "k1").await.unwrap());
+    assert!(!store.delete_pusher(&bob, "org.example", "k1").await.unwrap(), "gone already");
+    store.set_pusher(pusher_record("alice", "k3", "A2"), false).await.unwrap();
+    store.delete_devices(&alice, &["A2".into()]).await.unwrap();
+    assert_eq!(store.delete_pushers(&alice, PusherCleanup::DevicesGone).await.unwrap(), 1);
+    assert_eq!(keys(alice.clone()).await, ["k1"]);
+    store.set_pusher(pusher_record("bob", "k4", "B2"), false).await.unwrap();
+    assert_eq!(store.delete_pushers(&bob, PusherCleanup::AllBut("B2".into())).await.unwrap(), 1);
+    assert_eq!(keys(bob).await, ["k4"]);
+
+    drop(store);
+    let store = db.open().await;
+    assert_eq!(store.pushers(&alice).await.unwrap(), [tagged]);
 }

@@ -428,3 +428,66 @@ pub struct ReportRecord {
     pub report_id: i64,
     pub report: NewReport,
 }
+
+/// An event that notified a user, as push rule evaluation found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewNotification {
+    pub user_id: OwnedUserId,
+    pub room_id: OwnedRoomId,
+    pub event_id: OwnedEventId,
+    /// The stream position of the event.
+    pub stream_position: i64,
+    /// `main`, or the thread root's event ID for an event in a thread.
+    pub thread_id: String,
+    pub highlight: bool,
+    /// The push actions as JSON.
+    pub actions: String,
+    pub ts: i64,
+}
+
+/// A stored notification, with whether the user has read its event since.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotificationRecord {
+    pub notification: NewNotification,
+    /// Whether a read receipt of the user is at or after the event.
+    pub read: bool,
+}
+
+/// A user's unread notifications in one thread of a room (`main` for the main timeline).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotificationCount {
+    pub room_id: OwnedRoomId,
+    pub thread_id: String,
+    pub notifications: u64,
+    pub highlights: u64,
+}
+
+/// Which notifications a page of `GET /notifications` holds.
+#[derive(Clone, Debug)]
+pub struct NotificationsQuery {
+    pub user_id: OwnedUserId,
+    /// Only notifications of events before this stream position (the latest when `None`).
+    pub before: Option<i64>,
+    pub limit: usize,
+    pub only_highlight: bool,
+}
+
+/// A pusher as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PusherRecord {
+    pub user_id: OwnedUserId,
+    pub app_id: String,
+    pub pushkey: String,
+    /// `http`.
+    pub kind: String,
+    pub app_display_name: String,
+    pub device_display_name: String,
+    /// `None` when the client gave none.
+    pub profile_tag: Option<String>,
+    pub lang: String,
+    /// The pusher's `data` object as JSON.
+    pub data: String,
+    /// The device whose access token set the pusher.
+    pub device_id: String,
+    pub created_ts: i64,
+}

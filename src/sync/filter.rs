@@ -95,6 +95,9 @@ pub struct SyncFilter {
     pub include_leave: bool,
     /// Room lists from the top-level room filter.
     pub rooms: EventFilter,
+    /// Whether unread counts are split per thread (the timeline filter's
+    /// `unread_thread_notifications`).
+    pub unread_thread_notifications: bool,
 }
 
 impl SyncFilter {
@@ -117,6 +120,7 @@ impl SyncFilter {
                 not_rooms: room.not_rooms.iter().map(|id| id.to_string()).collect(),
                 ..EventFilter::default()
             },
+            unread_thread_notifications: room.timeline.unread_thread_notifications,
         }
     }
 

@@ -2,8 +2,9 @@
 //!
 //! A background task follows the bus: each room event wakes the room's joined local users and,
 //! for a membership event, its target; a change of who is typing and a new read receipt wake the
-//! room's joined users; account data wakes its owner; a to-device message wakes its recipient,
-//! and a change of a user's devices or keys wakes them and everyone sharing a room with them. The joined members of a
+//! room's joined users; account data and a new notification (its counts) wake their owner; a
+//! to-device message wakes its recipient, and a change of a user's devices or keys wakes them and
+//! everyone sharing a room with them. The joined members of a
 //! room are cached, loaded from the store the first time a room is seen and kept current from the
 //! membership events that pass by.
 
@@ -18,6 +19,7 @@ use tokio::sync::watch;
 use crate::{
     bus::{Bus, Message},
     keys::{DEVICE_LIST_SUBJECT, KeyOutput, TO_DEVICE_SUBJECT},
+    push::{NOTIFICATION_SUBJECT, NotificationOutput},
     rooms::{
         ROOM_EVENT_SUBJECT, RoomEventOutput,
         receipts::{RECEIPT_SUBJECT, ReceiptOutput},
@@ -53,6 +55,7 @@ impl Notifier {
         let mut receipts = bus.subscribe(RECEIPT_SUBJECT);
         let mut to_device = bus.subscribe(TO_DEVICE_SUBJECT);
         let mut device_lists = bus.subscribe(DEVICE_LIST_SUBJECT);
+        let mut notifications = bus.subscribe(NOTIFICATION_SUBJECT);
         let task = notifier.clone();
         tokio::spawn(async move {
             loop {
@@ -63,6 +66,7 @@ impl Notifier {
                     Some(message) = receipts.next() => task.on_receipt(message).await,
                     Some(message) = to_device.next() => task.on_to_device(message),
                     Some(message) = device_lists.next() => task.on_device_list(message).await,
+                    Some(message) = notifications.next() => task.on_notification(message),
                     else => break,
                 }
             }
@@ -161,6 +165,12 @@ impl Notifier {
                     tracing::warn!(%error, room_id = %membership.room_id, "cannot load members");
                 }
             }
+        }
+    }
+
+    fn on_notification(&self, message: Message) {
+        if let Ok(output) = message.decode::<NotificationOutput>() {
+            self.wake(&output.user_id, output.notified_position);
         }
     }
 

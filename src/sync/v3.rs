@@ -5,9 +5,10 @@
 //! joined in that range is returned as if initial. When nothing changed, the request waits (up
 //! to `timeout`) for the notifier to wake it. A joined room also shows who types in it (an
 //! `m.typing` ephemeral event) when that changed after the token's typing serial, and the read
-//! receipts that changed after the token's position (an `m.receipt` event). Every sync also
-//! carries the device's to-device messages and key counts, and an incremental one whose device
-//! lists changed (see [`crate::keys`]).
+//! receipts that changed after the token's position (an `m.receipt` event), and its unread
+//! notification counts whenever it is shown (a room whose counts changed after the token is shown
+//! for them alone). Every sync also carries the device's to-device messages and key counts, and an
+//! incremental one whose device lists changed (see [`crate::keys`]).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -17,10 +18,13 @@ use std::{
 use futures::{StreamExt as _, TryStreamExt as _};
 
 use ruma::{
-    OwnedRoomId, OwnedUserId, UserId,
-    api::client::sync::sync_events::v3::{
-        Ephemeral, GlobalAccountData, InviteState, InvitedRoom, JoinedRoom, LeftRoom, Response,
-        RoomAccountData, State, StateEvents, Timeline,
+    OwnedRoomId, OwnedUserId, UInt, UserId,
+    api::client::sync::sync_events::{
+        UnreadNotificationsCount,
+        v3::{
+            Ephemeral, GlobalAccountData, InviteState, InvitedRoom, JoinedRoom, LeftRoom, Response,
+            RoomAccountData, State, StateEvents, Timeline,
+        },
     },
     events::AnySyncEphemeralRoomEvent,
     serde::Raw,
@@ -30,6 +34,7 @@ use serde_json::Value as JsonValue;
 use super::{SyncFilter, sync_token, token};
 use crate::{
     Result,
+    push::rules::PUSH_RULES,
     rooms::{
         format::{Format, Viewer, client_events},
         pdu::stripped_state,
@@ -132,6 +137,7 @@ async fn compute(services: &Services, request: &SyncRequest, current: i64) -> Re
 
     let changed = changed_joined_rooms(services, request, &memberships, current).await?;
     let receipts = joined_receipts(services, request, &memberships, current).await?;
+    let counted = rooms_with_new_counts(services, request, &memberships, current).await?;
 
     // Rooms are read concurrently: each takes a few small reads, and a user in many rooms would
     // otherwise wait for all of them one after the other. (The futures are collected first: a
@@ -140,7 +146,8 @@ async fn compute(services: &Services, request: &SyncRequest, current: i64) -> Re
         .iter()
         .filter(|m| request.filter.rooms.allows_room(m.room_id.as_str()))
         .map(|membership| {
-            let extras = room_extras(services, request, membership, &account_data, &receipts);
+            let extras = room_extras(services, request, membership, &account_data, &receipts)
+                .map(|extras| extras.with_new_counts(counted.contains(&membership.room_id)));
             room_update(services, request, membership, current, &changed, &forgotten, extras)
         })
         .collect();
@@ -169,9 +176,82 @@ async fn compute(services: &Services, request: &SyncRequest, current: i64) -> Re
         .filter(|d| d.room_id.is_none() && request.filter.account_data.matches_type(&d.data_type))
         .map(|d| raw(&serde_json::json!({ "type": d.data_type, "content": d.content })))
         .collect::<Result<_>>()?;
+    if let Some(rules) = default_push_rules(services, request, &account_data).await? {
+        global.events.push(rules);
+    }
     response.account_data = global;
     super::ignored::leave_out(&mut response, &request.user_id, &ignored, request.since.is_some());
     Ok(response)
+}
+
+/// For an initial sync of a user who never changed their push rules, the `m.push_rules` event
+/// with the defaults they have, which is how a client learns them.
+async fn default_push_rules(
+    services: &Services,
+    request: &SyncRequest,
+    account_data: &[AccountDataRecord],
+) -> Result<Option<Raw<ruma::events::AnyGlobalAccountDataEvent>>> {
+    let stored = account_data.iter().any(|d| d.room_id.is_none() && d.data_type == PUSH_RULES);
+    if request.since.is_some() || stored || !request.filter.account_data.matches_type(PUSH_RULES) {
+        return Ok(None);
+    }
+    let rules = services.push.rules(&request.user_id).await?;
+    let content = serde_json::json!({ "global": rules });
+    Ok(Some(raw(&serde_json::json!({ "type": PUSH_RULES, "content": content }))?))
+}
+
+/// For an incremental sync, the joined rooms where the user's notification counts grew after
+/// `since` (the evaluation of an event may come after the sync that sent the event).
+async fn rooms_with_new_counts(
+    services: &Services,
+    request: &SyncRequest,
+    memberships: &[MembershipRecord],
+    current: i64,
+) -> Result<BTreeSet<OwnedRoomId>> {
+    let Some(since) = request.since.filter(|_| !request.full_state) else {
+        return Ok(BTreeSet::new());
+    };
+    let joined: Vec<OwnedRoomId> =
+        memberships.iter().filter(|m| m.membership == "join").map(|m| m.room_id.clone()).collect();
+    let store = &services.store;
+    let rooms =
+        store.rooms_with_new_notifications(&request.user_id, &joined, since, current).await?;
+    Ok(rooms.into_iter().collect())
+}
+
+/// Sets a joined room's unread notification counts: the room's total, or with
+/// `unread_thread_notifications` the main timeline's and each thread's apart.
+async fn set_unread_counts(
+    services: &Services,
+    request: &SyncRequest,
+    room_id: &ruma::RoomId,
+    room: &mut JoinedRoom,
+) -> Result<()> {
+    let store = &services.store;
+    let counts = store.notification_counts(&request.user_id, &[room_id.to_owned()]).await?;
+    let (mut notifications, mut highlights) = (0u64, 0u64);
+    for count in &counts {
+        let thread_root = ruma::OwnedEventId::try_from(count.thread_id.as_str()).ok();
+        match thread_root.filter(|_| request.filter.unread_thread_notifications) {
+            Some(root) => {
+                room.unread_thread_notifications
+                    .insert(root, unread_count(count.notifications, count.highlights));
+            }
+            None => {
+                notifications += count.notifications;
+                highlights += count.highlights;
+            }
+        }
+    }
+    room.unread_notifications = unread_count(notifications, highlights);
+    Ok(())
+}
+
+fn unread_count(notifications: u64, highlights: u64) -> UnreadNotificationsCount {
+    let mut count = UnreadNotificationsCount::new();
+    count.notification_count = Some(UInt::try_from(notifications).unwrap_or(UInt::MAX));
+    count.highlight_count = Some(UInt::try_from(highlights).unwrap_or(UInt::MAX));
+    count
 }
 
 /// For an incremental sync, the joined rooms with events after `since`: the others have nothing
@@ -266,11 +346,17 @@ fn wants_left_room(
 struct RoomExtras {
     account_data: Vec<Raw<ruma::events::AnyRoomAccountDataEvent>>,
     ephemeral: Vec<Raw<AnySyncEphemeralRoomEvent>>,
+    /// Whether the user's notification counts in the room grew after the token.
+    new_counts: bool,
 }
 
 impl RoomExtras {
     fn is_empty(&self) -> bool {
-        self.account_data.is_empty() && self.ephemeral.is_empty()
+        self.account_data.is_empty() && self.ephemeral.is_empty() && !self.new_counts
+    }
+
+    fn with_new_counts(self, new_counts: bool) -> Self {
+        Self { new_counts, ..self }
     }
 }
 
@@ -297,6 +383,7 @@ fn room_extras(
     Ok(RoomExtras {
         account_data: room_account_data(request, account_data, &membership.room_id)?,
         ephemeral,
+        new_counts: false,
     })
 }
 
@@ -379,6 +466,7 @@ async fn joined_room(
     let mut ephemeral = Ephemeral::new();
     ephemeral.events = extras.ephemeral;
     room.ephemeral = ephemeral;
+    set_unread_counts(services, request, &membership.room_id, &mut room).await?;
     Ok(Some(room))
 }
 

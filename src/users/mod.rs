@@ -24,7 +24,7 @@ use sha2::{Digest as _, Sha256};
 use crate::{
     Error, Result,
     bus::Bus,
-    store::{DeviceRecord, NewSession, NewUser, Session, Store, UserRecord},
+    store::{DeviceRecord, NewSession, NewUser, PusherCleanup, Session, Store, UserRecord},
 };
 
 /// The bus subject on which a user's own data changes (account data).
@@ -62,6 +62,16 @@ pub fn check_new_device(device_id: Option<&str>, display_name: Option<&str>) -> 
         }
     }
     Ok(())
+}
+
+/// A password change as `POST /account/password` asks for it.
+pub struct PasswordChange<'a> {
+    pub new_password: String,
+    /// The device whose access token made the request: it stays logged in, and keeps its
+    /// pushers.
+    pub device_id: &'a str,
+    /// Whether every other device is logged out.
+    pub logout_devices: bool,
 }
 
 /// The account service.
@@ -296,6 +306,7 @@ impl Users {
     pub async fn delete_devices(&self, user_id: &UserId, device_ids: &[String]) -> Result<()> {
         let revoked = self.store.delete_devices(user_id, device_ids).await?;
         self.forget_tokens(&revoked);
+        self.store.delete_pushers(user_id, PusherCleanup::DevicesGone).await?;
         self.device_list_changed(user_id).await
     }
 
@@ -303,6 +314,7 @@ impl Users {
     pub async fn delete_all_devices(&self, user_id: &UserId, keep: Option<&str>) -> Result<()> {
         let revoked = self.store.delete_all_devices(user_id, keep).await?;
         self.forget_tokens(&revoked);
+        self.store.delete_pushers(user_id, PusherCleanup::DevicesGone).await?;
         self.device_list_changed(user_id).await
     }
 
@@ -319,18 +331,20 @@ impl Users {
         Ok(())
     }
 
-    /// Sets a new password; optionally logs out every other device.
+    /// Sets a new password; optionally logs out every other device. The pushers set with other
+    /// devices' access tokens go either way, as the spec's password change asks.
     pub async fn change_password(
         &self,
         user_id: &UserId,
-        new_password: String,
-        logout_others_than: Option<&str>,
+        change: PasswordChange<'_>,
     ) -> Result<()> {
-        let hash = password::hash(new_password).await?;
+        let hash = password::hash(change.new_password).await?;
         self.store.set_password_hash(user_id, &hash).await?;
-        if let Some(keep) = logout_others_than {
-            self.delete_all_devices(user_id, Some(keep)).await?;
+        if change.logout_devices {
+            self.delete_all_devices(user_id, Some(change.device_id)).await?;
         }
+        let cleanup = PusherCleanup::AllBut(change.device_id.to_owned());
+        self.store.delete_pushers(user_id, cleanup).await?;
         Ok(())
     }
 
@@ -338,6 +352,7 @@ impl Users {
     pub async fn deactivate(&self, user_id: &UserId) -> Result<()> {
         let revoked = self.store.delete_all_devices(user_id, None).await?;
         self.forget_tokens(&revoked);
+        self.store.delete_pushers(user_id, PusherCleanup::DevicesGone).await?;
         self.store.deactivate_user(user_id).await?;
         self.device_list_changed(user_id).await?;
         tracing::info!(%user_id, "account deactivated");

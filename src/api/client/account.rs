@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::users::PasswordChange;
 use ruma::api::client::{
     account::{
         change_password, check_registration_token_validity, deactivate, get_username_availability,
@@ -212,8 +213,12 @@ async fn change_password(
             "The new password is empty",
         ));
     }
-    let keep = request.logout_devices.then(|| user.device_id.to_string());
-    services.users.change_password(&user.user_id, request.new_password, keep.as_deref()).await?;
+    let change = PasswordChange {
+        new_password: request.new_password,
+        device_id: user.device_id.as_str(),
+        logout_devices: request.logout_devices,
+    };
+    services.users.change_password(&user.user_id, change).await?;
     Ok(change_password::v3::Response::new())
 }
 

@@ -12,6 +12,7 @@ mod events;
 mod keys;
 mod media;
 mod profile;
+mod push;
 mod receipts;
 mod relations;
 mod reports;
@@ -41,6 +42,7 @@ pub fn register(router: &mut Router) {
     media::routes(router);
     keys::routes(router);
     profile::routes(router);
+    push::routes(router);
     receipts::routes(router);
     relations::routes(router);
     reports::routes(router);

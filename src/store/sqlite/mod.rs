@@ -12,6 +12,7 @@ mod bus;
 mod directory;
 mod keys;
 mod media;
+mod push;
 mod receipts;
 mod relations;
 mod rooms;
