@@ -257,6 +257,13 @@ async fn to_device_messages_reach_their_device_once_and_page_when_many() {
     let laptop = sync_since(&server, &bob_laptop, &laptop_first).await;
     assert_eq!(laptop["to_device"]["events"], events, "each device has its own inbox");
 
+    // A token from beyond the stream acknowledges nothing: the message stays for the laptop.
+    let future = json!({ "next_batch": "s99999999_0_99999999" });
+    let from_the_future = sync_since(&server, &bob_laptop, &future).await;
+    assert!(from_the_future.get("next_batch").is_some(), "{from_the_future}");
+    let laptop = sync_since(&server, &bob_laptop, &laptop_first).await;
+    assert_eq!(laptop["to_device"]["events"], events, "still there after a future token");
+
     // Many messages page, 100 per sync.
     for n in 0..130 {
         let body =
@@ -576,7 +583,19 @@ async fn a_dehydrated_device_keeps_its_to_device_messages_until_read() {
             server.put(&format!("{V3}/sendToDevice/m.test/d{n}"), &bob.access_token, body).await;
         assert_eq!(status, StatusCode::OK);
     }
+    // A refused replacement changes nothing: the device before it stays.
+    let mut refused = body.clone();
+    refused["device_keys"] = device_keys(&bob, &signer, "curveX");
+    let got = server.put(DEHYDRATED, &alice.access_token, refused).await;
+    common::assert_error(&got, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+    let (status, json) = server.get(DEHYDRATED, &alice.access_token).await;
+    assert_eq!((status, json["device_id"].clone()), (StatusCode::OK, json!("PARKED")));
+
     let events_path = format!("{DEHYDRATED}/PARKED/events");
+    // A next_batch from beyond the stream acknowledges nothing.
+    let future = json!({ "next_batch": "s99999999" });
+    let (status, page) = server.post(&events_path, &alice.access_token, future).await;
+    assert_eq!((status, page["events"].as_array().map(Vec::len)), (StatusCode::OK, Some(3)));
     let (status, page) = server.post(&events_path, &alice.access_token, json!({})).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert_eq!(page["events"].as_array().unwrap().len(), 3);

@@ -184,6 +184,9 @@ async fn events_carry_their_thread_summary_latest_edit_and_references() {
     send(&server, &bob, &room, "m.room.message", reply_in_thread(&root, "hi")).await;
     send(&server, &alice, &room, "m.room.message", edit(&root, "hello!")).await;
     let last_edit = send(&server, &alice, &room, "m.room.message", edit(&root, "hello!!")).await;
+    // An edit without the new content replaces nothing.
+    let empty = json!({ "body": "* nothing", "m.relates_to": { "rel_type": "m.replace", "event_id": root } });
+    send(&server, &alice, &room, "m.room.message", empty).await;
     // Bob may not edit Alice's message: his edit is kept but not bundled.
     send(&server, &bob, &room, "m.room.message", edit(&root, "bob was here")).await;
     let reference = json!({ "m.relates_to": { "rel_type": "m.reference", "event_id": root } });

@@ -51,6 +51,11 @@ impl Keys {
             return Err(Error::invalid_param("A device of yours already has this ID"));
         }
         let (id, name, data) = (device.device_id, device.display_name, device.device_data);
+        // Checked before anything changes, so that a refused upload keeps the device before it.
+        let keys = super::check_device_keys(user_id, id, device.device_keys, None)?;
+        let signing_key = super::ed25519_of(&keys, id);
+        super::check_one_time_keys(user_id, id, device.one_time_keys, signing_key.as_deref())?;
+        super::check_one_time_keys(user_id, id, device.fallback_keys, signing_key.as_deref())?;
         self.store.set_dehydrated_device(user_id, id, name, data).await?;
         let uploaded = self
             .upload(
@@ -100,11 +105,12 @@ impl Keys {
         if dehydrated.as_str() != device_id {
             return Err(Error::not_found("This is not your dehydrated device"));
         }
-        let after = next_batch.map(parse_token).transpose()?;
+        let current = self.store.current_position().await?;
+        // A token from beyond the stream acknowledges nothing (see `to_device_for_sync`).
+        let after = next_batch.map(parse_token).transpose()?.filter(|&after| after <= current);
         if let Some(after) = after {
             self.acknowledge(user_id, device_id, after).await?;
         }
-        let current = self.store.current_position().await?;
         let messages = self
             .store
             .to_device_messages(

@@ -87,6 +87,9 @@ impl Keys {
         acknowledged: Option<i64>,
         current: i64,
     ) -> Result<ToDeviceBatch> {
+        // A token from beyond the stream (a restored database, a client's bug) acknowledges
+        // nothing: it cannot name messages that were delivered.
+        let acknowledged = acknowledged.filter(|&position| position <= current);
         let after = acknowledged.unwrap_or(0);
         if let Some(acknowledged) = acknowledged {
             self.acknowledge(user_id, device_id, acknowledged).await?;

@@ -62,6 +62,16 @@ pub fn check_local_relation(txn: &dyn RoomTxn, pdu: &Pdu) -> Result<()> {
     Ok(())
 }
 
+/// Whether an edit can replace its event: it carries the new content (`m.new_content`), or it is
+/// encrypted and only its receivers can tell.
+fn is_replacement(edit: &EventRecord) -> bool {
+    if edit.event_type == "m.room.encrypted" {
+        return true;
+    }
+    let pdu = serde_json::from_str::<JsonValue>(&edit.pdu).unwrap_or_default();
+    pdu["content"]["m.new_content"].is_object()
+}
+
 /// The relation a stored event's content holds.
 fn parent_relation(record: &EventRecord) -> Option<NewRelation> {
     let content = serde_json::from_str::<JsonValue>(&record.pdu).ok()?.get("content")?.to_string();
@@ -105,10 +115,10 @@ fn bundle(summary: RelationSummary, redacted: bool, now: i64) -> Option<JsonValu
         );
     }
     // The spec's "most recent" replacement: the greatest origin_server_ts, then event ID.
-    let latest_edit = summary
-        .replacements
-        .iter()
-        .max_by(|a, b| (a.origin_server_ts, &a.event_id).cmp(&(b.origin_server_ts, &b.event_id)));
+    let latest_edit =
+        summary.replacements.iter().filter(|edit| is_replacement(edit)).max_by(|a, b| {
+            (a.origin_server_ts, &a.event_id).cmp(&(b.origin_server_ts, &b.event_id))
+        });
     if let Some(edit) = latest_edit.filter(|_| !redacted) {
         relations.insert("m.replace".into(), client_event(edit, Unsigned::default(), now));
     }
