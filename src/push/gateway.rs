@@ -9,6 +9,10 @@
 //! FIXME: a notification still being retried when the server stops is lost, as is one
 //! published while the gateway task is busy restarting; the spec asks for best effort only.
 
+use std::sync::Arc;
+
+use tokio::sync::OnceCell;
+
 use ruma::api::push_gateway::send_event_notification::v1::{
     Device, Notification, NotificationCounts, NotificationPriority, PusherData, Request, Response,
 };
@@ -32,13 +36,9 @@ const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Starts the delivery task. Needs a Tokio runtime.
 pub(super) fn start(store: Store, bus: &Bus, retry: RetryPolicy) {
     let mut notifications = bus.subscribe(super::NOTIFICATION_SUBJECT);
-    let client = match reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build() {
-        Ok(client) => client,
-        Err(error) => {
-            tracing::error!(%error, "cannot build the push gateway client: no push delivery");
-            return;
-        }
-    };
+    // Built at the first delivery: its TLS set-up is memory an idle server without pushers
+    // does not need.
+    let client = Arc::new(OnceCell::new());
     tokio::spawn(async move {
         while let Some(message) = notifications.next().await {
             let Ok(output) = message.decode::<NotificationOutput>() else { continue };
@@ -71,7 +71,7 @@ pub fn check_url(url: &str) -> Result<()> {
 /// One notification on its way to the user's pushers.
 struct Delivery {
     store: Store,
-    client: reqwest::Client,
+    client: Arc<OnceCell<reqwest::Client>>,
     retry: RetryPolicy,
 }
 
@@ -155,7 +155,9 @@ impl Delivery {
         request: http::Request<Vec<u8>>,
     ) -> reqwest::Result<http::Response<Vec<u8>>> {
         let request = reqwest::Request::try_from(request)?;
-        let response = self.client.execute(request).await?;
+        let build = || async { reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build() };
+        let client = self.client.get_or_try_init(build).await?;
+        let response = client.execute(request).await?;
         let status = response.status();
         let body = response.bytes().await?.to_vec();
         let mut answer = http::Response::new(body);

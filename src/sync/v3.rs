@@ -151,25 +151,13 @@ async fn compute(services: &Services, request: &SyncRequest, current: i64) -> Re
             room_update(services, request, membership, current, &changed, &forgotten, extras)
         })
         .collect();
-    let sections: Vec<Option<RoomUpdate>> =
+    let pending: Vec<Option<PendingRoom>> =
         futures::stream::iter(updates).buffered(ROOM_CONCURRENCY).try_collect().await?;
 
     let mut response = Response::new(String::new());
     let to_device_position = add_encryption(services, request, current, &mut response).await?;
     response.next_batch = sync_token(current, typing_serial, to_device_position);
-    for update in sections.into_iter().flatten() {
-        match update {
-            RoomUpdate::Join(room_id, room) => {
-                response.rooms.join.insert(room_id, *room);
-            }
-            RoomUpdate::Invite(room_id, room) => {
-                response.rooms.invite.insert(room_id, room);
-            }
-            RoomUpdate::Leave(room_id, room) => {
-                response.rooms.leave.insert(room_id, *room);
-            }
-        }
-    }
+    finish_rooms(services, request, pending.into_iter().flatten().collect(), &mut response).await?;
     let mut global = GlobalAccountData::new();
     global.events = account_data
         .iter()
@@ -219,32 +207,39 @@ async fn rooms_with_new_counts(
     Ok(rooms.into_iter().collect())
 }
 
-/// Sets a joined room's unread notification counts: the room's total, or with
+/// A joined room's unread notification counts: the room's total, or with
 /// `unread_thread_notifications` the main timeline's and each thread's apart.
-async fn set_unread_counts(
+#[derive(Default)]
+struct RoomCounts {
+    notifications: u64,
+    highlights: u64,
+    threads: BTreeMap<ruma::OwnedEventId, UnreadNotificationsCount>,
+}
+
+/// The unread notification counts of the joined rooms shown, in one query for all of them.
+async fn unread_counts(
     services: &Services,
     request: &SyncRequest,
-    room_id: &ruma::RoomId,
-    room: &mut JoinedRoom,
-) -> Result<()> {
-    let store = &services.store;
-    let counts = store.notification_counts(&request.user_id, &[room_id.to_owned()]).await?;
-    let (mut notifications, mut highlights) = (0u64, 0u64);
-    for count in &counts {
+    room_ids: &[OwnedRoomId],
+) -> Result<BTreeMap<OwnedRoomId, RoomCounts>> {
+    let mut by_room: BTreeMap<OwnedRoomId, RoomCounts> = BTreeMap::new();
+    if room_ids.is_empty() {
+        return Ok(by_room);
+    }
+    for count in services.store.notification_counts(&request.user_id, room_ids).await? {
+        let room = by_room.entry(count.room_id.clone()).or_default();
         let thread_root = ruma::OwnedEventId::try_from(count.thread_id.as_str()).ok();
         match thread_root.filter(|_| request.filter.unread_thread_notifications) {
             Some(root) => {
-                room.unread_thread_notifications
-                    .insert(root, unread_count(count.notifications, count.highlights));
+                room.threads.insert(root, unread_count(count.notifications, count.highlights));
             }
             None => {
-                notifications += count.notifications;
-                highlights += count.highlights;
+                room.notifications += count.notifications;
+                room.highlights += count.highlights;
             }
         }
     }
-    room.unread_notifications = unread_count(notifications, highlights);
-    Ok(())
+    Ok(by_room)
 }
 
 fn unread_count(notifications: u64, highlights: u64) -> UnreadNotificationsCount {
@@ -274,11 +269,21 @@ async fn changed_joined_rooms(
 /// How many rooms one sync reads at the same time.
 const ROOM_CONCURRENCY: usize = 8;
 
-/// One room's section of the response.
-enum RoomUpdate {
-    Join(OwnedRoomId, Box<JoinedRoom>),
+/// One room's section of the response as read, its events not yet formatted: the events of
+/// all rooms are formatted together (see [`finish_rooms`]).
+enum PendingRoom {
+    Join(OwnedRoomId, RoomRecords, RoomExtras),
     Invite(OwnedRoomId, InvitedRoom),
-    Leave(OwnedRoomId, Box<LeftRoom>),
+    Leave(OwnedRoomId, RoomRecords),
+}
+
+impl PendingRoom {
+    fn records_mut(&mut self) -> Option<&mut RoomRecords> {
+        match self {
+            Self::Join(_, records, _) | Self::Leave(_, records) => Some(records),
+            Self::Invite(..) => None,
+        }
+    }
 }
 
 /// The room's account data that the filter lets through.
@@ -304,7 +309,7 @@ async fn room_update(
     changed: &Option<BTreeSet<OwnedRoomId>>,
     forgotten: &BTreeSet<OwnedRoomId>,
     extras: Result<RoomExtras>,
-) -> Result<Option<RoomUpdate>> {
+) -> Result<Option<PendingRoom>> {
     let room_id = membership.room_id.clone();
     Ok(match membership.membership.as_str() {
         "join" => {
@@ -313,16 +318,15 @@ async fn room_update(
             if unchanged && extras.is_empty() {
                 return Ok(None);
             }
-            joined_room(services, request, membership, current, extras)
+            joined_room(services, request, membership, current, &extras)
                 .await?
-                .map(|room| RoomUpdate::Join(room_id, Box::new(room)))
+                .map(|records| PendingRoom::Join(room_id, records, extras))
         }
         "invite" if request.since.is_none_or(|s| membership.stream_position > s) => {
-            Some(RoomUpdate::Invite(room_id, invited_room(services, membership).await?))
+            Some(PendingRoom::Invite(room_id, invited_room(services, membership).await?))
         }
         "leave" | "ban" if wants_left_room(request, membership, forgotten) => {
-            let room = left_room(services, request, membership).await?;
-            Some(RoomUpdate::Leave(room_id, Box::new(room)))
+            Some(PendingRoom::Leave(room_id, left_room(services, request, membership).await?))
         }
         _ => None,
     })
@@ -439,44 +443,31 @@ fn typing(
     Ok(vec![raw(&event)?])
 }
 
-/// A joined room's section, or `None` if nothing in it changed.
+/// A joined room's events, or `None` if nothing in it changed.
 async fn joined_room(
     services: &Services,
     request: &SyncRequest,
     membership: &MembershipRecord,
     current: i64,
-    extras: RoomExtras,
-) -> Result<Option<JoinedRoom>> {
+    extras: &RoomExtras,
+) -> Result<Option<RoomRecords>> {
     let newly_joined = request.since.is_none_or(|since| membership.stream_position > since);
     let full = newly_joined || request.full_state;
     let since = if newly_joined { None } else { request.since };
 
-    let section =
-        room_section(services, request, &membership.room_id, since, current, full).await?;
-    if !full && section.timeline.events.is_empty() && section.state.is_empty() && extras.is_empty()
-    {
-        return Ok(None);
-    }
-    let mut room = JoinedRoom::new();
-    room.timeline = section.timeline;
-    room.state = State::Before(section.state);
-    let mut room_data = RoomAccountData::new();
-    room_data.events = extras.account_data;
-    room.account_data = room_data;
-    let mut ephemeral = Ephemeral::new();
-    ephemeral.events = extras.ephemeral;
-    room.ephemeral = ephemeral;
-    set_unread_counts(services, request, &membership.room_id, &mut room).await?;
-    Ok(Some(room))
+    let records =
+        room_records(services, request, &membership.room_id, since, current, full).await?;
+    let unchanged = records.timeline.is_empty() && records.state.is_empty();
+    Ok((full || !unchanged || !extras.is_empty()).then_some(records))
 }
 
 async fn left_room(
     services: &Services,
     request: &SyncRequest,
     membership: &MembershipRecord,
-) -> Result<LeftRoom> {
+) -> Result<RoomRecords> {
     // The user sees the room up to and including their leave.
-    let section = room_section(
+    room_records(
         services,
         request,
         &membership.room_id,
@@ -484,11 +475,103 @@ async fn left_room(
         membership.stream_position,
         request.since.is_none() || request.full_state,
     )
-    .await?;
-    let mut room = LeftRoom::new();
-    room.timeline = section.timeline;
-    room.state = State::Before(section.state);
-    Ok(room)
+    .await
+}
+
+/// Formats the events of every room in one batch (a few queries for all the rooms together
+/// rather than a few for each), reads the joined rooms' unread counts in one query, and puts
+/// the rooms into the response.
+async fn finish_rooms(
+    services: &Services,
+    request: &SyncRequest,
+    mut pending: Vec<PendingRoom>,
+    response: &mut Response,
+) -> Result<()> {
+    let mut records = Vec::new();
+    let spans: Vec<(usize, usize)> = pending
+        .iter_mut()
+        .map(|room| match room.records_mut() {
+            Some(room) => {
+                let span = (room.timeline.len(), room.state.len());
+                records.append(&mut room.timeline);
+                records.append(&mut room.state);
+                span
+            }
+            None => (0, 0),
+        })
+        .collect();
+    let viewer = Viewer { user_id: &request.user_id, device_id: &request.device_id };
+    let mut formatted = client_events(&services.store, viewer, &records, Format::Sync).await?;
+    let mut formatted = formatted.drain(..);
+    let joined: Vec<OwnedRoomId> = pending
+        .iter()
+        .filter_map(|room| match room {
+            PendingRoom::Join(room_id, ..) => Some(room_id.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut counts = unread_counts(services, request, &joined).await?;
+
+    for (room, (timeline_len, state_len)) in pending.into_iter().zip(spans) {
+        match room {
+            PendingRoom::Join(room_id, records, extras) => {
+                let (timeline, state) =
+                    take_events(&mut formatted, &records, timeline_len, state_len)?;
+                let counts = counts.remove(&room_id).unwrap_or_default();
+                let room = joined_section(timeline, state, extras, counts);
+                response.rooms.join.insert(room_id, room);
+            }
+            PendingRoom::Invite(room_id, room) => {
+                response.rooms.invite.insert(room_id, room);
+            }
+            PendingRoom::Leave(room_id, records) => {
+                let (timeline, state) =
+                    take_events(&mut formatted, &records, timeline_len, state_len)?;
+                let mut room = LeftRoom::new();
+                room.timeline = timeline;
+                room.state = State::Before(state);
+                response.rooms.leave.insert(room_id, room);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A room's formatted timeline and state: the next `timeline_len` and `state_len` events.
+fn take_events(
+    formatted: &mut impl Iterator<Item = JsonValue>,
+    records: &RoomRecords,
+    timeline_len: usize,
+    state_len: usize,
+) -> Result<(Timeline, StateEvents)> {
+    let mut timeline = Timeline::new();
+    timeline.limited = records.limited;
+    timeline.prev_batch = Some(token(records.start));
+    timeline.events =
+        formatted.by_ref().take(timeline_len).map(|e| raw(&e)).collect::<Result<_>>()?;
+    let state: Vec<_> =
+        formatted.by_ref().take(state_len).map(|e| raw(&e)).collect::<Result<_>>()?;
+    Ok((timeline, StateEvents::from(state)))
+}
+
+fn joined_section(
+    timeline: Timeline,
+    state: StateEvents,
+    extras: RoomExtras,
+    counts: RoomCounts,
+) -> JoinedRoom {
+    let mut room = JoinedRoom::new();
+    room.timeline = timeline;
+    room.state = State::Before(state);
+    let mut room_data = RoomAccountData::new();
+    room_data.events = extras.account_data;
+    room.account_data = room_data;
+    let mut ephemeral = Ephemeral::new();
+    ephemeral.events = extras.ephemeral;
+    room.ephemeral = ephemeral;
+    room.unread_notifications = unread_count(counts.notifications, counts.highlights);
+    room.unread_thread_notifications = counts.threads;
+    room
 }
 
 async fn invited_room(services: &Services, membership: &MembershipRecord) -> Result<InvitedRoom> {
@@ -505,20 +588,24 @@ async fn invited_room(services: &Services, membership: &MembershipRecord) -> Res
     Ok(InvitedRoom::from(InviteState::from(events)))
 }
 
-struct RoomSection {
-    timeline: Timeline,
-    state: StateEvents,
+/// A room's timeline (the last `limit` events of a range) and the state before it, as stored.
+struct RoomRecords {
+    timeline: Vec<EventRecord>,
+    state: Vec<EventRecord>,
+    limited: bool,
+    /// The position just before the timeline: its `prev_batch`.
+    start: i64,
 }
 
 /// The timeline of `(since, upto]` (its last `limit` events) and the state before it.
-async fn room_section(
+async fn room_records(
     services: &Services,
     request: &SyncRequest,
     room_id: &ruma::RoomId,
     since: Option<i64>,
     upto: i64,
     full_state: bool,
-) -> Result<RoomSection> {
+) -> Result<RoomRecords> {
     let store = &services.store;
     let limit = request.filter.timeline_limit();
     let view = HistoryView::load(store, room_id, &request.user_id).await?;
@@ -539,17 +626,7 @@ async fn room_section(
         Vec::new()
     };
     let state = filter_state(state, &events, &request.filter, &request.user_id);
-
-    let viewer = Viewer { user_id: &request.user_id, device_id: &request.device_id };
-    let timeline_json = client_events(store, viewer, &events, Format::Sync).await?;
-    let state_json = client_events(store, viewer, &state, Format::Sync).await?;
-
-    let mut timeline = Timeline::new();
-    timeline.limited = limited;
-    timeline.prev_batch = Some(token(start));
-    timeline.events = timeline_json.iter().map(raw).collect::<Result<_>>()?;
-    let state = StateEvents::from(state_json.iter().map(raw).collect::<Result<Vec<_>>>()?);
-    Ok(RoomSection { timeline, state })
+    Ok(RoomRecords { timeline: events, state, limited, start })
 }
 
 /// Applies the state filter and, when lazy-loading, keeps only the members the timeline needs.
