@@ -61,6 +61,15 @@ impl Error {
         Self::client(StatusCode::BAD_REQUEST, ErrorKind::InvalidParam, message)
     }
 
+    /// 400 `M_INVALID_PARAM` when `text`, which is stored as text of its own, holds a NUL
+    /// character: PostgreSQL cannot hold one, and no identifier or name of the spec has one.
+    pub fn check_no_nul(field: &str, text: &str) -> Result<(), Self> {
+        if text.contains('\0') {
+            return Err(Self::invalid_param(format!("{field} contains a NUL character")));
+        }
+        Ok(())
+    }
+
     /// 400 `M_MISSING_PARAM`.
     pub fn missing_param(message: impl Into<String>) -> Self {
         Self::client(StatusCode::BAD_REQUEST, ErrorKind::MissingParam, message)

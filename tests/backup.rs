@@ -391,6 +391,22 @@ async fn bad_backup_requests_get_the_spec_errors() {
             Some(&format!(r#"{{"rooms":{{"room":{{"sessions":{{"s":{good_key}}}}}}}}}"#)),
         )
         .expect(bad, "M_BAD_JSON"),
+        row(
+            "a session ID with a NUL character",
+            put.clone(),
+            keys_path("", &version),
+            a,
+            Some(&format!(r#"{{"rooms":{{"{ROOM}":{{"sessions":{{"s\u0000t":{good_key}}}}}}}}}"#)),
+        )
+        .expect(bad, "M_INVALID_PARAM"),
+        row(
+            "an algorithm with a NUL character",
+            post.clone(),
+            &versions,
+            a,
+            Some(&with("m.custom\\u0000", &good_auth)),
+        )
+        .expect(bad, "M_INVALID_PARAM"),
     ];
     run_table(&server, rows).await;
     // Nothing of the refused requests was stored.

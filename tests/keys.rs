@@ -544,6 +544,7 @@ async fn bad_key_requests_get_the_spec_errors() {
         row("a to-device message that is not an object", Method::PUT, to_device("t2"), token, Some(&as_text(json!({ "messages": { bob.user_id.clone(): { "*": 5 } } })))).expect(StatusCode::BAD_REQUEST, "M_BAD_JSON"),
         row("an oversize to-device message", Method::PUT, to_device("t3"), token, Some(&as_text(json!({ "messages": { bob.user_id.clone(): { "*": { "x": huge } } } })))).expect(StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE"),
         row("to-device without messages", Method::PUT, to_device("t4"), token, Some("{}")).expect(StatusCode::BAD_REQUEST, "M_BAD_JSON"),
+        row("a one-time key ID with a NUL character", Method::POST, &upload_path, token, Some(&otk("signed_curve25519:AA\0AA", good_otk.clone()))).expect(StatusCode::BAD_REQUEST, "M_INVALID_PARAM"),
     ];
     run_table(&server, rows).await;
 }

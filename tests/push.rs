@@ -645,6 +645,10 @@ async fn bad_push_requests_get_the_spec_errors() {
             .expect(bad, "M_INVALID_PARAM"),
         row("a limit that is no number", get.clone(), format!("{V3}/notifications?limit=lots"), a, None)
             .expect(bad, "M_INVALID_PARAM"),
+        row("a push key with a NUL character", post.clone(), format!("{V3}/pushers/set"), a, Some(&pusher("org.example.app", "k\0ey", URL).to_string()))
+            .expect(bad, "M_INVALID_PARAM"),
+        row("an app ID with a NUL character", post.clone(), format!("{V3}/pushers/set"), a, Some(&pusher("org.example\0", "key", URL).to_string()))
+            .expect(bad, "M_INVALID_PARAM"),
     ];
     run_table(&server, rows).await;
 }

@@ -146,6 +146,14 @@ async fn bad_reports_get_the_spec_errors() {
             Some(r#"{"reason":"x"}"#),
         )
         .expect(bad, "M_INVALID_PARAM"),
+        row(
+            "a reason with a NUL character",
+            post.clone(),
+            room_path(&room),
+            a,
+            Some(r#"{"reason":"a\u0000b"}"#),
+        )
+        .expect(bad, "M_INVALID_PARAM"),
     ];
     run_table(&server, rows).await;
     // A room report without a reason is taken as one with an empty reason: v1.13 had it

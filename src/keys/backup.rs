@@ -194,6 +194,7 @@ fn version_body(algorithm: &Raw<BackupAlgorithm>) -> Result<VersionBody> {
     if !body.auth_data.get().trim_start().starts_with('{') {
         return Err(Error::bad_json("auth_data must be a JSON object"));
     }
+    Error::check_no_nul("algorithm", &body.algorithm)?;
     Ok(body)
 }
 
@@ -222,6 +223,7 @@ fn new_key(
     session_id: &str,
     data: &Raw<KeyBackupData>,
 ) -> Result<NewBackupKey> {
+    Error::check_no_nul("A session ID", session_id)?;
     let parsed = data.deserialize().map_err(|error| {
         Error::bad_json(format!("Invalid key data for session {session_id}: {error}"))
     })?;

@@ -309,6 +309,7 @@ fn check_one_time_keys(
 ) -> Result<Vec<OneTimeKeyRecord>> {
     let mut checked = Vec::new();
     for (key_id, raw_key) in keys {
+        Error::check_no_nul("A key ID", key_id.as_str())?;
         let algorithm = key_id.algorithm();
         if algorithm.as_str() != SIGNED_CURVE25519 {
             return Err(Error::invalid_param(format!(

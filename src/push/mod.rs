@@ -226,7 +226,8 @@ fn check_ids(ids: &ruma::api::client::push::PusherIds) -> Result<()> {
     if ids.app_id.is_empty() || ids.app_id.chars().count() > MAX_APP_ID {
         return Err(Error::invalid_param("app_id must have 1 to 64 characters"));
     }
-    Ok(())
+    Error::check_no_nul("pushkey", &ids.pushkey)?;
+    Error::check_no_nul("app_id", &ids.app_id)
 }
 
 /// Checks a pusher a client sets and turns it into a row.
@@ -238,6 +239,14 @@ fn pusher_record(user_id: &UserId, device_id: &str, pusher: Pusher) -> Result<Pu
     {
         return Err(Error::invalid_param("A pusher field is longer than 1000 bytes"));
     }
+    for (field, text) in [
+        ("app_display_name", &pusher.app_display_name),
+        ("device_display_name", &pusher.device_display_name),
+        ("lang", &pusher.lang),
+    ] {
+        Error::check_no_nul(field, text)?;
+    }
+    Error::check_no_nul("profile_tag", pusher.profile_tag.as_deref().unwrap_or_default())?;
     let PusherKind::Http(data) = pusher.kind else {
         // FIXME: email pushers need an email sender, which Hearth does not have.
         return Err(Error::invalid_param("Only http pushers are supported"));

@@ -84,6 +84,7 @@ impl Rooms {
 }
 
 fn check_reason(reason: Option<&str>) -> Result<()> {
+    Error::check_no_nul("reason", reason.unwrap_or_default())?;
     if reason.is_some_and(|reason| reason.chars().count() > MAX_REASON_CHARS) {
         return Err(Error::bad_json(format!(
             "The reason is longer than {MAX_REASON_CHARS} characters"
