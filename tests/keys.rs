@@ -621,3 +621,30 @@ async fn a_dehydrated_device_keeps_its_to_device_messages_until_read() {
     let found = query(&server, &bob, &alice).await;
     assert!(found["device_keys"][&alice.user_id].get("PARKED").is_none(), "its keys went with it");
 }
+
+/// A device holds at most 1,000 unclaimed one-time keys: an upload beyond that is refused whole.
+#[tokio::test]
+async fn one_time_keys_beyond_the_cap_are_refused() {
+    let (server, alice, device, _, _) = family().await;
+    let keys = |from: usize, count: usize| {
+        let keys: serde_json::Map<String, Value> = (from..from + count)
+            .map(|n| {
+                let key = one_time_key(&alice, &device, &format!("k{n}"), false);
+                (format!("signed_curve25519:K{n:05}"), key)
+            })
+            .collect();
+        json!({ "one_time_keys": keys })
+    };
+    let counts = upload(&server, &alice, keys(0, 900)).await;
+    assert_eq!(counts["one_time_key_counts"]["signed_curve25519"], 900);
+
+    let path = format!("{V3}/keys/upload");
+    let (status, refused) = server.post(&path, &alice.access_token, keys(900, 101)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert_eq!(refused["errcode"], "M_INVALID_PARAM");
+    let counts = upload(&server, &alice, json!({})).await;
+    assert_eq!(counts["one_time_key_counts"]["signed_curve25519"], 900, "nothing of it stored");
+
+    let counts = upload(&server, &alice, keys(900, 100)).await;
+    assert_eq!(counts["one_time_key_counts"]["signed_curve25519"], 1_000, "up to the cap is fine");
+}

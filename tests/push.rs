@@ -680,3 +680,42 @@ async fn an_invite_notifies_the_invited_user_who_is_not_joined_yet() {
     let response = server.sync(&dave, "timeout=0").await;
     assert_eq!(counts(&response, &room), Some((0, 0)));
 }
+
+/// A user has at most 20 pushers and 100 push rules of their own; replacing one is always fine,
+/// and deleting one makes room again.
+#[tokio::test]
+async fn pushers_and_push_rules_are_capped_per_user() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let token = &alice.access_token;
+    let set = format!("{V3}/pushers/set");
+    for n in 0..20 {
+        let (status, body) =
+            server.post(&set, token, pusher("org.example.app", &format!("key{n}"), URL)).await;
+        assert_eq!(status, StatusCode::OK, "pusher {n}: {body}");
+    }
+    let (status, body) = server.post(&set, token, pusher("org.example.app", "key20", URL)).await;
+    assert_eq!((status, body["errcode"].as_str()), (StatusCode::FORBIDDEN, Some("M_FORBIDDEN")));
+    let mut renamed = pusher("org.example.app", "key3", URL);
+    renamed["device_display_name"] = json!("tablet");
+    assert_eq!(server.post(&set, token, renamed).await.0, StatusCode::OK, "replacing one");
+    let delete = json!({ "app_id": "org.example.app", "pushkey": "key0", "kind": null });
+    assert_eq!(server.post(&set, token, delete).await.0, StatusCode::OK);
+    let (status, _) = server.post(&set, token, pusher("org.example.app", "key20", URL)).await;
+    assert_eq!(status, StatusCode::OK, "room again after a delete");
+    let (_, listed) = server.get(&format!("{V3}/pushers"), token).await;
+    assert_eq!(listed["pushers"].as_array().map(Vec::len), Some(20));
+
+    let rule = |id: &str| format!("{V3}/pushrules/global/content/{id}");
+    let body = |pattern: &str| json!({ "pattern": pattern, "actions": ["notify"] });
+    for n in 0..100 {
+        let (status, answer) = server.put(&rule(&format!("r{n}")), token, body("x")).await;
+        assert_eq!(status, StatusCode::OK, "rule {n}: {answer}");
+    }
+    let (status, answer) = server.put(&rule("r100"), token, body("x")).await;
+    assert_eq!((status, answer["errcode"].as_str()), (StatusCode::FORBIDDEN, Some("M_FORBIDDEN")));
+    assert_eq!(server.put(&rule("r5"), token, body("y")).await.0, StatusCode::OK, "replacing one");
+    let deleted = server.call(Method::DELETE, &rule("r0"), Some(token), None).await;
+    assert_eq!(deleted.0, StatusCode::OK);
+    assert_eq!(server.put(&rule("r100"), token, body("x")).await.0, StatusCode::OK);
+}

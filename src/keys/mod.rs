@@ -57,6 +57,10 @@ pub struct KeyOutput {
 /// The one-time key algorithm clients use, the only one accepted.
 const SIGNED_CURVE25519: &str = "signed_curve25519";
 
+/// The most unclaimed one-time keys a device may hold: clients keep about fifty, and each is a
+/// row that only a claim removes.
+pub const MAX_ONE_TIME_KEYS: usize = 1_000;
+
 /// The end-to-end encryption service. Cheap to clone.
 #[derive(Clone)]
 pub struct Keys {
@@ -114,6 +118,7 @@ impl Keys {
             self.publish(DEVICE_LIST_SUBJECT, user_id, position).await;
         }
         if !one_time.is_empty() {
+            self.check_one_time_key_room(user_id, device_id, one_time.len()).await?;
             let conflicts = self.store.add_one_time_keys(user_id, device_id, one_time).await?;
             if !conflicts.is_empty() {
                 return Err(Error::invalid_param(format!(
@@ -126,6 +131,29 @@ impl Keys {
             self.store.set_fallback_keys(user_id, device_id, fallback).await?;
         }
         self.one_time_key_counts(user_id, device_id).await
+    }
+
+    /// Refuses an upload that would leave the device more than [`MAX_ONE_TIME_KEYS`] unclaimed.
+    async fn check_one_time_key_room(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        new: usize,
+    ) -> Result<()> {
+        let stored: u64 = self
+            .store
+            .one_time_key_counts(user_id, device_id)
+            .await?
+            .into_iter()
+            .map(|c| c.1)
+            .sum();
+        let total = usize::try_from(stored).unwrap_or(usize::MAX).saturating_add(new);
+        if total > MAX_ONE_TIME_KEYS {
+            return Err(Error::invalid_param(format!(
+                "A device may hold at most {MAX_ONE_TIME_KEYS} unclaimed one-time keys"
+            )));
+        }
+        Ok(())
     }
 
     /// The device's unclaimed one-time keys per algorithm (`signed_curve25519` always named).

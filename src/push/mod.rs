@@ -56,6 +56,9 @@ const MAX_APP_ID: usize = 64;
 const MAX_PUSHER_TEXT: usize = 1_000;
 /// The largest `data` object taken, as JSON.
 const MAX_PUSHER_DATA: usize = 4_096;
+/// The most pushers a user may have: each notification is posted to each of them, and a
+/// household's devices are far fewer.
+pub const MAX_PUSHERS: usize = 20;
 /// The path every push gateway serves.
 pub const NOTIFY_PATH: &str = "/_matrix/push/v1/notify";
 /// The default and the largest page of `GET /notifications`.
@@ -140,6 +143,7 @@ impl Push {
         match action {
             set_pusher::v3::PusherAction::Post(post) => {
                 let record = pusher_record(user_id, device_id, post.pusher)?;
+                self.check_pusher_count(&record).await?;
                 self.store.set_pusher(record, post.append).await?;
             }
             set_pusher::v3::PusherAction::Delete(ids) => {
@@ -147,6 +151,18 @@ impl Push {
                 self.store.delete_pusher(user_id, &ids.app_id, &ids.pushkey).await?;
             }
             _ => return Err(Error::invalid_param("Unknown pusher action")),
+        }
+        Ok(())
+    }
+
+    /// Refuses a new pusher beyond [`MAX_PUSHERS`]; replacing one of the user's is always fine.
+    async fn check_pusher_count(&self, new: &PusherRecord) -> Result<()> {
+        let pushers = self.store.pushers(&new.user_id).await?;
+        let replaces = pushers.iter().any(|p| p.app_id == new.app_id && p.pushkey == new.pushkey);
+        if !replaces && pushers.len() >= MAX_PUSHERS {
+            return Err(Error::forbidden(format!(
+                "A user may have at most {MAX_PUSHERS} pushers: delete one first"
+            )));
         }
         Ok(())
     }

@@ -48,6 +48,10 @@ fn find<'a>(rules: &'a Ruleset, kind: &RuleKind, rule_id: &str) -> Result<AnyPus
     rules.get(kind.clone(), rule_id).ok_or_else(|| Error::not_found("No such push rule"))
 }
 
+/// The most rules of their own a user may have. Each is evaluated against every event of their
+/// rooms, so that thousands of them would slow every message sent to them.
+pub const MAX_USER_RULES: usize = 100;
+
 /// Adds or replaces a rule the user made, placed as `before`/`after` ask.
 pub fn insert(
     rules: &mut Ruleset,
@@ -56,6 +60,13 @@ pub fn insert(
     after: Option<&str>,
 ) -> Result<()> {
     check_new_rule(&rule)?;
+    let replaces = rules.get(rule.kind(), rule.rule_id()).is_some();
+    let own = rules.iter().filter(|r| !r.rule_id().starts_with('.')).count();
+    if !replaces && own >= MAX_USER_RULES {
+        return Err(Error::forbidden(format!(
+            "A user may have at most {MAX_USER_RULES} push rules of their own: delete one first"
+        )));
+    }
     rules.insert(rule, after, before).map_err(insert_error)
 }
 
