@@ -26,8 +26,6 @@ for (const level of ["log", "info", "debug", "trace"]) {
 }
 
 const sdk = await import("matrix-js-sdk");
-const { logger } = await import("matrix-js-sdk/lib/logger.js");
-logger.setLevel(process.env.HEARTH_JS_LOG_LEVEL ?? "warn");
 
 /** How long any wait (first sync, keys on the server, a room, a message) may take. */
 const WAIT_MS = 60_000;
