@@ -5,7 +5,7 @@
 //!    key backup version (`/room_keys/version`) and secret storage (account data) holding the
 //!    private cross-signing keys and the backup key, and gets a recovery key;
 //! 2. alice and bob talk in an encrypted room; alice's first device backs up the room keys of
-//!    both sides (`/room_keys/keys`);
+//!    both sides (`/room_keys/keys`), and the backup version counts those two;
 //! 3. alice logs in on a second device, which cannot read the earlier messages; it recovers with
 //!    the recovery key (secrets from secret storage, the backup key among them), downloads the
 //!    room's keys from the backup and decrypts both messages from `/messages`.
@@ -28,7 +28,10 @@ use matrix_sdk::{
     deserialized_responses::TimelineEvent,
     encryption::{backups::BackupState, recovery::RecoveryState},
     room::MessagesOptions,
-    ruma::{OwnedRoomId, UInt, events::room::encryption::RoomEncryptionEventContent},
+    ruma::{
+        OwnedRoomId, UInt, api::client::backup::get_latest_backup_info,
+        events::room::encryption::RoomEncryptionEventContent,
+    },
 };
 
 const ALICE: &str = "alice";
@@ -58,6 +61,7 @@ async fn a_new_device_recovers_with_the_recovery_key_and_decrypts_history_from_t
     encrypt_room(&alice, &bob, &room_id).await?;
     converse(&alice, &bob, &room_id).await?;
     wait_for_backup_upload(&alice).await?;
+    backup_counts_keys(&alice, 2).await?;
 
     let second = login(server.url(), ALICE).await?;
     sync_once(&second).await?;
@@ -148,6 +152,15 @@ async fn wait_for_backup_upload(client: &Client) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("the backup upload did not finish within {BACKUP_DEADLINE:?}"))?
         .context("uploading room keys to the backup (PUT /_matrix/client/v3/room_keys/keys)")
+}
+
+/// The server's latest backup version counts `expected` keys (here alice's own Megolm session
+/// and bob's).
+async fn backup_counts_keys(client: &Client, expected: u32) -> anyhow::Result<()> {
+    let request = get_latest_backup_info::v3::Request::new();
+    let info = client.send(request).await.context("GET /_matrix/client/v3/room_keys/version")?;
+    ensure!(info.count == UInt::from(expected), "the backup counts {} keys", info.count);
+    Ok(())
 }
 
 /// Recovers the second device's secrets from secret storage with the recovery key.
