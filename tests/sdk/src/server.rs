@@ -99,7 +99,10 @@ async fn spawn(binary: &Path, data_dir: &Path) -> anyhow::Result<(Child, String)
         .arg(data_dir)
         .arg("serve")
         .args(["--listen", "127.0.0.1:0", "--registration", "open"])
-        .env("RUST_LOG", std::env::var("HEARTH_RUST_LOG").unwrap_or_else(|_| "warn".to_owned()))
+        .env(
+            "RUST_LOG",
+            std::env::var("HEARTH_RUST_LOG").unwrap_or_else(|_| "warn,warp::server=off".to_owned()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
