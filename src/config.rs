@@ -99,6 +99,17 @@ pub struct LimitsConfig {
     /// Login and registration attempts allowed per client address per minute.
     #[serde(default = "default_login_per_minute")]
     pub login_attempts_per_minute: u32,
+    /// How long a client may take to send a request's headers, or pause while it sends a body,
+    /// in seconds; also how long an idle kept-alive connection stays open.
+    #[serde(default = "default_request_timeout_seconds")]
+    pub request_timeout_seconds: u64,
+}
+
+impl LimitsConfig {
+    /// [`Self::request_timeout_seconds`] as a duration (at least a second).
+    pub fn request_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.request_timeout_seconds.max(1))
+    }
 }
 
 impl Default for LimitsConfig {
@@ -106,6 +117,7 @@ impl Default for LimitsConfig {
         Self {
             max_request_bytes: default_max_request_bytes(),
             login_attempts_per_minute: default_login_per_minute(),
+            request_timeout_seconds: default_request_timeout_seconds(),
         }
     }
 }
@@ -189,6 +201,10 @@ fn default_max_request_bytes() -> u64 {
 }
 
 fn default_login_per_minute() -> u32 {
+    30
+}
+
+fn default_request_timeout_seconds() -> u64 {
     30
 }
 
@@ -410,6 +426,9 @@ max_request_bytes = 1048576
 # Login and registration attempts allowed per client address per minute, and
 # password confirmations (changing the password, deleting devices) per account.
 login_attempts_per_minute = 30
+# How long a client may take to send a request's headers, or pause while it
+# sends a body, in seconds; also how long an idle connection stays open.
+request_timeout_seconds = 30
 
 [media]
 # The largest file a user may upload, in bytes (50 MiB). Uploads may be this

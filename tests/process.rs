@@ -109,7 +109,10 @@ async fn first_run_creates_a_commented_config_the_signing_key_and_the_database()
     };
     assert_eq!(keys("registration"), ["mode", "tokens"]);
     assert_eq!(keys("log"), ["level"]);
-    assert_eq!(keys("limits"), ["login_attempts_per_minute", "max_request_bytes"]);
+    assert_eq!(
+        keys("limits"),
+        ["login_attempts_per_minute", "max_request_bytes", "request_timeout_seconds"]
+    );
     assert_eq!(keys("well_known"), ["client", "server"]);
     assert_eq!(keys("database"), ["backend", "url"]);
     assert!(parsed.contains_key("server_name") && parsed.contains_key("listen"));

@@ -8,6 +8,7 @@
 #[cfg(feature = "postgres")]
 pub mod admin;
 pub mod client;
+pub mod listener;
 pub mod ratelimit;
 pub mod router;
 
@@ -29,31 +30,32 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let router = Arc::new(routes());
+    let timeout = services.config.limits.request_timeout();
     let filter = warp::any()
         .and(warp::method())
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
-        .and(warp::addr::remote())
+        .and(warp::ext::optional::<listener::PeerAddr>())
         .and(warp::body::stream())
         .then(
             move |method,
                   path: warp::path::FullPath,
                   query,
                   headers,
-                  remote: Option<std::net::SocketAddr>,
+                  peer: Option<listener::PeerAddr>,
                   body| {
                 let incoming = Incoming {
                     method,
                     path: path.as_str().to_owned(),
                     query,
                     headers,
-                    origin: remote.map_or(IpAddr::from([127, 0, 0, 1]), |addr| addr.ip()),
+                    origin: peer.map_or(IpAddr::from([127, 0, 0, 1]), |peer| peer.0.ip()),
                 };
                 handle(services.clone(), router.clone(), incoming, body)
             },
         );
-    warp::serve(filter).incoming(listener).graceful(shutdown).run().await;
+    listener::run(listener, timeout, warp::service(filter), shutdown).await;
 }
 
 /// Every route Hearth serves.
@@ -100,7 +102,8 @@ where
                 BodyKind::Media => services.media.max_upload_bytes(),
             };
             let response = async {
-                let body = read_body(body, limit).await?;
+                let pause = services.config.limits.request_timeout();
+                let body = read_body(body, limit, pause).await?;
                 let meta = RequestMeta {
                     access_token: access_token(&incoming.headers, &incoming.query),
                     origin: incoming.origin,
@@ -155,14 +158,20 @@ fn error_response(error: &Error) -> http::Response<Vec<u8>> {
 }
 
 /// Reads the body, refusing with 413 once it exceeds `limit` bytes.
-async fn read_body<S, B>(body: S, limit: u64) -> crate::Result<Bytes>
+/// Reads a request body of at most `limit` bytes; a client that sends nothing for `pause` gets
+/// 408 (an upload over a slow line is fine as long as it keeps going).
+async fn read_body<S, B>(body: S, limit: u64, pause: std::time::Duration) -> crate::Result<Bytes>
 where
     S: futures::Stream<Item = Result<B, warp::Error>>,
     B: bytes::Buf,
 {
     futures::pin_mut!(body);
     let mut collected = BytesMut::new();
-    while let Some(chunk) = body.next().await {
+    let stalled = || {
+        let message = format!("The request body stalled for {} seconds", pause.as_secs());
+        Error::client(StatusCode::REQUEST_TIMEOUT, ruma::api::error::ErrorKind::Unknown, message)
+    };
+    while let Some(chunk) = tokio::time::timeout(pause, body.next()).await.map_err(|_| stalled())? {
         let mut chunk =
             chunk.map_err(|_| Error::bad_request("The request body could not be read"))?;
         if (collected.len() + chunk.remaining()) as u64 > limit {

@@ -1,0 +1,81 @@
+//! Clients that send slowly, against the real server with `[limits] request_timeout_seconds = 1`:
+//! one that never finishes its headers is disconnected, one whose body stalls gets 408, and one
+//! that sends a body slowly but steadily is served.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpStream,
+};
+
+async fn server() -> TestServer {
+    let config = "server_name = \"localhost\"\n[limits]\nrequest_timeout_seconds = 1\n";
+    TestServer::start_with_config(config, &["--registration", "open"]).await
+}
+
+async fn connect(server: &TestServer) -> TcpStream {
+    let address = server.base_url.trim_start_matches("http://");
+    TcpStream::connect(address).await.expect("connect to the test server")
+}
+
+/// Reads until the server closes the connection (or 10 s pass) and returns what it sent.
+async fn read_to_close(stream: &mut TcpStream) -> String {
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer));
+    read.await.expect("the server closes the connection").expect("read the answer");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    let server = server().await;
+    let mut stream = connect(&server).await;
+    let started = Instant::now();
+    stream.write_all(b"GET /_matrix/client/versions HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let answer = read_to_close(&mut stream).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
+    assert!(!answer.contains("200 OK"), "no answer to half a request: {answer}");
+}
+
+#[tokio::test]
+async fn an_idle_kept_alive_connection_is_closed() {
+    let server = server().await;
+    let mut stream = connect(&server).await;
+    let request = b"GET /_matrix/client/versions HTTP/1.1\r\nHost: x\r\n\r\n";
+    stream.write_all(request).await.unwrap();
+    let started = Instant::now();
+    let answer = read_to_close(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_stalled_body_gets_408_and_a_slow_steady_one_is_served() {
+    let server = server().await;
+    let body = br#"{"username":"slowpoke","password":"a long enough password","auth":{"type":"m.login.dummy"}}"#;
+    let head = format!(
+        "POST /_matrix/client/v3/register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+
+    let mut stalled = connect(&server).await;
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    stalled.write_all(&body[..10]).await.unwrap();
+    let answer = read_to_close(&mut stalled).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("M_UNKNOWN"), "{answer}");
+
+    let mut steady = connect(&server).await;
+    steady.write_all(head.as_bytes()).await.unwrap();
+    for piece in body.chunks(body.len() / 4 + 1) {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        steady.write_all(piece).await.unwrap();
+    }
+    let answer = read_to_close(&mut steady).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "1.6 s in all, never 1 s idle: {answer}");
+}
