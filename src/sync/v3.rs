@@ -22,8 +22,8 @@ use ruma::{
     api::client::sync::sync_events::{
         UnreadNotificationsCount,
         v3::{
-            Ephemeral, GlobalAccountData, InviteState, InvitedRoom, JoinedRoom, LeftRoom, Response,
-            RoomAccountData, State, StateEvents, Timeline,
+            Ephemeral, GlobalAccountData, InviteState, InvitedRoom, JoinedRoom, KnockState,
+            KnockedRoom, LeftRoom, Response, RoomAccountData, State, StateEvents, Timeline,
         },
     },
     events::AnySyncEphemeralRoomEvent,
@@ -94,6 +94,7 @@ fn is_empty(response: &Response) -> bool {
     rooms.join.is_empty()
         && rooms.invite.is_empty()
         && rooms.leave.is_empty()
+        && rooms.knock.is_empty()
         && response.account_data.events.is_empty()
         && response.to_device.is_empty()
         && response.device_lists.is_empty()
@@ -138,6 +139,8 @@ async fn compute(services: &Services, request: &SyncRequest, current: i64) -> Re
     let changed = changed_joined_rooms(services, request, &memberships, current).await?;
     let receipts = joined_receipts(services, request, &memberships, current).await?;
     let counted = rooms_with_new_counts(services, request, &memberships, current).await?;
+    let summaries =
+        super::summary::room_summaries(services, request, &memberships, changed.as_ref()).await?;
 
     // Rooms are read concurrently: each takes a few small reads, and a user in many rooms would
     // otherwise wait for all of them one after the other. (The futures are collected first: a
@@ -147,7 +150,8 @@ async fn compute(services: &Services, request: &SyncRequest, current: i64) -> Re
         .filter(|m| request.filter.rooms.allows_room(m.room_id.as_str()))
         .map(|membership| {
             let extras = room_extras(services, request, membership, &account_data, &receipts)
-                .map(|extras| extras.with_new_counts(counted.contains(&membership.room_id)));
+                .map(|extras| extras.with_new_counts(counted.contains(&membership.room_id)))
+                .map(|extras| extras.with_summary(summaries.get(&membership.room_id).cloned()));
             room_update(services, request, membership, current, &changed, &forgotten, extras)
         })
         .collect();
@@ -167,6 +171,9 @@ async fn compute(services: &Services, request: &SyncRequest, current: i64) -> Re
             }
             RoomUpdate::Leave(room_id, room) => {
                 response.rooms.leave.insert(room_id, *room);
+            }
+            RoomUpdate::Knock(room_id, room) => {
+                response.rooms.knock.insert(room_id, room);
             }
         }
     }
@@ -279,6 +286,7 @@ enum RoomUpdate {
     Join(OwnedRoomId, Box<JoinedRoom>),
     Invite(OwnedRoomId, InvitedRoom),
     Leave(OwnedRoomId, Box<LeftRoom>),
+    Knock(OwnedRoomId, KnockedRoom),
 }
 
 /// The room's account data that the filter lets through.
@@ -320,6 +328,11 @@ async fn room_update(
         "invite" if request.since.is_none_or(|s| membership.stream_position > s) => {
             Some(RoomUpdate::Invite(room_id, invited_room(services, membership).await?))
         }
+        "knock" if request.since.is_none_or(|s| membership.stream_position > s) => {
+            let mut state = KnockState::new();
+            state.events = stripped_room_state(services, membership).await?;
+            Some(RoomUpdate::Knock(room_id, KnockedRoom::from(state)))
+        }
         "leave" | "ban" if wants_left_room(request, membership, forgotten) => {
             let room = left_room(services, request, membership).await?;
             Some(RoomUpdate::Leave(room_id, Box::new(room)))
@@ -348,6 +361,8 @@ struct RoomExtras {
     ephemeral: Vec<Raw<AnySyncEphemeralRoomEvent>>,
     /// Whether the user's notification counts in the room grew after the token.
     new_counts: bool,
+    /// The room's summary, when the sync is to show it.
+    summary: Option<super::summary::ShownSummary>,
 }
 
 impl RoomExtras {
@@ -357,6 +372,10 @@ impl RoomExtras {
 
     fn with_new_counts(self, new_counts: bool) -> Self {
         Self { new_counts, ..self }
+    }
+
+    fn with_summary(self, summary: Option<super::summary::ShownSummary>) -> Self {
+        Self { summary, ..self }
     }
 }
 
@@ -384,6 +403,7 @@ fn room_extras(
         account_data: room_account_data(request, account_data, &membership.room_id)?,
         ephemeral,
         new_counts: false,
+        summary: None,
     })
 }
 
@@ -451,13 +471,15 @@ async fn joined_room(
     let full = newly_joined || request.full_state;
     let since = if newly_joined { None } else { request.since };
 
+    let heroes = extras.summary.as_ref().map(|s| s.heroes.as_slice()).unwrap_or_default();
     let section =
-        room_section(services, request, &membership.room_id, since, current, full).await?;
+        room_section(services, request, &membership.room_id, since, current, full, heroes).await?;
     if !full && section.timeline.events.is_empty() && section.state.is_empty() && extras.is_empty()
     {
         return Ok(None);
     }
     let mut room = JoinedRoom::new();
+    room.summary = extras.summary.map(|s| s.summary).unwrap_or_default();
     room.timeline = section.timeline;
     room.state = State::Before(section.state);
     let mut room_data = RoomAccountData::new();
@@ -483,6 +505,7 @@ async fn left_room(
         request.since,
         membership.stream_position,
         request.since.is_none() || request.full_state,
+        &[],
     )
     .await?;
     let mut room = LeftRoom::new();
@@ -492,6 +515,15 @@ async fn left_room(
 }
 
 async fn invited_room(services: &Services, membership: &MembershipRecord) -> Result<InvitedRoom> {
+    Ok(InvitedRoom::from(InviteState::from(stripped_room_state(services, membership).await?)))
+}
+
+/// The stripped state an invited or knocking user sees: a few state events of the room and the
+/// user's own membership event.
+async fn stripped_room_state(
+    services: &Services,
+    membership: &MembershipRecord,
+) -> Result<Vec<Raw<ruma::events::AnyStrippedStateEvent>>> {
     let store = &services.store;
     let mut events = Vec::new();
     for event_type in INVITE_STATE_TYPES {
@@ -502,7 +534,7 @@ async fn invited_room(services: &Services, membership: &MembershipRecord) -> Res
     if let Some(invite) = store.event(&membership.event_id).await? {
         events.push(raw(&stripped_state(&invite))?);
     }
-    Ok(InvitedRoom::from(InviteState::from(events)))
+    Ok(events)
 }
 
 struct RoomSection {
@@ -510,7 +542,8 @@ struct RoomSection {
     state: StateEvents,
 }
 
-/// The timeline of `(since, upto]` (its last `limit` events) and the state before it.
+/// The timeline of `(since, upto]` (its last `limit` events) and the state before it; when
+/// lazy-loading members, the state keeps the members of `heroes` too.
 async fn room_section(
     services: &Services,
     request: &SyncRequest,
@@ -518,6 +551,7 @@ async fn room_section(
     since: Option<i64>,
     upto: i64,
     full_state: bool,
+    heroes: &[OwnedUserId],
 ) -> Result<RoomSection> {
     let store = &services.store;
     let limit = request.filter.timeline_limit();
@@ -538,7 +572,7 @@ async fn room_section(
     } else {
         Vec::new()
     };
-    let state = filter_state(state, &events, &request.filter, &request.user_id);
+    let state = filter_state(state, &events, &request.filter, &request.user_id, heroes);
 
     let viewer = Viewer { user_id: &request.user_id, device_id: &request.device_id };
     let timeline_json = client_events(store, viewer, &events, Format::Sync).await?;
@@ -558,9 +592,14 @@ fn filter_state(
     timeline: &[EventRecord],
     filter: &SyncFilter,
     user_id: &UserId,
+    heroes: &[OwnedUserId],
 ) -> Vec<EventRecord> {
-    let senders: BTreeSet<&str> =
-        timeline.iter().map(|e| e.sender.as_str()).chain([user_id.as_str()]).collect();
+    let senders: BTreeSet<&str> = timeline
+        .iter()
+        .map(|e| e.sender.as_str())
+        .chain([user_id.as_str()])
+        .chain(heroes.iter().map(|hero| hero.as_str()))
+        .collect();
     let in_timeline: BTreeSet<&str> = timeline.iter().map(|e| e.event_id.as_str()).collect();
     state
         .into_iter()
