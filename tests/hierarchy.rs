@@ -212,6 +212,16 @@ async fn bad_hierarchy_requests_get_the_spec_errors() {
             None,
         )
         .expect(StatusCode::BAD_REQUEST, "M_INVALID_PARAM"),
+        row("a limit beyond any integer", Method::GET, path(&s, "limit=1e99"), token, None)
+            .expect(StatusCode::BAD_REQUEST, "M_INVALID_PARAM"),
+        row(
+            "a max_depth beyond 2^53",
+            Method::GET,
+            path(&s, "max_depth=9007199254740993"),
+            token,
+            None,
+        )
+        .expect(StatusCode::BAD_REQUEST, "M_INVALID_PARAM"),
         row("a made-up from token", Method::GET, path(&s, "from=xyz"), token, None)
             .expect(StatusCode::BAD_REQUEST, "M_INVALID_PARAM"),
         row("a from token of another walk", Method::GET, path(&s, "from=h1_1_-"), token, None)
@@ -330,6 +340,14 @@ async fn mutual_rooms_are_the_rooms_both_joined_in_pages() {
         .expect(StatusCode::BAD_REQUEST, "M_INVALID_PARAM"),
         row("a historical user ID", Method::GET, query("user_id=%40Bob%3Alocalhost"), token, None)
             .expect(StatusCode::BAD_REQUEST, "M_INVALID_PARAM"),
+        row(
+            "an oversized from token",
+            Method::GET,
+            path(&format!("&from=m{}", "x".repeat(10_000))),
+            token,
+            None,
+        )
+        .expect(StatusCode::BAD_REQUEST, "M_INVALID_PARAM"),
         row("a made-up from token", Method::GET, path("&from=xyz"), token, None)
             .expect(StatusCode::BAD_REQUEST, "M_INVALID_PARAM"),
     ];

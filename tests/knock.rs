@@ -190,6 +190,14 @@ async fn bad_knocks_get_the_spec_errors() {
             Some(&huge),
         )
         .expect(StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE"),
+        row(
+            "a via that is not a server name",
+            Method::POST,
+            format!("{}?via=not%20a%20server", knock_path(&knockable)),
+            token,
+            Some("{}"),
+        )
+        .expect(StatusCode::BAD_REQUEST, "M_INVALID_PARAM"),
         row("the wrong method", Method::GET, knock_path(&knockable), token, None)
             .expect(StatusCode::METHOD_NOT_ALLOWED, "M_UNRECOGNIZED"),
     ];

@@ -205,6 +205,14 @@ async fn bad_upgrades_get_the_spec_errors() {
             Some(r#"{"new_version":"1"}"#),
         )
         .expect(StatusCode::BAD_REQUEST, "M_UNSUPPORTED_ROOM_VERSION"),
+        row(
+            "a version longer than the grammar's 32 characters is not a version",
+            Method::POST,
+            path(&room),
+            token,
+            Some(&format!(r#"{{"new_version":"{}"}}"#, "9".repeat(10_000))),
+        )
+        .expect(StatusCode::BAD_REQUEST, "M_BAD_JSON"),
         row("no new_version", Method::POST, path(&room), token, Some("{}"))
             .expect(StatusCode::BAD_REQUEST, "M_BAD_JSON"),
         row(

@@ -195,8 +195,11 @@ fn upgrade_in(
 fn new_creators(request: &UpgradeRequest, additional_allowed: bool) -> Vec<OwnedUserId> {
     let mut creators = vec![request.user_id.clone()];
     if additional_allowed {
-        creators.extend(request.additional_creators.iter().cloned());
+        let additional = request.additional_creators.iter();
+        creators.extend(additional.filter(|u| **u != request.user_id).cloned());
     }
+    creators.sort();
+    creators.dedup();
     creators
 }
 
@@ -227,7 +230,7 @@ fn new_create_content(
     if !rules.authorization.use_room_create_sender {
         content.insert("creator".into(), request.user_id.as_str().into());
     }
-    let additional: Vec<&OwnedUserId> =
+    let additional: std::collections::BTreeSet<&OwnedUserId> =
         request.additional_creators.iter().filter(|u| **u != request.user_id).collect();
     if rules.authorization.additional_room_creators && !additional.is_empty() {
         content.insert("additional_creators".into(), json!(additional));

@@ -7,8 +7,10 @@
 //! `m.typing` ephemeral event) when that changed after the token's typing serial, and the read
 //! receipts that changed after the token's position (an `m.receipt` event), and its unread
 //! notification counts whenever it is shown (a room whose counts changed after the token is shown
-//! for them alone). Every sync also carries the device's to-device messages and key counts, and an
-//! incremental one whose device lists changed (see [`crate::keys`]).
+//! for them alone), and its summary when new or changed (see [`super::summary`]). A room the user
+//! knocked on is in `rooms.knock` with its stripped state, as an invite is in `rooms.invite`.
+//! Every sync also carries the device's to-device messages and key counts, and an incremental
+//! one whose device lists changed (see [`crate::keys`]).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
