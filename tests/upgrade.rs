@@ -62,6 +62,12 @@ async fn mature_room(server: &TestServer, version: &str) -> (TestUser, TestUser,
     let room = server.create_room(&alice, body).await;
     server.join(&bob, &room).await;
     put_state(server, &alice, &room, "m.room.avatar", json!({ "url": "mxc://localhost/a" })).await;
+    let acl = json!({ "allow": ["*"], "deny": ["evil.example"], "allow_ip_literals": false });
+    put_state(server, &alice, &room, "m.room.server_acl", acl).await;
+    let encryption = json!({ "algorithm": "m.megolm.v1.aes-sha2" });
+    put_state(server, &alice, &room, "m.room.encryption", encryption).await;
+    put_state(server, &alice, &room, "m.room.guest_access", json!({ "guest_access": "forbidden" }))
+        .await;
     let ban = json!({ "user_id": mallory.user_id, "reason": "spam" });
     let path = format!("{V3}/rooms/{}/ban", enc(&room));
     assert_eq!(server.post(&path, &alice.access_token, ban).await.0, StatusCode::OK);
@@ -85,6 +91,12 @@ async fn an_upgrade_to_version_11_copies_state_moves_aliases_and_tombstones_the_
     assert_eq!(avatar["url"], "mxc://localhost/a");
     let rules = state(&server, &alice, &new, "m.room.join_rules", "").await;
     assert_eq!(rules["join_rule"], "public");
+    let acl = state(&server, &alice, &new, "m.room.server_acl", "").await;
+    assert_eq!(acl["deny"], json!(["evil.example"]));
+    let encryption = state(&server, &alice, &new, "m.room.encryption", "").await;
+    assert_eq!(encryption["algorithm"], "m.megolm.v1.aes-sha2");
+    let guests = state(&server, &alice, &new, "m.room.guest_access", "").await;
+    assert_eq!(guests["guest_access"], "forbidden");
     let visibility = state(&server, &alice, &new, "m.room.history_visibility", "").await;
     assert_eq!(visibility["history_visibility"], "shared");
     let alias = state(&server, &alice, &new, "m.room.canonical_alias", "").await;

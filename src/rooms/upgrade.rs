@@ -174,7 +174,7 @@ fn upgrade_in(
     }
     for event_type in COPIED_STATE {
         if let Some(content) = state_content(txn, old, event_type, "")? {
-            send(&new_room, event_type, "", retarget_join_rule(content, old, &new_room))?;
+            send(&new_room, event_type, "", content)?;
         }
     }
     for (event_type, state_key, content) in keyed_state(txn, old)? {
@@ -298,18 +298,6 @@ fn raised_for_upgrade(power: &JsonValue, upgrader: &OwnedUserId) -> Option<JsonV
     let mut raised = power.clone();
     raised["users"][upgrader.as_str()] = needed.into();
     Some(raised)
-}
-
-/// A restricted join rule that allows the old room's members allows the new room's instead.
-fn retarget_join_rule(mut content: JsonValue, old: &RoomId, new: &RoomId) -> JsonValue {
-    if let Some(allow) = content.get_mut("allow").and_then(JsonValue::as_array_mut) {
-        for rule in allow {
-            if rule["room_id"].as_str() == Some(old.as_str()) {
-                rule["room_id"] = new.as_str().into();
-            }
-        }
-    }
-    content
 }
 
 /// The keyed state that carries over: space links, and bans.

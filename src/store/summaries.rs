@@ -1,6 +1,6 @@
 //! The storage API for room summaries: what `/sync` shows of many rooms at once (member counts,
-//! heroes, a few state events), each answered with a fixed number of queries however many rooms
-//! the user is in.
+//! heroes, a few state events). Each read is one query per backend call on PostgreSQL and one per
+//! few hundred rooms on SQLite (its lists are chunked), never one per room.
 
 use std::collections::BTreeMap;
 
@@ -104,8 +104,9 @@ pub(crate) fn hero_sql(rooms: &str, user: &str) -> String {
 /// The SQL of the count query on both backends (see [`hero_sql`]).
 pub(crate) fn count_sql(rooms: &str) -> String {
     format!(
-        "SELECT room_id, membership, COUNT(*), MAX(stream_position) FROM current_state
+        "SELECT room_id, COALESCE(membership, ''), COUNT(*), MAX(stream_position)
+         FROM current_state
          WHERE event_type = 'm.room.member' AND room_id {rooms}
-         GROUP BY room_id, membership"
+         GROUP BY room_id, COALESCE(membership, '')"
     )
 }
