@@ -690,7 +690,7 @@ async fn unknown_endpoints_and_wrong_methods_are_unrecognized() {
         (Method::GET, "/"),
         (Method::GET, "/nothing/here"),
         (Method::GET, "/_matrix/client/v3/no_such_endpoint"),
-        (Method::POST, "/_matrix/client/v3/knock/%21r%3Alocalhost"),
+        (Method::GET, "/_matrix/client/v3/admin/whois/%40a%3Alocalhost"),
         (Method::GET, "/_matrix/media/v3/preview_url"),
         (Method::GET, "/_matrix/client/v3/account/whoami/extra"),
     ];

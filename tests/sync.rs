@@ -721,3 +721,55 @@ async fn invalid_since_tokens_are_refused() {
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert_eq!(body["errcode"], "M_MISSING_TOKEN");
 }
+
+#[tokio::test]
+async fn room_summaries_count_members_and_name_heroes_until_the_room_has_a_name() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let carol = server.register("carol").await;
+    let dave = server.register("dave").await;
+    let room = server.create_room(&alice, json!({ "preset": "public_chat" })).await;
+    server.join(&bob, &room).await;
+    server.join(&dave, &room).await;
+    post_ok(&server, &alice, &room_path(&room, "invite"), json!({ "user_id": carol.user_id }))
+        .await;
+    post_ok(&server, &dave, &room_path(&room, "leave"), json!({})).await;
+
+    let initial = sync(&server, &alice, "").await;
+    let summary = &joined(&initial, &room)["summary"];
+    assert_eq!(summary["m.joined_member_count"], 2, "{summary}");
+    assert_eq!(summary["m.invited_member_count"], 1, "{summary}");
+    assert_eq!(summary["m.heroes"], json!([bob.user_id, carol.user_id]), "dave left, alice asks");
+
+    // Lazy-loading keeps the heroes' members in the state though they sent nothing.
+    server.send_text(&alice, &room, "hello").await;
+    let lazy =
+        json!({ "room": { "state": { "lazy_load_members": true }, "timeline": { "limit": 1 } } });
+    let lazy_sync = sync(&server, &alice, &filter(lazy)).await;
+    let state = events(&joined(&lazy_sync, &room)["state"]).to_vec();
+    assert!(find_state(&state, "m.room.member", &bob.user_id).is_some(), "{lazy_sync}");
+    assert!(find_state(&state, "m.room.member", &carol.user_id).is_some(), "{lazy_sync}");
+    assert!(find_state(&state, "m.room.member", &dave.user_id).is_none(), "{lazy_sync}");
+
+    // A message changes no summary: it is left out.
+    let quiet = sync_since(&server, &alice, &lazy_sync["next_batch"]).await;
+    server.send_text(&bob, &room, "hi").await;
+    let after_message = sync_since(&server, &alice, &quiet["next_batch"]).await;
+    assert!(joined(&after_message, &room).get("summary").is_none(), "{after_message}");
+
+    server.join(&carol, &room).await;
+    let after_join = sync_since(&server, &alice, &after_message["next_batch"]).await;
+    let summary = &joined(&after_join, &room)["summary"];
+    assert_eq!(
+        (&summary["m.joined_member_count"], &summary["m.invited_member_count"]),
+        (&json!(3), &json!(0))
+    );
+    assert_eq!(summary["m.heroes"], json!([bob.user_id, carol.user_id]));
+
+    put_state(&server, &alice, &room, "m.room.name", json!({ "name": "Family" })).await;
+    let after_name = sync_since(&server, &alice, &after_join["next_batch"]).await;
+    let summary = &joined(&after_name, &room)["summary"];
+    assert_eq!(summary["m.joined_member_count"], 3, "{summary}");
+    assert!(summary.get("m.heroes").is_none(), "a named room needs no heroes: {summary}");
+}

@@ -11,7 +11,9 @@ pub mod builder;
 pub mod create;
 pub mod directory;
 pub mod format;
+pub mod hierarchy;
 pub mod ingest;
+pub mod mutual;
 pub mod pdu;
 pub mod power;
 pub mod receipts;
@@ -19,6 +21,7 @@ pub mod relations;
 pub mod reports;
 pub mod state;
 pub mod typing;
+pub mod upgrade;
 pub mod visibility;
 
 use ruma::{

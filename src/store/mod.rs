@@ -2,7 +2,7 @@
 //! PostgreSQL backends implement.
 //!
 //! Nothing outside this module sees SQL or a database driver type. Operations are grouped by area
-//! ([`UserStore`], [`RoomStore`], [`ReceiptStore`], [`KeyStore`], [`BackupStore`],
+//! ([`UserStore`], [`RoomStore`], [`RoomSummaryStore`], [`ReceiptStore`], [`KeyStore`], [`BackupStore`],
 //! [`UserDirectoryStore`], [`ReportStore`], [`MediaStore`], [`PushStore`], [`BusStore`]); [`Store`] is the handle the
 //! rest of the server holds. Writes that must see a consistent room (building and persisting an
 //! event) run as one closure against a [`RoomTxn`] inside the backend's single writer, so
@@ -19,6 +19,7 @@ mod postgres;
 mod push_sql;
 mod shared;
 mod sqlite;
+pub mod summaries;
 pub mod switch;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -37,7 +38,12 @@ use ruma::{
 };
 use serde_json::value::RawValue;
 
-pub use self::{keys::*, media::*, types::*};
+pub use self::{
+    keys::*,
+    media::*,
+    summaries::{MemberSummary, RoomSummaryStore},
+    types::*,
+};
 
 /// A storage failure. Always an internal error: client mistakes are caught before the store.
 pub type StoreResult<T> = anyhow::Result<T>;
@@ -71,6 +77,7 @@ pub fn is_unavailable(error: &anyhow::Error) -> bool {
 pub trait Storage:
     UserStore
     + RoomStore
+    + RoomSummaryStore
     + ReceiptStore
     + KeyStore
     + BackupStore
@@ -88,6 +95,7 @@ pub trait Storage:
 impl<T> Storage for T where
     T: UserStore
         + RoomStore
+        + RoomSummaryStore
         + ReceiptStore
         + KeyStore
         + BackupStore

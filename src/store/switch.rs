@@ -568,6 +568,25 @@ impl BackupStore for SwitchableStore {
 }
 
 #[async_trait]
+impl super::RoomSummaryStore for SwitchableStore {
+    async fn member_summaries(
+        &self,
+        room_ids: &[OwnedRoomId],
+        user_id: &UserId,
+    ) -> StoreResult<std::collections::BTreeMap<OwnedRoomId, super::MemberSummary>> {
+        self.current().member_summaries(room_ids, user_id).await
+    }
+
+    async fn current_state_events(
+        &self,
+        room_ids: &[OwnedRoomId],
+        event_types: &[&str],
+    ) -> StoreResult<Vec<EventRecord>> {
+        self.current().current_state_events(room_ids, event_types).await
+    }
+}
+
+#[async_trait]
 impl UserDirectoryStore for SwitchableStore {
     async fn search_user_directory(
         &self,

@@ -1475,3 +1475,81 @@ async fn pushers_are_replaced_taken_over_and_deleted_with_their_devices() {
     let store = db.open().await;
     assert_eq!(store.pushers(&alice).await.unwrap(), [tagged]);
 }
+
+/// Appends one `m.room.member` event per (user, membership), in order, to a new room.
+async fn append_members(
+    store: &Store,
+    room_id: &OwnedRoomId,
+    members: &[(&str, &str)],
+    first: usize,
+) {
+    let room_id = room_id.clone();
+    let members: Vec<(String, String)> =
+        members.iter().map(|(u, m)| (user(u).to_string(), (*m).to_owned())).collect();
+    let job = move |txn: &dyn RoomTxn| {
+        txn.create_room(&room_id, &RoomVersionId::V12, 0)?;
+        for (n, (user_id, membership)) in members.into_iter().enumerate() {
+            let mut event = new_event(first + n, &room_id, Some(("m.room.member", &user_id)));
+            if n == 0 {
+                event.prev_events.clear();
+            }
+            place_linear(txn, &mut event)?;
+            event.current_state[0].membership = Some(membership);
+            txn.append_event(event)?;
+        }
+        Ok(Vec::new())
+    };
+    store.write_rooms(Box::new(job)).await.unwrap();
+}
+
+#[tokio::test]
+async fn member_summaries_count_members_and_pick_heroes_for_many_rooms() {
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
+    let (busy, deserted, empty) = (room("busy"), room("deserted"), room("empty"));
+    let busy_members = [
+        ("me", "join"),
+        ("a", "join"),
+        ("b", "invite"),
+        ("c", "leave"),
+        ("d", "join"),
+        ("e", "ban"),
+        ("f", "join"),
+        ("g", "join"),
+        ("h", "knock"),
+        ("i", "join"),
+    ];
+    append_members(&store, &busy, &busy_members, 0).await;
+    append_members(&store, &deserted, &[("me", "join"), ("x", "leave"), ("y", "ban")], 100).await;
+    let mut rooms: Vec<OwnedRoomId> = (0..2_000).map(|n| room(&format!("none{n}"))).collect();
+    rooms.extend([busy.clone(), deserted.clone(), empty.clone()]);
+
+    let summaries = store.member_summaries(&rooms, &user("me")).await.unwrap();
+    assert_eq!(summaries.len(), 2, "rooms without members are left out: {summaries:?}");
+    let busy_summary = &summaries[&busy];
+    assert_eq!((busy_summary.joined, busy_summary.invited), (6, 1));
+    let heroes: Vec<OwnedUserId> = ["a", "b", "d", "f", "g"].iter().map(|u| user(u)).collect();
+    assert_eq!(busy_summary.heroes, heroes, "joined or invited, oldest first, never me");
+    let deserted_summary = &summaries[&deserted];
+    assert_eq!(deserted_summary.heroes, vec![user("x"), user("y")], "left and banned otherwise");
+    assert_eq!((deserted_summary.joined, deserted_summary.invited), (1, 0));
+    assert!(busy_summary.changed_at > 0 && deserted_summary.changed_at > busy_summary.changed_at);
+}
+
+#[tokio::test]
+async fn current_state_events_of_many_rooms_are_read_together() {
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
+    let (named, plain) = (room("named"), room("plain"));
+    append(&store, &named, vec![new_event(0, &named, Some(("m.room.name", "")))]).await;
+    let topic = new_event(1, &plain, Some(("m.room.topic", "")));
+    let topic = super::NewEvent { prev_events: Vec::new(), ..topic };
+    append(&store, &plain, vec![topic]).await;
+    let mut rooms: Vec<OwnedRoomId> = (0..2_000).map(|n| room(&format!("none{n}"))).collect();
+    rooms.extend([named.clone(), plain.clone()]);
+
+    let found = store.current_state_events(&rooms, &["m.room.name", "m.room.avatar"]).await;
+    let found: Vec<(OwnedRoomId, String)> =
+        found.unwrap().into_iter().map(|e| (e.room_id, e.event_type)).collect();
+    assert_eq!(found, vec![(named, "m.room.name".to_owned())]);
+}

@@ -13,6 +13,7 @@
 mod filter;
 mod ignored;
 mod notifier;
+mod summary;
 mod v3;
 
 pub use self::{

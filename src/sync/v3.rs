@@ -7,8 +7,11 @@
 //! `m.typing` ephemeral event) when that changed after the token's typing serial, and the read
 //! receipts that changed after the token's position (an `m.receipt` event), and its unread
 //! notification counts whenever it is shown (a room whose counts changed after the token is shown
-//! for them alone). Every sync also carries the device's to-device messages and key counts, and an
-//! incremental one whose device lists changed (see [`crate::keys`]).
+//! for them alone), and its summary when new or changed (see [`super::summary`]). A room the user
+//! knocked on is in `rooms.knock` with its stripped state, as an invite is in `rooms.invite`.
+//! Every sync also carries the device's to-device messages and key counts, and an incremental
+//! one whose device lists changed (see [`crate::keys`]). The rooms are read concurrently and
+//! their events formatted together, in one batch for the whole response.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -22,8 +25,8 @@ use ruma::{
     api::client::sync::sync_events::{
         UnreadNotificationsCount,
         v3::{
-            Ephemeral, GlobalAccountData, InviteState, InvitedRoom, JoinedRoom, LeftRoom, Response,
-            RoomAccountData, State, StateEvents, Timeline,
+            Ephemeral, GlobalAccountData, InviteState, InvitedRoom, JoinedRoom, KnockState,
+            KnockedRoom, LeftRoom, Response, RoomAccountData, State, StateEvents, Timeline,
         },
     },
     events::AnySyncEphemeralRoomEvent,
@@ -94,6 +97,7 @@ fn is_empty(response: &Response) -> bool {
     rooms.join.is_empty()
         && rooms.invite.is_empty()
         && rooms.leave.is_empty()
+        && rooms.knock.is_empty()
         && response.account_data.events.is_empty()
         && response.to_device.is_empty()
         && response.device_lists.is_empty()
@@ -138,6 +142,8 @@ async fn compute(services: &Services, request: &SyncRequest, current: i64) -> Re
     let changed = changed_joined_rooms(services, request, &memberships, current).await?;
     let receipts = joined_receipts(services, request, &memberships, current).await?;
     let counted = rooms_with_new_counts(services, request, &memberships, current).await?;
+    let summaries =
+        super::summary::room_summaries(services, request, &memberships, changed.as_ref()).await?;
 
     // Rooms are read concurrently: each takes a few small reads, and a user in many rooms would
     // otherwise wait for all of them one after the other. (The futures are collected first: a
@@ -147,7 +153,8 @@ async fn compute(services: &Services, request: &SyncRequest, current: i64) -> Re
         .filter(|m| request.filter.rooms.allows_room(m.room_id.as_str()))
         .map(|membership| {
             let extras = room_extras(services, request, membership, &account_data, &receipts)
-                .map(|extras| extras.with_new_counts(counted.contains(&membership.room_id)));
+                .map(|extras| extras.with_new_counts(counted.contains(&membership.room_id)))
+                .map(|extras| extras.with_summary(summaries.get(&membership.room_id).cloned()));
             room_update(services, request, membership, current, &changed, &forgotten, extras)
         })
         .collect();
@@ -275,13 +282,14 @@ enum PendingRoom {
     Join(OwnedRoomId, RoomRecords, RoomExtras),
     Invite(OwnedRoomId, InvitedRoom),
     Leave(OwnedRoomId, RoomRecords),
+    Knock(OwnedRoomId, KnockedRoom),
 }
 
 impl PendingRoom {
     fn records_mut(&mut self) -> Option<&mut RoomRecords> {
         match self {
             Self::Join(_, records, _) | Self::Leave(_, records) => Some(records),
-            Self::Invite(..) => None,
+            Self::Invite(..) | Self::Knock(..) => None,
         }
     }
 }
@@ -325,6 +333,11 @@ async fn room_update(
         "invite" if request.since.is_none_or(|s| membership.stream_position > s) => {
             Some(PendingRoom::Invite(room_id, invited_room(services, membership).await?))
         }
+        "knock" if request.since.is_none_or(|s| membership.stream_position > s) => {
+            let mut state = KnockState::new();
+            state.events = stripped_room_state(services, membership).await?;
+            Some(PendingRoom::Knock(room_id, KnockedRoom::from(state)))
+        }
         "leave" | "ban" if wants_left_room(request, membership, forgotten) => {
             Some(PendingRoom::Leave(room_id, left_room(services, request, membership).await?))
         }
@@ -352,6 +365,8 @@ struct RoomExtras {
     ephemeral: Vec<Raw<AnySyncEphemeralRoomEvent>>,
     /// Whether the user's notification counts in the room grew after the token.
     new_counts: bool,
+    /// The room's summary, when the sync is to show it.
+    summary: Option<super::summary::ShownSummary>,
 }
 
 impl RoomExtras {
@@ -361,6 +376,10 @@ impl RoomExtras {
 
     fn with_new_counts(self, new_counts: bool) -> Self {
         Self { new_counts, ..self }
+    }
+
+    fn with_summary(self, summary: Option<super::summary::ShownSummary>) -> Self {
+        Self { summary, ..self }
     }
 }
 
@@ -388,6 +407,7 @@ fn room_extras(
         account_data: room_account_data(request, account_data, &membership.room_id)?,
         ephemeral,
         new_counts: false,
+        summary: None,
     })
 }
 
@@ -455,8 +475,9 @@ async fn joined_room(
     let full = newly_joined || request.full_state;
     let since = if newly_joined { None } else { request.since };
 
+    let heroes = extras.summary.as_ref().map(|s| s.heroes.as_slice()).unwrap_or_default();
     let records =
-        room_records(services, request, &membership.room_id, since, current, full).await?;
+        room_records(services, request, &membership.room_id, since, current, full, heroes).await?;
     let unchanged = records.timeline.is_empty() && records.state.is_empty();
     Ok((full || !unchanged || !extras.is_empty()).then_some(records))
 }
@@ -474,6 +495,7 @@ async fn left_room(
         request.since,
         membership.stream_position,
         request.since.is_none() || request.full_state,
+        &[],
     )
     .await
 }
@@ -524,6 +546,9 @@ async fn finish_rooms(
             PendingRoom::Invite(room_id, room) => {
                 response.rooms.invite.insert(room_id, room);
             }
+            PendingRoom::Knock(room_id, room) => {
+                response.rooms.knock.insert(room_id, room);
+            }
             PendingRoom::Leave(room_id, records) => {
                 let (timeline, state) =
                     take_events(&mut formatted, &records, timeline_len, state_len)?;
@@ -561,6 +586,7 @@ fn joined_section(
     counts: RoomCounts,
 ) -> JoinedRoom {
     let mut room = JoinedRoom::new();
+    room.summary = extras.summary.map(|s| s.summary).unwrap_or_default();
     room.timeline = timeline;
     room.state = State::Before(state);
     let mut room_data = RoomAccountData::new();
@@ -575,6 +601,15 @@ fn joined_section(
 }
 
 async fn invited_room(services: &Services, membership: &MembershipRecord) -> Result<InvitedRoom> {
+    Ok(InvitedRoom::from(InviteState::from(stripped_room_state(services, membership).await?)))
+}
+
+/// The stripped state an invited or knocking user sees: a few state events of the room and the
+/// user's own membership event.
+async fn stripped_room_state(
+    services: &Services,
+    membership: &MembershipRecord,
+) -> Result<Vec<Raw<ruma::events::AnyStrippedStateEvent>>> {
     let store = &services.store;
     let mut events = Vec::new();
     for event_type in INVITE_STATE_TYPES {
@@ -585,7 +620,7 @@ async fn invited_room(services: &Services, membership: &MembershipRecord) -> Res
     if let Some(invite) = store.event(&membership.event_id).await? {
         events.push(raw(&stripped_state(&invite))?);
     }
-    Ok(InvitedRoom::from(InviteState::from(events)))
+    Ok(events)
 }
 
 /// A room's timeline (the last `limit` events of a range) and the state before it, as stored.
@@ -597,7 +632,8 @@ struct RoomRecords {
     start: i64,
 }
 
-/// The timeline of `(since, upto]` (its last `limit` events) and the state before it.
+/// The timeline of `(since, upto]` (its last `limit` events) and the state before it; when
+/// lazy-loading members, the state keeps the members of `heroes` too.
 async fn room_records(
     services: &Services,
     request: &SyncRequest,
@@ -605,6 +641,7 @@ async fn room_records(
     since: Option<i64>,
     upto: i64,
     full_state: bool,
+    heroes: &[OwnedUserId],
 ) -> Result<RoomRecords> {
     let store = &services.store;
     let limit = request.filter.timeline_limit();
@@ -625,7 +662,7 @@ async fn room_records(
     } else {
         Vec::new()
     };
-    let state = filter_state(state, &events, &request.filter, &request.user_id);
+    let state = filter_state(state, &events, &request.filter, &request.user_id, heroes);
     Ok(RoomRecords { timeline: events, state, limited, start })
 }
 
@@ -635,9 +672,14 @@ fn filter_state(
     timeline: &[EventRecord],
     filter: &SyncFilter,
     user_id: &UserId,
+    heroes: &[OwnedUserId],
 ) -> Vec<EventRecord> {
-    let senders: BTreeSet<&str> =
-        timeline.iter().map(|e| e.sender.as_str()).chain([user_id.as_str()]).collect();
+    let senders: BTreeSet<&str> = timeline
+        .iter()
+        .map(|e| e.sender.as_str())
+        .chain([user_id.as_str()])
+        .chain(heroes.iter().map(|hero| hero.as_str()))
+        .collect();
     let in_timeline: BTreeSet<&str> = timeline.iter().map(|e| e.event_id.as_str()).collect();
     state
         .into_iter()

@@ -9,8 +9,11 @@ mod devices;
 mod directory;
 mod discovery;
 mod events;
+mod hierarchy;
 mod keys;
+mod knock;
 mod media;
+mod mutual_rooms;
 mod profile;
 mod push;
 mod receipts;
@@ -22,6 +25,7 @@ mod tags;
 mod timestamp;
 mod to_device;
 mod typing;
+mod upgrade;
 mod user_directory;
 
 use ruma::api::client::uiaa::{AuthData, AuthType};
@@ -39,8 +43,11 @@ pub fn register(router: &mut Router) {
     directory::routes(router);
     discovery::routes(router);
     events::routes(router);
+    hierarchy::routes(router);
+    knock::routes(router);
     media::routes(router);
     keys::routes(router);
+    mutual_rooms::routes(router);
     profile::routes(router);
     push::routes(router);
     receipts::routes(router);
@@ -52,6 +59,7 @@ pub fn register(router: &mut Router) {
     timestamp::routes(router);
     to_device::routes(router);
     typing::routes(router);
+    upgrade::routes(router);
     user_directory::routes(router);
 }
 

@@ -32,6 +32,7 @@ mod push;
 mod receipts;
 mod relations;
 mod rooms;
+mod summaries;
 mod users;
 
 use std::{

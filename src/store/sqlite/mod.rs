@@ -16,6 +16,7 @@ mod push;
 mod receipts;
 mod relations;
 mod rooms;
+mod summaries;
 mod users;
 
 use std::{
