@@ -492,6 +492,14 @@ async fn left_room(
 }
 
 async fn invited_room(services: &Services, membership: &MembershipRecord) -> Result<InvitedRoom> {
+    Ok(InvitedRoom::from(InviteState::from(invite_state(services, membership).await?)))
+}
+
+/// The stripped state shown with an invite (also sliding sync's `invite_state`).
+pub(super) async fn invite_state(
+    services: &Services,
+    membership: &MembershipRecord,
+) -> Result<Vec<Raw<ruma::events::AnyStrippedStateEvent>>> {
     let store = &services.store;
     let mut events = Vec::new();
     for event_type in INVITE_STATE_TYPES {
@@ -502,7 +510,7 @@ async fn invited_room(services: &Services, membership: &MembershipRecord) -> Res
     if let Some(invite) = store.event(&membership.event_id).await? {
         events.push(raw(&stripped_state(&invite))?);
     }
-    Ok(InvitedRoom::from(InviteState::from(events)))
+    Ok(events)
 }
 
 struct RoomSection {
@@ -574,7 +582,7 @@ fn filter_state(
         .collect()
 }
 
-fn raw<T>(value: &JsonValue) -> Result<Raw<T>> {
+pub(super) fn raw<T>(value: &JsonValue) -> Result<Raw<T>> {
     let json = serde_json::value::to_raw_value(value).map_err(|e| anyhow::anyhow!(e))?;
     Ok(Raw::from_json(json))
 }
