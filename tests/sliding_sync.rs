@@ -244,6 +244,44 @@ async fn incremental_answers_send_only_what_changed() {
 }
 
 #[tokio::test]
+async fn invites_joins_and_leaves_change_how_a_room_is_sent() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room_id = server
+        .create_room(&bob, json!({ "name": "Bob's", "invite": [alice.user_id.clone()] }))
+        .await;
+    let mut body = one_list(json!([[0, 9]]), 5, json!([["m.room.member", "$ME"]]));
+    body["txn_id"] = json!("first");
+    let invited = slide(&server, &alice, "", body.clone()).await;
+    assert_eq!(invited["txn_id"], "first", "the txn_id comes back");
+    assert!(room(&invited, &room_id)["invite_state"].is_array(), "{invited}");
+
+    server.join(&alice, &room_id).await;
+    let joined = slide(&server, &alice, &after(&invited), body.clone()).await;
+    let entry = room(&joined, &room_id);
+    assert_eq!(entry["initial"], true, "a joined room is sent whole: {joined}");
+    assert!(entry["invite_state"].is_null());
+    assert_eq!(entry["name"], "Bob's");
+    assert_eq!(state_keys(&joined, &room_id), [key("m.room.member", &alice.user_id)]);
+
+    let path = format!("{V3}/rooms/{}/leave", enc(&room_id));
+    let (status, _) = server.post(&path, &alice.access_token, json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    server.send_text(&bob, &room_id, "after alice left").await;
+    let left = slide(&server, &alice, &after(&joined), body.clone()).await;
+    let timeline = room(&left, &room_id)["timeline"].as_array().unwrap().clone();
+    let last = timeline.last().unwrap();
+    assert_eq!(last["type"], "m.room.member", "the leave ends what alice sees: {left}");
+    assert_eq!(last["content"]["membership"], "leave");
+    assert!(bodies(&left, &room_id).is_empty(), "nothing after the leave");
+
+    let gone = slide(&server, &alice, &after(&left), body).await;
+    assert_eq!(gone["lists"]["all"]["count"], 0, "{gone}");
+    assert!(gone["rooms"].is_null());
+}
+
+#[tokio::test]
 async fn required_state_understands_wildcards_me_and_lazy_members() {
     let server = TestServer::start().await;
     let alice = server.register("alice").await;
