@@ -282,6 +282,29 @@ async fn invites_joins_and_leaves_change_how_a_room_is_sent() {
 }
 
 #[tokio::test]
+async fn what_ignored_users_send_is_left_out() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let carol = server.register("carol").await;
+    let shared = server.create_room(&alice, json!({ "preset": "public_chat" })).await;
+    server.join(&bob, &shared).await;
+    server.join(&carol, &shared).await;
+    let path = format!("{V3}/user/{}/account_data/m.ignored_user_list", enc(&alice.user_id));
+    let ignore = json!({ "ignored_users": { bob.user_id.clone(): {} } });
+    let (status, _) = server.put(&path, &alice.access_token, ignore).await;
+    assert_eq!(status, StatusCode::OK);
+    server.send_text(&bob, &shared, "from bob").await;
+    server.send_text(&carol, &shared, "from carol").await;
+    let from_bob = server.create_room(&bob, json!({ "invite": [alice.user_id.clone()] })).await;
+
+    let response = slide(&server, &alice, "", one_list(json!([[0, 9]]), 10, json!([]))).await;
+    assert_eq!(bodies(&response, &shared), ["from carol"], "{response}");
+    assert!(response["rooms"][&from_bob].is_null(), "bob's invite is left out");
+    assert_eq!(response["lists"]["all"]["count"], 1);
+}
+
+#[tokio::test]
 async fn required_state_understands_wildcards_me_and_lazy_members() {
     let server = TestServer::start().await;
     let alice = server.register("alice").await;

@@ -7,6 +7,9 @@
 //! nothing is stored. When a request with `pos` finds nothing new, it waits up to `timeout` for
 //! the notifier, as `/sync` does.
 //!
+//! What ignored users sent is left out as `/sync` leaves it out (see [`super::ignored`]): their
+//! timeline events other than state, and their invites.
+//!
 //! Not served (yet): the `spaces`, `tags` and `not_tags` list filters ruma's request type has no
 //! field for, presence, and the extensions of other MSCs (thread subscriptions, profiles).
 //!
@@ -59,10 +62,12 @@ pub async fn sliding_sync(
     let timeout = request.timeout.unwrap_or(Duration::ZERO).min(MAX_TIMEOUT);
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
+        let ignored = services.users.ignored_users(&key.user_id).await?;
         let asker = Asker {
             user_id: &key.user_id,
             device_id: &key.device_id,
             current: services.store.current_position().await?,
+            ignored: &ignored,
         };
         let answer = compute(services, asker, &request, previous.as_deref()).await?;
         let may_wait = previous.is_some() && !answer.news;
@@ -201,7 +206,10 @@ async fn room_summaries(
         .filter(|m| !forgotten.contains(&m.room_id))
         .map(|m| RoomSummary::load(store, m, &direct, asker.current))
         .collect();
-    futures::stream::iter(loads).buffered(ROOM_CONCURRENCY).try_collect().await
+    let mut summaries: Vec<RoomSummary> =
+        futures::stream::iter(loads).buffered(ROOM_CONCURRENCY).try_collect().await?;
+    summaries.retain(|s| s.inviter().is_none_or(|inviter| !asker.ignored.contains(inviter)));
+    Ok(summaries)
 }
 
 /// The rooms the user's `m.direct` account data names as direct chats.

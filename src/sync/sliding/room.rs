@@ -18,6 +18,7 @@ use crate::{
     services::Services,
     store::{Direction, EventRecord, RoomEventsQuery},
     sync::{token, v3::raw},
+    users::ignored::{IgnoredUsers, is_ignored},
 };
 use ruma::{
     UInt, UserId,
@@ -33,6 +34,8 @@ pub struct Asker<'a> {
     pub user_id: &'a UserId,
     pub device_id: &'a str,
     pub current: i64,
+    /// The users the asker ignores.
+    pub ignored: &'a IgnoredUsers,
 }
 
 /// What decides whether a room sent before is sent again, besides its events and state.
@@ -211,6 +214,7 @@ async fn timeline(
     if !events.is_empty() {
         let view = HistoryView::load(store, summary.room_id(), asker.user_id).await?;
         events.retain(|event| view.allows(event));
+        events.retain(|e| !is_ignored(asker.ignored, &e.sender, e.state_key.is_some()));
     }
     Ok(Timeline { events, any_new, limited, start })
 }

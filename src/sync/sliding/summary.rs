@@ -107,6 +107,13 @@ impl RoomSummary {
         Ok(Self { membership, state, bump_stamp, is_dm })
     }
 
+    /// Who sent the user's invite, if the user is invited.
+    pub fn inviter(&self) -> Option<&OwnedUserId> {
+        let invite = self.membership.membership == "invite";
+        let event = self.state.iter().find(|e| invite && e.event_id == self.membership.event_id);
+        event.map(|e| &e.sender)
+    }
+
     pub fn room_id(&self) -> &OwnedRoomId {
         &self.membership.room_id
     }
