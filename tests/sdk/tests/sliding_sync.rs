@@ -57,7 +57,8 @@ async fn sliding_sync_lists_the_rooms_with_their_latest_messages_and_delivers_ne
 
     let reader = login(server.url(), ALICE).await?;
     let versions = reader.available_sliding_sync_versions().await;
-    ensure!(versions.contains(&Version::Native), "/versions offers no sliding sync: {versions:?}");
+    let native = versions.iter().any(|version| matches!(version, Version::Native));
+    ensure!(native, "/versions offers no sliding sync: {versions:?}");
     let seen = collect_messages(&reader);
     let sliding_sync = room_list(&reader).await?;
 
@@ -69,7 +70,8 @@ async fn sliding_sync_lists_the_rooms_with_their_latest_messages_and_delivers_ne
         })
     })
     .await?;
-    let list = sliding_sync.on_list("all", |list| std::future::ready(list.maximum_number_of_rooms()));
+    let list =
+        sliding_sync.on_list("all", |list| std::future::ready(list.maximum_number_of_rooms()));
     ensure!(list.await == Some(Some(3)), "the list counts three rooms");
     for (index, room_id) in rooms.iter().enumerate() {
         let room = room_of(&reader, room_id)?;
