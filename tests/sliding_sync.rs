@@ -338,11 +338,13 @@ async fn required_state_understands_wildcards_me_and_lazy_members() {
     assert!(keys.len() > 5, "{keys:?}");
 
     // A lazy member already sent is not sent again; a new sender is.
+    let body = members(json!([["m.room.member", "$LAZY"]]));
     server.send_text(&bob, &room_id, "bob again").await;
+    let again = slide(&server, &alice, &after(&lazy), body.clone()).await;
+    assert_eq!(bodies(&again, &room_id), ["bob again"]);
+    assert!(state_keys(&again, &room_id).is_empty(), "bob's member event was sent: {again}");
     server.send_text(&carol, &room_id, "carol").await;
-    let mut body = members(json!([["m.room.member", "$LAZY"]]));
-    body["lists"]["all"]["timeline_limit"] = json!(2);
-    let next = slide(&server, &alice, &after(&lazy), body).await;
+    let next = slide(&server, &alice, &after(&again), body).await;
     assert_eq!(state_keys(&next, &room_id), [key("m.room.member", &carol.user_id)], "{next}");
 }
 
@@ -374,6 +376,30 @@ async fn room_subscriptions_send_their_rooms_and_leave_out_foreign_ones() {
         2,
         "the list's room and the subscription"
     );
+}
+
+#[tokio::test]
+async fn a_larger_timeline_limit_sends_the_room_whole_again() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let room_id = named_room(&server, &alice, "Chatty").await;
+    for n in 1..=3 {
+        server.send_text(&alice, &room_id, &format!("m{n}")).await;
+    }
+    let list = one_list(json!([[0, 0]]), 1, json!([]));
+    let first = slide(&server, &alice, "", list.clone()).await;
+    assert_eq!(bodies(&first, &room_id), ["m3"]);
+
+    let mut opened = list.clone();
+    opened["room_subscriptions"] = json!({ room_id.clone(): { "timeline_limit": 3 } });
+    let longer = slide(&server, &alice, &after(&first), opened.clone()).await;
+    assert_eq!(bodies(&longer, &room_id), ["m1", "m2", "m3"], "{longer}");
+    assert_eq!(room(&longer, &room_id)["initial"], true);
+
+    let same = slide(&server, &alice, &after(&longer), opened).await;
+    assert!(same["rooms"].is_null(), "already sent with that limit: {same}");
+    let back = slide(&server, &alice, &after(&same), list).await;
+    assert!(back["rooms"].is_null(), "a smaller limit sends nothing again: {back}");
 }
 
 #[tokio::test]

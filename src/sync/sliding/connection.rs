@@ -51,6 +51,8 @@ pub struct SentRoom {
     pub position: i64,
     /// The membership the user had when the room was last sent.
     pub membership: String,
+    /// The largest `timeline_limit` the room was sent with.
+    pub timeline_limit: usize,
     /// The required state sent: (type, state key) → event ID.
     pub state: BTreeMap<(String, String), OwnedEventId>,
 }

@@ -4,7 +4,9 @@
 //! `initial`: its latest `timeline_limit` events and its required state. A room sent before is
 //! sent again only when something changed: events after the position it was sent to (its
 //! `num_live`), required state whose event differs from the one sent (deltas only), or its
-//! unread counts. An invite shows its `invite_state` instead of a timeline.
+//! unread counts. An invite shows its `invite_state` instead of a timeline. A room asked for with
+//! a larger `timeline_limit` than it was ever sent with (a client opening a room of its list) is
+//! sent whole again, as Synapse does, so that the client gets the longer timeline.
 
 use std::collections::BTreeSet;
 
@@ -55,7 +57,9 @@ pub async fn room_entry(
     changes: Changes,
 ) -> Result<(Option<Room>, SentRoom)> {
     let membership = summary.membership.membership.as_str();
-    let sent = sent.filter(|s| s.membership == membership);
+    let sent = sent
+        .filter(|s| s.membership == membership)
+        .filter(|s| membership == "invite" || s.timeline_limit >= config.timeline_limit);
     if membership == "invite" {
         return invite_entry(services, asker, summary, sent).await;
     }
@@ -78,6 +82,7 @@ pub async fn room_entry(
     }
     held.position = upto;
     held.membership = membership.to_owned();
+    held.timeline_limit = held.timeline_limit.max(config.timeline_limit);
 
     if sent.is_some() && !timeline.any_new && delta.is_empty() && !changes.counts {
         return Ok((None, held));
@@ -115,6 +120,7 @@ async fn invite_entry(
     let held = SentRoom {
         position: asker.current,
         membership: "invite".to_owned(),
+        timeline_limit: 0,
         state: sent.map(|s| s.state.clone()).unwrap_or_default(),
     };
     if sent.is_some() {
