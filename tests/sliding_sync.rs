@@ -468,6 +468,34 @@ async fn a_long_poll_waits_and_a_new_message_wakes_it() {
 }
 
 #[tokio::test]
+async fn unread_counts_follow_notifications_and_the_users_own_receipt() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room_id = server.create_room(&alice, json!({ "preset": "public_chat" })).await;
+    server.join(&bob, &room_id).await;
+    let body = one_list(json!([[0, 9]]), 1, json!([]));
+    let mut response = slide(&server, &alice, "", body.clone()).await;
+    let event_id = server.send_text(&bob, &room_id, "hello alice").await;
+    // Push rules run after the event is sent: the counts come in the same answer or a later one.
+    for _ in 0..50 {
+        response = slide(&server, &alice, &after(&response), body.clone()).await;
+        if room(&response, &room_id)["notification_count"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(room(&response, &room_id)["notification_count"], 1, "{response}");
+
+    let path = format!("{V3}/rooms/{}/receipt/m.read/{}", enc(&room_id), enc(&event_id));
+    let (status, _) = server.post(&path, &alice.access_token, json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let read = slide(&server, &alice, &after(&response), body).await;
+    assert_eq!(room(&read, &room_id)["notification_count"], 0, "{read}");
+    assert!(bodies(&read, &room_id).is_empty(), "no new events, only the counts");
+}
+
+#[tokio::test]
 async fn the_to_device_extension_delivers_and_acknowledges_with_since() {
     let server = TestServer::start().await;
     let alice = server.register("alice").await;
@@ -558,6 +586,8 @@ async fn the_account_data_extension_sends_global_and_room_data() {
     let data = &first["extensions"]["account_data"];
     let global = data["global"].as_array().unwrap();
     assert!(global.iter().any(|e| e["type"] == "m.test" && e["content"]["a"] == 1), "{first}");
+    let rules = global.iter().find(|e| e["type"] == "m.push_rules").expect("the default rules");
+    assert!(rules["content"]["global"]["override"].is_array(), "{rules}");
     assert_eq!(data["rooms"][&listed][0]["content"]["r"], listed.as_str());
     assert_eq!(data["rooms"][&unlisted][0]["content"]["r"], unlisted.as_str(), "in the list too");
 

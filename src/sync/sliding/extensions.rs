@@ -21,6 +21,7 @@ use ruma::{
 use super::{connection::Snapshot, lists::Selection, room::Asker};
 use crate::{
     Result,
+    push::rules::PUSH_RULES,
     rooms::receipts::receipt_content,
     services::Services,
     store::ReceiptRecord,
@@ -99,8 +100,9 @@ pub async fn e2ee(
     Ok(e2ee)
 }
 
-/// Global account data that changed since the previous answer (all of it in the first), and
-/// the same for the relevant rooms (all of a room's the first time the room is sent).
+/// Global account data that changed since the previous answer (all of it in the first, with the
+/// default push rules of a user who has none stored), and the same for the relevant rooms (all of
+/// a room's the first time the room is sent).
 pub async fn account_data(
     services: &Services,
     asker: Asker<'_>,
@@ -128,6 +130,13 @@ pub async fn account_data(
             }
             Some(_) => {}
         }
+    }
+    let stored_rules = all.iter().any(|r| r.room_id.is_none() && r.data_type == PUSH_RULES);
+    if previous.is_none() && !stored_rules {
+        // As in `/sync`: a user who never changed their push rules learns the defaults.
+        let rules = services.push.rules(asker.user_id).await?;
+        let content = serde_json::json!({ "global": rules });
+        data.global.push(raw(&serde_json::json!({ "type": PUSH_RULES, "content": content }))?);
     }
     Ok(data)
 }

@@ -101,25 +101,10 @@ async fn compute(
     let typing_serial = services.typing.serial();
     let summaries = room_summaries(services, asker, previous).await?;
     let selection = lists::select(request, &summaries);
-    let by_id: BTreeMap<&OwnedRoomId, &RoomSummary> =
-        summaries.iter().map(|s| (s.room_id(), s)).collect();
     let receipts = selected_receipts(services, asker, previous, &selection).await?;
     let recounted = rooms_with_new_counts(services, asker, previous, &selection, &receipts).await?;
-
-    let recounted = &recounted;
-    let entries: Vec<_> = selection
-        .rooms
-        .iter()
-        .filter_map(|(room_id, config)| Some((by_id.get(room_id).copied()?, config)))
-        .map(|(summary, config)| async move {
-            let sent = previous.and_then(|p| p.rooms.get(summary.room_id()));
-            let changes = Changes { counts: recounted.contains(summary.room_id()) };
-            let entry = room_entry(services, asker, summary, config, sent, changes).await?;
-            Ok::<_, crate::Error>((summary.room_id().clone(), entry))
-        })
-        .collect();
-    let entries: Vec<(OwnedRoomId, (Option<response::Room>, SentRoom))> =
-        futures::stream::iter(entries).buffered(ROOM_CONCURRENCY).try_collect().await?;
+    let entries =
+        room_entries(services, asker, &summaries, &selection, previous, &recounted).await?;
 
     let mut snapshot = Snapshot {
         position: asker.current,
@@ -148,6 +133,32 @@ async fn compute(
         extensions_of(services, asker, request, previous, &selection, &receipts).await?;
     let news = has_news(&response, previous, &selection);
     Ok(Answer { response, snapshot, news })
+}
+
+/// The entry of every selected room (or `None` for one with nothing new) and what the
+/// connection then holds of it. Rooms are read concurrently: each takes a few small reads.
+async fn room_entries(
+    services: &Services,
+    asker: Asker<'_>,
+    summaries: &[RoomSummary],
+    selection: &Selection,
+    previous: Option<&Snapshot>,
+    recounted: &BTreeSet<OwnedRoomId>,
+) -> Result<Vec<(OwnedRoomId, (Option<response::Room>, SentRoom))>> {
+    let by_id: BTreeMap<&OwnedRoomId, &RoomSummary> =
+        summaries.iter().map(|s| (s.room_id(), s)).collect();
+    let entries: Vec<_> = selection
+        .rooms
+        .iter()
+        .filter_map(|(room_id, config)| Some((by_id.get(room_id).copied()?, config)))
+        .map(|(summary, config)| async move {
+            let sent = previous.and_then(|p| p.rooms.get(summary.room_id()));
+            let changes = Changes { counts: recounted.contains(summary.room_id()) };
+            let entry = room_entry(services, asker, summary, config, sent, changes).await?;
+            Ok::<_, crate::Error>((summary.room_id().clone(), entry))
+        })
+        .collect();
+    futures::stream::iter(entries).buffered(ROOM_CONCURRENCY).try_collect().await
 }
 
 async fn extensions_of(

@@ -68,18 +68,8 @@ pub async fn room_entry(
     let since = sent.map(|s| s.position);
     let timeline = timeline(services, asker, summary, config.timeline_limit, since, upto).await?;
 
-    let senders: BTreeSet<&str> = timeline.events.iter().map(|e| e.sender.as_str()).collect();
-    let wanted: Vec<&EventRecord> =
-        summary.state.iter().filter(|e| is_required(config, e, asker.user_id, &senders)).collect();
     let mut held = sent.cloned().unwrap_or_default();
-    let delta: Vec<EventRecord> = wanted
-        .into_iter()
-        .filter(|e| held.state.get(&state_key_of(e)) != Some(&e.event_id))
-        .cloned()
-        .collect();
-    for event in &delta {
-        held.state.insert(state_key_of(event), event.event_id.clone());
-    }
+    let delta = required_state_delta(summary, config, asker.user_id, &timeline, &mut held);
     held.position = upto;
     held.membership = membership.to_owned();
     held.timeline_limit = held.timeline_limit.max(config.timeline_limit);
@@ -90,24 +80,53 @@ pub async fn room_entry(
     let mut room = describe(summary, asker.user_id);
     room.initial = sent.is_none().then_some(true);
     room.unread_notifications = unread_counts(services, asker, summary).await?;
-    let viewer = Viewer { user_id: asker.user_id, device_id: asker.device_id };
-    let store = &services.store;
-    room.timeline = client_events(store, viewer, &timeline.events, Format::Sync)
-        .await?
-        .iter()
-        .map(raw)
-        .collect::<Result<_>>()?;
-    room.required_state = client_events(store, viewer, &delta, Format::Sync)
-        .await?
-        .iter()
-        .map(raw)
-        .collect::<Result<_>>()?;
-    room.prev_batch = Some(token(timeline.start));
-    room.limited = timeline.limited;
+    add_events(services, asker, &mut room, &timeline, &delta).await?;
     let live = since
         .map_or(0, |since| timeline.events.iter().filter(|e| e.stream_position > since).count());
     room.num_live = Some(UInt::try_from(live as u64).unwrap_or(UInt::MAX));
     Ok((Some(room), held))
+}
+
+/// The required state the client does not hold yet (what it was sent of each key, in `held`,
+/// is another event or nothing); `held` then notes it as sent.
+fn required_state_delta(
+    summary: &RoomSummary,
+    config: &RoomConfig,
+    user_id: &UserId,
+    timeline: &Timeline,
+    held: &mut SentRoom,
+) -> Vec<EventRecord> {
+    let senders: BTreeSet<&str> = timeline.events.iter().map(|e| e.sender.as_str()).collect();
+    let delta: Vec<EventRecord> = summary
+        .state
+        .iter()
+        .filter(|e| is_required(config, e, user_id, &senders))
+        .filter(|e| held.state.get(&state_key_of(e)) != Some(&e.event_id))
+        .cloned()
+        .collect();
+    for event in &delta {
+        held.state.insert(state_key_of(event), event.event_id.clone());
+    }
+    delta
+}
+
+/// Sets the room's timeline (with `prev_batch` and `limited`) and required state.
+async fn add_events(
+    services: &Services,
+    asker: Asker<'_>,
+    room: &mut Room,
+    timeline: &Timeline,
+    delta: &[EventRecord],
+) -> Result<()> {
+    let viewer = Viewer { user_id: asker.user_id, device_id: asker.device_id };
+    let store = &services.store;
+    let events = client_events(store, viewer, &timeline.events, Format::Sync).await?;
+    room.timeline = events.iter().map(raw).collect::<Result<_>>()?;
+    let state = client_events(store, viewer, delta, Format::Sync).await?;
+    room.required_state = state.iter().map(raw).collect::<Result<_>>()?;
+    room.prev_batch = Some(token(timeline.start));
+    room.limited = timeline.limited;
+    Ok(())
 }
 
 /// An invite: sent once, with the stripped state the inviter's room shows.
