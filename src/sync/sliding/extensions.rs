@@ -54,6 +54,9 @@ pub fn relevant_rooms(
 
 /// The device's to-device messages after those the `since` token acknowledges (which are then
 /// deleted, as `/sync` does).
+///
+/// FIXME: the request's `limit` is not applied; an answer holds at most the 100 messages a
+/// `/sync` holds, and the rest page through `next_batch`.
 pub async fn to_device(
     services: &Services,
     asker: Asker<'_>,
