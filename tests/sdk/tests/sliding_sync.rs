@@ -5,7 +5,10 @@
 //!    `/versions`;
 //! 2. its room list (growing two rooms at a time, as Element X's grows) lists the three rooms,
 //!    with their names and latest messages, on a fresh client that knows nothing else;
-//! 3. a message her first client sends then arrives live through the same connection.
+//! 3. a message her first client sends then arrives live through the same connection;
+//! 4. bob, on sliding sync alone, gets alice's invite to a room she encrypts, joins it, and
+//!    decrypts her message: his keys go up and her room key comes down (the `e2ee` and
+//!    `to_device` extensions), as Element X's encryption sync needs.
 
 use std::{
     collections::BTreeMap,
@@ -15,17 +18,23 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 use hearth_sdk_tests::{
-    client::{create_private_room, login, register, room_of, send_text},
+    client::{
+        create_private_room, login, own_user_id, register, room_of, send_text, sync_once,
+        synced_joins,
+    },
     init_logging,
     server::TestServer,
 };
 use matrix_sdk::{
-    Client, SlidingSync, SlidingSyncList, SlidingSyncMode,
+    Client, RoomState, SlidingSync, SlidingSyncList, SlidingSyncMode,
     ruma::{
         OwnedRoomId,
         events::{
             StateEventType,
-            room::message::{MessageType, OriginalSyncRoomMessageEvent},
+            room::{
+                encryption::RoomEncryptionEventContent,
+                message::{MessageType, OriginalSyncRoomMessageEvent},
+            },
         },
     },
     sliding_sync::Version,
@@ -33,6 +42,8 @@ use matrix_sdk::{
 use tokio::time::Instant;
 
 const ALICE: &str = "alice";
+const BOB: &str = "bob";
+const SECRET: &str = "for bob's eyes, over sliding sync";
 
 /// How long the client may take to see something through sliding sync.
 const SYNC_DEADLINE: Duration = Duration::from_secs(30);
@@ -85,6 +96,49 @@ async fn sliding_sync_lists_the_rooms_with_their_latest_messages_and_delivers_ne
         let seen = seen.lock().unwrap();
         seen.get(&rooms[1]).and_then(|b| b.last()).map(String::as_str)
             == Some("a new message, live")
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sliding_sync_client_joins_an_encrypted_room_and_decrypts_its_messages()
+-> anyhow::Result<()> {
+    init_logging();
+    let server = TestServer::start().await?;
+    register(server.url(), ALICE).await?;
+    register(server.url(), BOB).await?;
+    let alice = login(server.url(), ALICE).await?;
+    let bob = login(server.url(), BOB).await?;
+    let seen = collect_messages(&bob);
+    let bob_sync = room_list(&bob).await?;
+    sync_once(&alice).await?;
+    // Bob's first answers upload his device and one-time keys.
+    bob_sync.sync_once().await.context("bob's first sliding sync")?;
+
+    let room = create_private_room(&alice, "Secret").await?;
+    let room_id = room.room_id().to_owned();
+    room.send_state_event(RoomEncryptionEventContent::with_recommended_defaults())
+        .await
+        .context("PUT /_matrix/client/v3/rooms/{roomId}/state/m.room.encryption")?;
+    let bob_id = own_user_id(&bob)?;
+    room.invite_user_by_id(&bob_id).await.context("POST /rooms/{roomId}/invite")?;
+    sync_until(&bob_sync, "alice's invite", || {
+        bob.get_room(&room_id).is_some_and(|room| room.state() == RoomState::Invited)
+    })
+    .await?;
+    room_of(&bob, &room_id)?.join().await.context("POST /_matrix/client/v3/join")?;
+
+    let deadline = SYNC_DEADLINE;
+    hearth_sdk_tests::client::sync_until(&alice, deadline, "bob's join", |response| {
+        synced_joins(response, &room_id).contains(&bob_id)
+    })
+    .await?;
+    let alices_room = room_of(&alice, &room_id)?;
+    ensure!(alices_room.encryption_state().is_encrypted(), "alice's client encrypts the room");
+    send_text(&alices_room, SECRET).await?;
+    sync_until(&bob_sync, "alice's message, decrypted", || {
+        let seen = seen.lock().unwrap();
+        seen.get(&room_id).is_some_and(|bodies| bodies.iter().any(|body| body == SECRET))
     })
     .await
 }
