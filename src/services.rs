@@ -17,7 +17,7 @@ use crate::{
     push::{Push, RetryPolicy},
     rooms::{Rooms, typing::Typing},
     store::{Store, switch::SwitchableStore},
-    sync::Notifier,
+    sync::{Notifier, SlidingSyncConnections},
     users::{Users, activity::DeviceActivity, uiaa::Uiaa},
 };
 
@@ -39,6 +39,8 @@ pub struct Services {
     pub typing: Typing,
     /// Wakes long-polling `/sync` requests.
     pub notifier: Notifier,
+    /// What each sliding sync connection was sent, in memory.
+    pub sliding_sync: SlidingSyncConnections,
     /// Push rules, notifications and pushers; evaluates new events and delivers to gateways.
     pub push: Push,
     /// Limits login and registration attempts per client address.
@@ -91,6 +93,7 @@ impl Services {
             e2ee,
             typing,
             notifier,
+            sliding_sync: SlidingSyncConnections::default(),
             push,
             login_limiter,
             password_limiter,

@@ -13,12 +13,14 @@
 mod filter;
 mod ignored;
 mod notifier;
+mod sliding;
 mod summary;
 mod v3;
 
 pub use self::{
     filter::{EventFilter, MAX_LIMIT, SyncFilter},
     notifier::Notifier,
+    sliding::{Connections as SlidingSyncConnections, sliding_sync},
     v3::{SyncRequest, sync},
 };
 use crate::{Error, Result};

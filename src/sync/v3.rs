@@ -605,8 +605,8 @@ async fn invited_room(services: &Services, membership: &MembershipRecord) -> Res
 }
 
 /// The stripped state an invited or knocking user sees: a few state events of the room and the
-/// user's own membership event.
-async fn stripped_room_state(
+/// user's own membership event (also sliding sync's `invite_state`).
+pub(super) async fn stripped_room_state(
     services: &Services,
     membership: &MembershipRecord,
 ) -> Result<Vec<Raw<ruma::events::AnyStrippedStateEvent>>> {
@@ -693,7 +693,7 @@ fn filter_state(
         .collect()
 }
 
-fn raw<T>(value: &JsonValue) -> Result<Raw<T>> {
+pub(super) fn raw<T>(value: &JsonValue) -> Result<Raw<T>> {
     let json = serde_json::value::to_raw_value(value).map_err(|e| anyhow::anyhow!(e))?;
     Ok(Raw::from_json(json))
 }

@@ -26,8 +26,9 @@ pub fn routes(router: &mut Router) {
 const VERSIONS: [&str; 2] = ["v1.1", "v1.2"];
 
 /// Features of later versions that are served, under the names clients look for without the
-/// version that brought them: authenticated media (v1.11, MSC3916).
-const UNSTABLE_FEATURES: [&str; 1] = ["org.matrix.msc3916.stable"];
+/// version that brought them: authenticated media (v1.11, MSC3916); and unstable features:
+/// simplified sliding sync (MSC4186).
+const UNSTABLE_FEATURES: [&str; 2] = ["org.matrix.msc3916.stable", "org.matrix.simplified_msc3575"];
 
 async fn get_supported_versions(
     _: Arc<Services>,

@@ -20,6 +20,7 @@ mod receipts;
 mod relations;
 mod reports;
 mod rooms;
+mod sliding_sync;
 mod sync;
 mod tags;
 mod timestamp;
@@ -54,6 +55,7 @@ pub fn register(router: &mut Router) {
     relations::routes(router);
     reports::routes(router);
     rooms::routes(router);
+    sliding_sync::routes(router);
     sync::routes(router);
     tags::routes(router);
     timestamp::routes(router);
