@@ -18,6 +18,7 @@ pub mod media;
 pub mod migrate;
 pub mod push;
 pub mod rooms;
+pub mod search;
 pub mod server;
 pub mod services;
 pub mod store;

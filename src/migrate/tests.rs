@@ -8,8 +8,8 @@ use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomVersionId};
 
 use super::*;
 use crate::store::{
-    NewBackupKey, NewEvent, NewRelation, NewReport, NewSession, NewStateGroup, NewUser,
-    ReportTarget, RoomTxn, StateEntry, StateGroupDelta, Store, testing,
+    NewBackupKey, NewEvent, NewRelation, NewReport, NewSearchText, NewSession, NewStateGroup,
+    NewUser, ReportTarget, RoomTxn, StateEntry, StateGroupDelta, Store, testing,
     transfer::{retire, sqlite::SqliteSource},
 };
 
@@ -146,6 +146,11 @@ pub(super) async fn append_messages(store: &Store, from: usize, count: usize) {
                 relation: (n % 10 == 9).then(|| NewRelation {
                     relates_to: OwnedEventId::try_from(format!("$m{}", n - 9)).unwrap(),
                     rel_type: "m.thread".into(),
+                }),
+                // Every message is searchable, so that the search index moves too.
+                search: Some(NewSearchText {
+                    key: "content.body".into(),
+                    text: format!("message {n}"),
                 }),
                 state_group,
                 current_state: Vec::new(),
@@ -388,7 +393,11 @@ async fn a_cancelled_move_leaves_sqlite_serving_and_no_change_log() {
     assert_eq!(config_backend(dir.path()), DatabaseBackend::Sqlite);
     let sqlite = rusqlite::Connection::open(dir.path().join("hearth.db")).unwrap();
     let triggers: i64 = sqlite
-        .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'trigger'", [], |r| r.get(0))
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'hearth_move_%'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(triggers, 0);
     // Run again, it starts over and finishes.

@@ -3,7 +3,8 @@
 //!
 //! Nothing outside this module sees SQL or a database driver type. Operations are grouped by area
 //! ([`UserStore`], [`RoomStore`], [`ReceiptStore`], [`KeyStore`], [`BackupStore`],
-//! [`UserDirectoryStore`], [`ReportStore`], [`MediaStore`], [`PushStore`], [`BusStore`]); [`Store`] is the handle the
+//! [`UserDirectoryStore`], [`ReportStore`], [`MediaStore`], [`PushStore`], [`SearchStore`],
+//! [`BusStore`]); [`Store`] is the handle the
 //! rest of the server holds. Writes that must see a consistent room (building and persisting an
 //! event) run as one closure against a [`RoomTxn`] inside the backend's single writer, so
 //! concurrent sends to one room are serialized without an async lock and still commit together.
@@ -17,6 +18,8 @@ pub mod media;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod push_sql;
+mod schema;
+pub mod search;
 mod shared;
 mod sqlite;
 pub mod switch;
@@ -37,7 +40,12 @@ use ruma::{
 };
 use serde_json::value::RawValue;
 
-pub use self::{keys::*, media::*, types::*};
+pub use self::{
+    keys::*,
+    media::*,
+    search::{NewSearchText, SearchHit, SearchOrder, SearchPage, SearchQuery, SearchStore},
+    types::*,
+};
 
 /// A storage failure. Always an internal error: client mistakes are caught before the store.
 pub type StoreResult<T> = anyhow::Result<T>;
@@ -78,6 +86,7 @@ pub trait Storage:
     + ReportStore
     + MediaStore
     + PushStore
+    + SearchStore
     + BusStore
     + Send
     + Sync
@@ -95,7 +104,7 @@ impl<T> Storage for T where
         + ReportStore
         + MediaStore
         + PushStore
-        + PushStore
+        + SearchStore
         + BusStore
         + Send
         + Sync

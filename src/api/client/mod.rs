@@ -17,6 +17,7 @@ mod receipts;
 mod relations;
 mod reports;
 mod rooms;
+mod search;
 mod sync;
 mod tags;
 mod timestamp;
@@ -47,6 +48,7 @@ pub fn register(router: &mut Router) {
     relations::routes(router);
     reports::routes(router);
     rooms::routes(router);
+    search::routes(router);
     sync::routes(router);
     tags::routes(router);
     timestamp::routes(router);
