@@ -162,6 +162,21 @@ pub(super) async fn append_messages(store: &Store, from: usize, count: usize) {
     store.write_rooms(Box::new(job)).await.unwrap();
 }
 
+/// What a search of the room's messages for `term` finds: how many, and the first page's events.
+pub(super) async fn search(store: &Store, term: &str) -> (u64, Vec<String>) {
+    let query = crate::store::SearchQuery {
+        terms: vec![term.to_owned()],
+        keys: vec!["content.body".into()],
+        room_ids: vec![room()],
+        senders: None,
+        not_senders: Vec::new(),
+        order: crate::store::SearchOrder::Rank { offset: 0 },
+        limit: 10,
+    };
+    let page = store.search_events(query).await.unwrap();
+    (page.count, page.hits.into_iter().map(|hit| hit.event_id.to_string()).collect())
+}
+
 pub(super) fn request(dir: &Path, url: &str, store: Option<Arc<SwitchableStore>>) -> MoveRequest {
     MoveRequest {
         sqlite_path: dir.join("hearth.db"),
@@ -251,6 +266,9 @@ async fn a_stopped_server_moves_and_the_copy_is_proven() {
     });
     assert_eq!(events.await.unwrap().len(), 25_000);
     assert_eq!(moved.session_by_token("hash").await.unwrap().unwrap().device_id, "PHONE");
+    // The search index came with its table: PostgreSQL's GIN index serves the copied rows.
+    assert_eq!(search(&moved, "message").await.0, 25_000);
+    assert_eq!(search(&moved, "24999").await, (1, vec!["$m24999".to_owned()]));
     // The move's own bookkeeping is gone from both sides.
     let sqlite = rusqlite::Connection::open(dir.path().join("hearth.db")).unwrap();
     let leftovers: i64 = sqlite

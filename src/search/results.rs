@@ -32,8 +32,11 @@ use crate::{
 /// The most context events on either side of a result, whatever the request asks.
 const MAX_CONTEXT: usize = 20;
 
-/// The words of the results that the terms match, each once.
+/// The terms and the words of the results that they match, each once (none without results).
 pub(super) fn highlights(terms: &[String], matches: &[(EventRecord, f64)]) -> Vec<String> {
+    if matches.is_empty() {
+        return Vec::new();
+    }
     let mut words: BTreeSet<String> = terms.iter().cloned().collect();
     for (record, _) in matches {
         if let Some(found) = text::text_of_record(record) {

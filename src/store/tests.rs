@@ -1556,3 +1556,42 @@ async fn the_search_index_finds_words_by_prefix_in_the_rooms_keys_and_senders_as
     let after = store.search_events(search_query(&["dinner"], &[&r], Rank { offset: 0 })).await;
     assert_eq!(hit_ids(&after.unwrap()), [event_id(0)]);
 }
+
+#[tokio::test]
+async fn the_search_migration_indexes_the_events_stored_before_it() {
+    let db = TestDatabase::new().await;
+    let mut sql = String::from(
+        "INSERT INTO rooms (room_id, room_version, created_ts) VALUES ('!r:localhost', '10', 0);\n",
+    );
+    // (type, state key, content, redacted): only the first three are searchable.
+    let events = [
+        ("m.room.message", None, r#"{"msgtype":"m.text","body":"Pancakes on Sunday"}"#, false),
+        ("m.room.name", Some(""), r#"{"name":"Pancake club"}"#, false),
+        ("m.room.topic", Some(""), r#"{"topic":"pancakes, always"}"#, false),
+        ("m.room.message", None, r#"{"body":"pancake secret"}"#, true),
+        ("m.room.encrypted", None, r#"{"ciphertext":"pancake"}"#, false),
+        ("m.room.message", None, r#"{"body":42}"#, false),
+        ("m.room.name", Some("x"), r#"{"name":"pancake"}"#, false),
+    ];
+    for (n, (kind, key, content, redacted)) in events.iter().enumerate() {
+        let position = n + 1;
+        let key_sql = key.map_or("NULL".to_owned(), |k| format!("'{k}'"));
+        let redacted_by = if *redacted { "'$redaction'" } else { "NULL" };
+        sql.push_str(&format!(
+            "INSERT INTO events (stream_position, event_id, room_id, event_type, state_key, sender,
+                                 depth, origin_server_ts, pdu, redacted_by)
+             VALUES ({position}, '$event{n}', '!r:localhost', '{kind}', {key_sql},
+                     '@alice:localhost', {position}, {position}, '{{\"content\":{content}}}',
+                     {redacted_by});\n"
+        ));
+    }
+    sql.push_str(&format!("UPDATE stream_counter SET position = {};\n", events.len()));
+    db.seed_at_v1(&sql).await;
+    let store = db.open().await;
+
+    let mut query =
+        search_query(&["pancake"], &[&room("r")], super::SearchOrder::Recent { before: None });
+    query.keys.push("content.topic".into());
+    let page = store.search_events(query).await.unwrap();
+    assert_eq!(hit_ids(&page), [event_id(2), event_id(1), event_id(0)]);
+}
