@@ -16,6 +16,7 @@ pub mod keys;
 pub mod media;
 #[cfg(feature = "postgres")]
 pub mod migrate;
+pub mod presence;
 pub mod push;
 pub mod rooms;
 pub mod search;

@@ -11,6 +11,7 @@ mod discovery;
 mod events;
 mod keys;
 mod media;
+mod presence;
 mod profile;
 mod push;
 mod receipts;
@@ -42,6 +43,7 @@ pub fn register(router: &mut Router) {
     events::routes(router);
     media::routes(router);
     keys::routes(router);
+    presence::routes(router);
     profile::routes(router);
     push::routes(router);
     receipts::routes(router);
