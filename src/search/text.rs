@@ -23,16 +23,23 @@ pub const KEYS: [(&str, &str); 3] = [
 
 /// What a new event puts into the search index, if anything.
 pub fn text_of(pdu: &Pdu) -> Option<NewSearchText> {
-    let key = key_of(&pdu.kind.to_string(), pdu.state_key.as_deref())?;
     let content: JsonValue = serde_json::from_str(pdu.content.get()).ok()?;
-    text_in(key, &content)
+    text_of_content(&pdu.kind.to_string(), pdu.state_key.as_deref(), &content)
 }
 
 /// The searchable text of a stored event (for highlights), if it has any.
 pub fn text_of_record(record: &EventRecord) -> Option<NewSearchText> {
-    let key = key_of(&record.event_type, record.state_key.as_deref())?;
     let pdu: JsonValue = serde_json::from_str(&record.pdu).ok()?;
-    text_in(key, pdu.get("content")?)
+    text_of_content(&record.event_type, record.state_key.as_deref(), pdu.get("content")?)
+}
+
+/// What an event of this type, state key and content puts into the search index, if anything.
+pub fn text_of_content(
+    event_type: &str,
+    state_key: Option<&str>,
+    content: &JsonValue,
+) -> Option<NewSearchText> {
+    text_in(key_of(event_type, state_key)?, content)
 }
 
 /// The key an event of this type is searched by: messages are not state, the name and topic are
