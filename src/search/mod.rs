@@ -43,6 +43,9 @@ const MAX_LIMIT: usize = 100;
 /// How many pages of matches one request reads at most while skipping those the user may not
 /// see; past that it answers what it found with a `next_batch`.
 const MAX_ROUNDS: usize = 20;
+/// The fewest matches read at a time, so that a small page skipping many matches the user may
+/// not see does not take a round each.
+const MIN_BATCH: usize = 20;
 
 /// A search request of the `room_events` category.
 pub struct SearchRequest {
@@ -234,7 +237,7 @@ async fn find(
         senders: plan.filter.senders.clone(),
         not_senders,
         order: plan.order,
-        limit: plan.limit,
+        limit: plan.limit.max(MIN_BATCH),
     };
     let mut found = Found { matches: Vec::new(), next: None, count: 0, views: BTreeMap::new() };
     for round in 0..MAX_ROUNDS {

@@ -1550,6 +1550,12 @@ async fn the_search_index_finds_words_by_prefix_in_the_rooms_keys_and_senders_as
     assert_eq!(hit_ids(&store.search_events(accented).await.unwrap()), [event_id(3)]);
     let none = search_query(&["lunch"], &[&r], Rank { offset: 0 });
     assert_eq!(store.search_events(none).await.unwrap().count, 0);
+    // Letters the full-text tokenizers may take for separators (combining marks, a lone vowel
+    // sign) match nothing and are no error.
+    for odd in ["\u{93e}", "\u{345}", "a\u{93e}b", "\u{2160}", "\u{e000}"] {
+        let query = search_query(&[odd], &[&r], Rank { offset: 0 });
+        assert_eq!(store.search_events(query).await.unwrap().count, 0, "{odd:?}");
+    }
 
     // A redacted event leaves the index.
     in_job(&store, |txn| txn.redact_event(&event_id(1), "{}", &event_id(9))).await;
