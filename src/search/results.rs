@@ -47,6 +47,9 @@ pub(super) fn highlights(terms: &[String], matches: &[(EventRecord, f64)]) -> Ve
 }
 
 /// The results of the page grouped by room or by sender, each group ordered by its best result.
+///
+/// FIXME: a group carries no `next_batch` of its own; a client pages the whole search with the
+/// answer's `next_batch`, which keeps the grouping.
 pub(super) fn groups(
     keys: &[GroupingKey],
     matches: &[(EventRecord, f64)],
