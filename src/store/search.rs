@@ -5,7 +5,8 @@
 //! Both backends keep the same `event_search` table (migration V10, one file per backend): one
 //! row per searchable event with the room, the sender, the content key and the text. SQLite
 //! searches it through an FTS5 index that triggers keep in step, PostgreSQL through a GIN index
-//! on `to_tsvector('simple', value)`. A row is written in the same transaction as its event and
+//! on `to_tsvector('simple', value)` (with the punctuation inside addresses and URLs made spaces,
+//! so that both backends cut text into the same words). A row is written in the same transaction as its event and
 //! deleted when the event is redacted.
 
 use async_trait::async_trait;

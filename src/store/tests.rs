@@ -1516,6 +1516,13 @@ async fn the_search_index_finds_words_by_prefix_in_the_rooms_keys_and_senders_as
         searchable(1, &r, "bob", "content.body", "dinner dinner dinner tonight?"),
         searchable(2, &r, "alice", "content.topic", "Family dinner plans"),
         searchable(3, &r, "bob", "content.body", "Café au lait"),
+        searchable(
+            5,
+            &r,
+            "bob",
+            "content.body",
+            "mail bob@mail.example or see https://x.org/garden-path v1.2.3 <b>x</b>",
+        ),
         new_event(4, &r, None),
     ];
     append(&store, &r, events).await;
@@ -1550,6 +1557,11 @@ async fn the_search_index_finds_words_by_prefix_in_the_rooms_keys_and_senders_as
     assert_eq!(hit_ids(&store.search_events(accented).await.unwrap()), [event_id(3)]);
     let none = search_query(&["lunch"], &[&r], Rank { offset: 0 });
     assert_eq!(store.search_events(none).await.unwrap().count, 0);
+    // Addresses, URLs and version numbers are words apart on both backends.
+    for part in ["example", "org", "garden", "path", "2", "https", "b"] {
+        let query = search_query(&[part], &[&r], Rank { offset: 0 });
+        assert_eq!(hit_ids(&store.search_events(query).await.unwrap()), [event_id(5)], "{part}");
+    }
     // Letters the full-text tokenizers may take for separators (combining marks, a lone vowel
     // sign) match nothing and are no error.
     for odd in ["\u{93e}", "\u{345}", "a\u{93e}b", "\u{2160}", "\u{e000}"] {

@@ -1,8 +1,10 @@
 -- Server-side search (PostgreSQL): one row per searchable event in `event_search`, the same
 -- table as on SQLite, searched through a GIN index on its text as a tsvector. The 'simple'
 -- configuration folds case and does not stem, close to SQLite's unicode61 tokenizer, so that a
--- move between the backends keeps what a search finds. The index is built from the rows, so
--- the move copies `event_search` and the index follows.
+-- move between the backends keeps what a search finds; the punctuation inside host names, e-mail
+-- addresses, URLs, paths, version numbers and tags becomes spaces first, so that their parts are
+-- words of their own, as on SQLite, and not one word of PostgreSQL's parser. The index is built
+-- from the rows, so the move copies `event_search` and the index follows.
 CREATE TABLE event_search (
     -- The event, by its stream position.
     stream_position BIGINT PRIMARY KEY NOT NULL REFERENCES events (stream_position),
@@ -14,7 +16,8 @@ CREATE TABLE event_search (
     value TEXT NOT NULL
 );
 CREATE INDEX event_search_by_room ON event_search (room_id, stream_position);
-CREATE INDEX event_search_fts ON event_search USING GIN (to_tsvector('simple', value));
+CREATE INDEX event_search_fts ON event_search
+    USING GIN (to_tsvector('simple', translate(value, '.@/:<>+-', '        ')));
 
 -- The events stored before: the same rule as `crate::search::text_of` (a message's body, a
 -- room's name and topic; not once redacted). A PDU with an escaped NUL character is left out:

@@ -46,15 +46,11 @@ pub(super) async fn delete_search_text(c: &Conn, event_id: &str) -> StoreResult<
 }
 
 /// The conditions every search has: the terms, rooms, keys and senders (`$1` to `$5`). The
-/// tsvector expression is the index's, so that the GIN index serves it.
-///
-/// FIXME: PostgreSQL's parser keeps host names, e-mail addresses and URL paths as one word each
-/// (`example.com`), where SQLite's unicode61 tokenizer splits them: a search for `com` finds such
-/// text on SQLite only (a prefix such as `example` finds it on both).
+/// tsvector expression is the index's (migration V10), so that the GIN index serves it.
 const MATCHES: &str = "FROM event_search s
      JOIN events e ON e.stream_position = s.stream_position,
      to_tsquery('simple', $1) q
-     WHERE to_tsvector('simple', s.value) @@ q
+     WHERE to_tsvector('simple', translate(s.value, '.@/:<>+-', '        ')) @@ q
        AND s.room_id = ANY($2) AND s.search_key = ANY($3)
        AND ($4::text[] IS NULL OR s.sender = ANY($4))
        AND NOT (s.sender = ANY($5))";
@@ -83,7 +79,8 @@ impl SearchStore for PostgresStore {
         };
         let sql = format!(
             "SELECT e.event_id, s.stream_position,
-                    ts_rank(to_tsvector('simple', s.value), q)::float8 AS score
+                    ts_rank(to_tsvector('simple', translate(s.value, '.@/:<>+-', '        ')), q)
+                        ::float8 AS score
              {MATCHES} AND ($8::bigint IS NULL OR s.stream_position < $8)
              ORDER BY {order} LIMIT $6 OFFSET $7"
         );
