@@ -133,11 +133,21 @@ impl Notifier {
         }
     }
 
-    /// The room's joined members, from the cache or, the first time, from the store.
-    pub async fn members_of(
+    /// The room's joined members, for other components (`/sync`'s presence): from the cache, or
+    /// from the store without filling the cache, which only the notifier's own task fills, in
+    /// the order of the room events it applies.
+    pub async fn members_for_reading(
         &self,
         room_id: &ruma::RoomId,
     ) -> anyhow::Result<BTreeSet<OwnedUserId>> {
+        if let Some(members) = self.rooms().get(room_id) {
+            return Ok(members.clone());
+        }
+        Ok(self.inner.store.members_with(room_id, "join").await?.into_iter().collect())
+    }
+
+    /// The room's joined members, from the cache or, the first time, from the store.
+    async fn members_of(&self, room_id: &ruma::RoomId) -> anyhow::Result<BTreeSet<OwnedUserId>> {
         if let Some(members) = self.rooms().get(room_id) {
             return Ok(members.clone());
         }

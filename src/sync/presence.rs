@@ -50,7 +50,7 @@ async fn sharing_a_room(
 ) -> Result<BTreeSet<OwnedUserId>> {
     let mut users = BTreeSet::from([request.user_id.clone()]);
     for membership in memberships.iter().filter(|m| m.membership == "join") {
-        users.extend(services.notifier.members_of(&membership.room_id).await?);
+        users.extend(services.notifier.members_for_reading(&membership.room_id).await?);
     }
     Ok(users)
 }
