@@ -61,6 +61,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     #[serde(default)]
     pub media: MediaConfig,
+    #[serde(default)]
+    pub presence: PresenceConfig,
 }
 
 /// `[registration]`: who may sign up.
@@ -153,6 +155,47 @@ impl Default for MediaConfig {
     }
 }
 
+/// `[presence]`: whether users see who is online, and when someone counts as idle or gone.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceConfig {
+    /// Whether presence is tracked and shared. When off, everyone shows as offline.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Seconds without activity after which an online user shows as unavailable.
+    #[serde(default = "default_idle_after_seconds")]
+    pub idle_after_seconds: u64,
+    /// Seconds after a user's last sync ended (with none in progress) after which they show as
+    /// offline.
+    #[serde(default = "default_offline_after_seconds")]
+    pub offline_after_seconds: u64,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            idle_after_seconds: default_idle_after_seconds(),
+            offline_after_seconds: default_offline_after_seconds(),
+        }
+    }
+}
+
+impl PresenceConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        // A day at most: the limits are timers, and a typo of many digits is not a wish.
+        for (key, value) in [
+            ("idle_after_seconds", self.idle_after_seconds),
+            ("offline_after_seconds", self.offline_after_seconds),
+        ] {
+            if !(1..=86_400).contains(&value) {
+                bail!("[presence] {key} must be between 1 and 86400");
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `[well_known]`: what `/.well-known/matrix/*` advertises.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -222,6 +265,18 @@ fn default_pending_upload_expiry_seconds() -> u64 {
 
 fn default_max_thumbnail_source_pixels() -> u64 {
     32 * 1024 * 1024
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_idle_after_seconds() -> u64 {
+    5 * 60
+}
+
+fn default_offline_after_seconds() -> u64 {
+    30
 }
 
 /// Why a PostgreSQL URL that asks for TLS is refused.
@@ -303,6 +358,7 @@ impl Config {
             bail!("[limits] max_request_bytes must be at least 1024");
         }
         self.media.validate()?;
+        self.presence.validate()?;
         let server = &self.well_known.server;
         if !server.is_empty() && <&ruma::ServerName>::try_from(server.as_str()).is_err() {
             bail!(
@@ -442,6 +498,16 @@ pending_upload_expiry_seconds = 86400
 # Decoding takes four bytes a pixel: 33554432 pixels is 128 MiB.
 max_thumbnail_source_pixels = 33554432
 
+[presence]
+# Whether users see who is online ("presence"). When false, everyone shows as
+# offline and nothing about presence is kept.
+enabled = true
+# Seconds without activity (sending, setting presence) after which an online
+# user shows as unavailable (idle).
+idle_after_seconds = 300
+# Seconds after a user's last sync after which they show as offline.
+offline_after_seconds = 30
+
 [well_known]
 # The base URL advertised at /.well-known/matrix/client, e.g.
 # "https://matrix.example.org". Empty: that document is not served.
@@ -522,6 +588,22 @@ mod tests {
             defaults.pending_upload_expiry_seconds
         );
         assert_eq!(config.media.max_thumbnail_source_pixels, defaults.max_thumbnail_source_pixels);
+        let presence = PresenceConfig::default();
+        assert!(config.presence.enabled);
+        assert_eq!(config.presence.idle_after_seconds, presence.idle_after_seconds);
+        assert_eq!(config.presence.offline_after_seconds, presence.offline_after_seconds);
+    }
+
+    #[test]
+    fn presence_timers_out_of_range_are_refused() {
+        for value in ["0", "86401"] {
+            let text =
+                format!("server_name = \"localhost\"\n[presence]\nidle_after_seconds = {value}\n");
+            let error = format!("{:#}", Config::parse(&text).unwrap_err());
+            assert!(error.contains("idle_after_seconds"), "{error}");
+        }
+        let text = "server_name = \"localhost\"\n[presence]\nenabled = false\n";
+        assert!(!Config::parse(text).unwrap().presence.enabled);
     }
 
     #[test]

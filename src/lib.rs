@@ -16,8 +16,10 @@ pub mod keys;
 pub mod media;
 #[cfg(feature = "postgres")]
 pub mod migrate;
+pub mod presence;
 pub mod push;
 pub mod rooms;
+pub mod search;
 pub mod server;
 pub mod services;
 pub mod store;

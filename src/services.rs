@@ -14,6 +14,7 @@ use crate::{
     keys::Keys,
     keys::backup::KeyBackups,
     media::Media,
+    presence::Presence,
     push::{Push, RetryPolicy},
     rooms::{Rooms, typing::Typing},
     store::{Store, switch::SwitchableStore},
@@ -37,6 +38,8 @@ pub struct Services {
     pub e2ee: Keys,
     /// Who is typing where.
     pub typing: Typing,
+    /// Who is online, idle or offline (in memory only).
+    pub presence: Presence,
     /// Wakes long-polling `/sync` requests.
     pub notifier: Notifier,
     /// What each sliding sync connection was sent, in memory.
@@ -73,6 +76,7 @@ impl Services {
         let key_backups = KeyBackups::new(store.clone());
         let e2ee = Keys::new(store.clone(), bus.clone(), config.server_name.clone());
         let typing = Typing::start(bus.clone());
+        let presence = Presence::start(bus.clone(), &config.presence);
         let notifier = Notifier::start(&bus, store.clone());
         let push =
             Push::start(store.clone(), &bus, users.clone(), rooms.clone(), RetryPolicy::default());
@@ -92,6 +96,7 @@ impl Services {
             key_backups,
             e2ee,
             typing,
+            presence,
             notifier,
             sliding_sync: SlidingSyncConnections::default(),
             push,

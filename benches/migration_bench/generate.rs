@@ -403,6 +403,11 @@ impl Pdus {
             pdu["state_key"] = json!(state_key);
         }
         room.last = event_id.clone();
+        let search = hearth::search::text::text_of_content(
+            event_type,
+            state_key.as_deref(),
+            &pdu["content"],
+        );
         NewEvent {
             event_id,
             room_id: room.room_id.clone(),
@@ -417,6 +422,7 @@ impl Pdus {
             // Filled in by `place` inside the room job, which sees the prev event's group.
             replaces_state: None,
             relation: None,
+            search,
             state_group: NewStateGroup::Existing(0),
             current_state: Vec::new(),
         }

@@ -8,8 +8,8 @@ use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomVersionId};
 
 use super::*;
 use crate::store::{
-    NewBackupKey, NewEvent, NewRelation, NewReport, NewSession, NewStateGroup, NewUser,
-    ReportTarget, RoomTxn, StateEntry, StateGroupDelta, Store, testing,
+    NewBackupKey, NewEvent, NewRelation, NewReport, NewSearchText, NewSession, NewStateGroup,
+    NewUser, ReportTarget, RoomTxn, StateEntry, StateGroupDelta, Store, testing,
     transfer::{retire, sqlite::SqliteSource},
 };
 
@@ -147,6 +147,11 @@ pub(super) async fn append_messages(store: &Store, from: usize, count: usize) {
                     relates_to: OwnedEventId::try_from(format!("$m{}", n - 9)).unwrap(),
                     rel_type: "m.thread".into(),
                 }),
+                // Every message is searchable, so that the search index moves too.
+                search: Some(NewSearchText {
+                    key: "content.body".into(),
+                    text: format!("message {n}"),
+                }),
                 state_group,
                 current_state: Vec::new(),
             };
@@ -155,6 +160,21 @@ pub(super) async fn append_messages(store: &Store, from: usize, count: usize) {
         Ok(Vec::new())
     };
     store.write_rooms(Box::new(job)).await.unwrap();
+}
+
+/// What a search of the room's messages for `term` finds: how many, and the first page's events.
+pub(super) async fn search(store: &Store, term: &str) -> (u64, Vec<String>) {
+    let query = crate::store::SearchQuery {
+        terms: vec![term.to_owned()],
+        keys: vec!["content.body".into()],
+        room_ids: vec![room()],
+        senders: None,
+        not_senders: Vec::new(),
+        order: crate::store::SearchOrder::Rank { offset: 0 },
+        limit: 10,
+    };
+    let page = store.search_events(query).await.unwrap();
+    (page.count, page.hits.into_iter().map(|hit| hit.event_id.to_string()).collect())
 }
 
 pub(super) fn request(dir: &Path, url: &str, store: Option<Arc<SwitchableStore>>) -> MoveRequest {
@@ -246,6 +266,9 @@ async fn a_stopped_server_moves_and_the_copy_is_proven() {
     });
     assert_eq!(events.await.unwrap().len(), 25_000);
     assert_eq!(moved.session_by_token("hash").await.unwrap().unwrap().device_id, "PHONE");
+    // The search index came with its table: PostgreSQL's GIN index serves the copied rows.
+    assert_eq!(search(&moved, "message").await.0, 25_000);
+    assert_eq!(search(&moved, "24999").await, (1, vec!["$m24999".to_owned()]));
     // The move's own bookkeeping is gone from both sides.
     let sqlite = rusqlite::Connection::open(dir.path().join("hearth.db")).unwrap();
     let leftovers: i64 = sqlite
@@ -388,7 +411,11 @@ async fn a_cancelled_move_leaves_sqlite_serving_and_no_change_log() {
     assert_eq!(config_backend(dir.path()), DatabaseBackend::Sqlite);
     let sqlite = rusqlite::Connection::open(dir.path().join("hearth.db")).unwrap();
     let triggers: i64 = sqlite
-        .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'trigger'", [], |r| r.get(0))
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'hearth_move_%'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(triggers, 0);
     // Run again, it starts over and finishes.

@@ -143,6 +143,10 @@ async fn a_round_trip_to_postgres_and_back_keeps_every_table_and_the_old_file() 
     assert_same_data(dir.path(), &url).await;
     let moved = store::open_sqlite(&live).unwrap();
     assert_eq!(event_count(&moved).await, 5_300);
+    // SQLite's FTS5 index was filled by its triggers from the copied rows, those written on
+    // PostgreSQL included.
+    assert_eq!(super::tests::search(&moved, "message").await.0, 5_300);
+    assert_eq!(super::tests::search(&moved, "5299").await, (1, vec!["$m5299".to_owned()]));
     let user = moved.user(&alice()).await.unwrap().unwrap();
     assert_eq!(user.displayname.as_deref(), Some("Alice on PostgreSQL"));
     assert_eq!(moved.session_by_token("hash").await.unwrap().unwrap().device_id, "PHONE");

@@ -456,6 +456,7 @@ pub(crate) fn append(
         transaction,
         replaces_state: placement.replaces_state,
         relation: super::relations::relation_of(&pdu),
+        search: crate::search::text_of(&pdu),
         state_group: placement.state_group,
         current_state: placement.current_state,
     };

@@ -2,8 +2,9 @@
 //! PostgreSQL backends implement.
 //!
 //! Nothing outside this module sees SQL or a database driver type. Operations are grouped by area
-//! ([`UserStore`], [`RoomStore`], [`RoomSummaryStore`], [`ReceiptStore`], [`KeyStore`], [`BackupStore`],
-//! [`UserDirectoryStore`], [`ReportStore`], [`MediaStore`], [`PushStore`], [`BusStore`]); [`Store`] is the handle the
+//! ([`UserStore`], [`RoomStore`], [`RoomSummaryStore`], [`ReceiptStore`], [`KeyStore`],
+//! [`BackupStore`], [`UserDirectoryStore`], [`ReportStore`], [`MediaStore`], [`PushStore`],
+//! [`SearchStore`], [`BusStore`]); [`Store`] is the handle the
 //! rest of the server holds. Writes that must see a consistent room (building and persisting an
 //! event) run as one closure against a [`RoomTxn`] inside the backend's single writer, so
 //! concurrent sends to one room are serialized without an async lock and still commit together.
@@ -17,6 +18,8 @@ pub mod media;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod push_sql;
+mod schema;
+pub mod search;
 mod shared;
 mod sqlite;
 pub mod summaries;
@@ -41,6 +44,7 @@ use serde_json::value::RawValue;
 pub use self::{
     keys::*,
     media::*,
+    search::{NewSearchText, SearchHit, SearchOrder, SearchPage, SearchQuery, SearchStore},
     summaries::{MemberSummary, RoomSummaryStore},
     types::*,
 };
@@ -85,6 +89,7 @@ pub trait Storage:
     + ReportStore
     + MediaStore
     + PushStore
+    + SearchStore
     + BusStore
     + Send
     + Sync
@@ -103,7 +108,7 @@ impl<T> Storage for T where
         + ReportStore
         + MediaStore
         + PushStore
-        + PushStore
+        + SearchStore
         + BusStore
         + Send
         + Sync

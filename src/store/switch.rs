@@ -597,6 +597,13 @@ impl UserDirectoryStore for SwitchableStore {
 }
 
 #[async_trait]
+impl super::SearchStore for SwitchableStore {
+    async fn search_events(&self, query: super::SearchQuery) -> StoreResult<super::SearchPage> {
+        self.current().search_events(query).await
+    }
+}
+
+#[async_trait]
 impl ReportStore for SwitchableStore {
     async fn add_report(&self, report: NewReport) -> StoreResult<i64> {
         self.write(|s| async move { s.add_report(report).await }).await

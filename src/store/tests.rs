@@ -45,6 +45,7 @@ fn new_event(n: usize, room_id: &OwnedRoomId, state: Option<(&str, &str)>) -> Ne
         transaction: None,
         replaces_state: None,
         relation: None,
+        search: None,
         state_group: NewStateGroup::Existing(0),
         current_state: Vec::new(),
     }
@@ -1552,4 +1553,141 @@ async fn current_state_events_of_many_rooms_are_read_together() {
     let found: Vec<(OwnedRoomId, String)> =
         found.unwrap().into_iter().map(|e| (e.room_id, e.event_type)).collect();
     assert_eq!(found, vec![(named, "m.room.name".to_owned())]);
+}
+
+/// A message of `sender` whose body is `text`, in the search index.
+fn searchable(n: usize, r: &OwnedRoomId, sender: &str, key: &str, text: &str) -> NewEvent {
+    let mut event = new_event(n, r, None);
+    event.sender = user(sender);
+    event.search = Some(super::NewSearchText { key: key.into(), text: text.into() });
+    event
+}
+
+fn search_query(
+    terms: &[&str],
+    rooms: &[&OwnedRoomId],
+    order: super::SearchOrder,
+) -> super::SearchQuery {
+    super::SearchQuery {
+        terms: terms.iter().map(|t| (*t).to_owned()).collect(),
+        keys: vec!["content.body".into(), "content.name".into()],
+        room_ids: rooms.iter().map(|r| (*r).clone()).collect(),
+        senders: None,
+        not_senders: Vec::new(),
+        order,
+        limit: 10,
+    }
+}
+
+fn hit_ids(page: &super::SearchPage) -> Vec<OwnedEventId> {
+    page.hits.iter().map(|h| h.event_id.clone()).collect()
+}
+
+#[tokio::test]
+async fn the_search_index_finds_words_by_prefix_in_the_rooms_keys_and_senders_asked() {
+    use super::SearchOrder::{Rank, Recent};
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
+    let (r, other) = (room("r"), room("other"));
+    let events = vec![
+        searchable(0, &r, "alice", "content.body", "Dinner is ready, come downstairs"),
+        searchable(1, &r, "bob", "content.body", "dinner dinner dinner tonight?"),
+        searchable(2, &r, "alice", "content.topic", "Family dinner plans"),
+        searchable(3, &r, "bob", "content.body", "Café au lait"),
+        searchable(
+            5,
+            &r,
+            "bob",
+            "content.body",
+            "mail bob@mail.example or see https://x.org/garden-path v1.2.3 <b>x</b>",
+        ),
+        new_event(4, &r, None),
+    ];
+    append(&store, &r, events).await;
+    append(&store, &other, vec![searchable(10, &other, "carol", "content.body", "dinner?")]).await;
+
+    let page = store.search_events(search_query(&["dinn"], &[&r], Recent { before: None })).await;
+    let page = page.unwrap();
+    assert_eq!(hit_ids(&page), [event_id(1), event_id(0)], "newest first, topic key not asked");
+    assert_eq!(page.count, 2);
+    let ranked = store.search_events(search_query(&["dinner"], &[&r], Rank { offset: 0 })).await;
+    let ranked = ranked.unwrap();
+    assert_eq!(hit_ids(&ranked), [event_id(1), event_id(0)], "three times the word ranks first");
+    assert!(ranked.hits[0].rank > ranked.hits[1].rank);
+    let both = search_query(&["dinner"], &[&r, &other], Rank { offset: 1 });
+    assert_eq!(store.search_events(both).await.unwrap().count, 3);
+    let all_terms = search_query(&["dinner", "ready"], &[&r], Rank { offset: 0 });
+    assert_eq!(hit_ids(&store.search_events(all_terms).await.unwrap()), [event_id(0)]);
+
+    // Pages: after a position, past an offset.
+    let next = search_query(&["dinner"], &[&r], Recent { before: Some(2) });
+    assert_eq!(hit_ids(&store.search_events(next).await.unwrap()), [event_id(0)]);
+    let mut senders = search_query(&["dinner"], &[&r, &other], Rank { offset: 0 });
+    senders.senders = Some(vec![user("carol").to_string()]);
+    assert_eq!(hit_ids(&store.search_events(senders.clone()).await.unwrap()), [event_id(10)]);
+    senders.senders = None;
+    senders.not_senders = vec![user("bob").to_string(), user("carol").to_string()];
+    assert_eq!(hit_ids(&store.search_events(senders).await.unwrap()), [event_id(0)]);
+    let mut topic = search_query(&["plans"], &[&r], Rank { offset: 0 });
+    topic.keys = vec!["content.topic".into()];
+    assert_eq!(hit_ids(&store.search_events(topic).await.unwrap()), [event_id(2)]);
+    let accented = search_query(&["café"], &[&r], Rank { offset: 0 });
+    assert_eq!(hit_ids(&store.search_events(accented).await.unwrap()), [event_id(3)]);
+    let none = search_query(&["lunch"], &[&r], Rank { offset: 0 });
+    assert_eq!(store.search_events(none).await.unwrap().count, 0);
+    // Addresses, URLs and version numbers are words apart on both backends.
+    for part in ["example", "org", "garden", "path", "2", "https", "b"] {
+        let query = search_query(&[part], &[&r], Rank { offset: 0 });
+        assert_eq!(hit_ids(&store.search_events(query).await.unwrap()), [event_id(5)], "{part}");
+    }
+    // Letters the full-text tokenizers may take for separators (combining marks, a lone vowel
+    // sign) match nothing and are no error.
+    for odd in ["\u{93e}", "\u{345}", "a\u{93e}b", "\u{2160}", "\u{e000}"] {
+        let query = search_query(&[odd], &[&r], Rank { offset: 0 });
+        assert_eq!(store.search_events(query).await.unwrap().count, 0, "{odd:?}");
+    }
+
+    // A redacted event leaves the index.
+    in_job(&store, |txn| txn.redact_event(&event_id(1), "{}", &event_id(9))).await;
+    let after = store.search_events(search_query(&["dinner"], &[&r], Rank { offset: 0 })).await;
+    assert_eq!(hit_ids(&after.unwrap()), [event_id(0)]);
+}
+
+#[tokio::test]
+async fn the_search_migration_indexes_the_events_stored_before_it() {
+    let db = TestDatabase::new().await;
+    let mut sql = String::from(
+        "INSERT INTO rooms (room_id, room_version, created_ts) VALUES ('!r:localhost', '10', 0);\n",
+    );
+    // (type, state key, content, redacted): only the first three are searchable.
+    let events = [
+        ("m.room.message", None, r#"{"msgtype":"m.text","body":"Pancakes on Sunday"}"#, false),
+        ("m.room.name", Some(""), r#"{"name":"Pancake club"}"#, false),
+        ("m.room.topic", Some(""), r#"{"topic":"pancakes, always"}"#, false),
+        ("m.room.message", None, r#"{"body":"pancake secret"}"#, true),
+        ("m.room.encrypted", None, r#"{"ciphertext":"pancake"}"#, false),
+        ("m.room.message", None, r#"{"body":42}"#, false),
+        ("m.room.name", Some("x"), r#"{"name":"pancake"}"#, false),
+    ];
+    for (n, (kind, key, content, redacted)) in events.iter().enumerate() {
+        let position = n + 1;
+        let key_sql = key.map_or("NULL".to_owned(), |k| format!("'{k}'"));
+        let redacted_by = if *redacted { "'$redaction'" } else { "NULL" };
+        sql.push_str(&format!(
+            "INSERT INTO events (stream_position, event_id, room_id, event_type, state_key, sender,
+                                 depth, origin_server_ts, pdu, redacted_by)
+             VALUES ({position}, '$event{n}', '!r:localhost', '{kind}', {key_sql},
+                     '@alice:localhost', {position}, {position}, '{{\"content\":{content}}}',
+                     {redacted_by});\n"
+        ));
+    }
+    sql.push_str(&format!("UPDATE stream_counter SET position = {};\n", events.len()));
+    db.seed_at_v1(&sql).await;
+    let store = db.open().await;
+
+    let mut query =
+        search_query(&["pancake"], &[&room("r")], super::SearchOrder::Recent { before: None });
+    query.keys.push("content.topic".into());
+    let page = store.search_events(query).await.unwrap();
+    assert_eq!(hit_ids(&page), [event_id(2), event_id(1), event_id(0)]);
 }

@@ -230,6 +230,8 @@ pub struct NewEvent {
     pub replaces_state: Option<OwnedEventId>,
     /// What the event relates to, if anything (threads, edits, references, annotations).
     pub relation: Option<NewRelation>,
+    /// What the event puts into the search index, if anything (see `crate::search::text_of`).
+    pub search: Option<super::NewSearchText>,
     /// The room state after this event.
     pub state_group: NewStateGroup,
     /// How the room's current state changes with this event: for a linear room, this event's own

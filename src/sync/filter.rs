@@ -91,6 +91,8 @@ pub struct SyncFilter {
     pub room_account_data: EventFilter,
     /// Ephemeral room events (`m.typing`).
     pub ephemeral: EventFilter,
+    /// Presence events (the top-level `presence` filter).
+    pub presence: EventFilter,
     pub account_data: EventFilter,
     pub include_leave: bool,
     /// Room lists from the top-level room filter.
@@ -102,6 +104,7 @@ pub struct SyncFilter {
 
 impl SyncFilter {
     pub fn from_ruma(definition: &FilterDefinition) -> Self {
+        let strings = |ids: &[ruma::OwnedUserId]| ids.iter().map(|id| id.to_string()).collect();
         let room = &definition.room;
         let account_data = &definition.account_data;
         Self {
@@ -109,6 +112,17 @@ impl SyncFilter {
             state: EventFilter::from_ruma(&room.state),
             room_account_data: EventFilter::from_ruma(&room.account_data),
             ephemeral: EventFilter::from_ruma(&room.ephemeral),
+            presence: EventFilter {
+                types: definition.presence.types.clone(),
+                not_types: definition.presence.not_types.clone(),
+                senders: definition.presence.senders.as_ref().map(|s| strings(s)),
+                not_senders: strings(&definition.presence.not_senders),
+                limit: definition
+                    .presence
+                    .limit
+                    .map(|l| usize::try_from(u64::from(l)).unwrap_or(MAX_LIMIT).min(MAX_LIMIT)),
+                ..EventFilter::default()
+            },
             account_data: EventFilter {
                 types: account_data.types.clone(),
                 not_types: account_data.not_types.clone(),

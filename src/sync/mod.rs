@@ -1,10 +1,12 @@
 //! `/sync`: what changed for a user since a stream position, waiting for it if nothing did.
 //!
-//! A sync token is `s<position>_<typing>_<to-device>`: everything up to that global stream
-//! position was delivered, every typing change up to that serial (see [`crate::rooms::typing`]),
-//! and the device's to-device messages up to the last position (see [`crate::keys::to_device`]),
-//! which lags behind the first when a full inbox pages. A token without the to-device part (the
-//! form of earlier versions) counts its stream position for it.
+//! A sync token is `s<position>_<typing>_<to-device>_<presence>`: everything up to that global
+//! stream position was delivered, every typing change up to that serial (see
+//! [`crate::rooms::typing`]), the device's to-device messages up to the third position (see
+//! [`crate::keys::to_device`]), which lags behind the first when a full inbox pages, and every
+//! presence change up to the last serial (see [`crate::presence`]). A token without the
+//! to-device part (the form of earlier versions) counts its stream position for it; one without
+//! the presence part gets everyone's presence again, as an initial sync does.
 //! Pagination tokens of `/messages` are `s<position>` alone and mean "between this position and
 //! the next", so that a timeline's `prev_batch` feeds `/messages` directly; `/messages` also
 //! takes a sync token, whose position counts, and `/sync` takes a token without the typing part
@@ -13,6 +15,7 @@
 mod filter;
 mod ignored;
 mod notifier;
+mod presence;
 mod sliding;
 mod summary;
 mod v3;
@@ -44,11 +47,13 @@ pub struct SyncToken {
     pub typing: Option<u64>,
     /// The position of the last to-device message delivered, if the token has one.
     pub to_device: Option<i64>,
+    /// The presence serial, if the token has one.
+    pub presence: Option<u64>,
 }
 
 /// Formats the `next_batch` token of a sync.
-pub fn sync_token(position: i64, typing: u64, to_device: i64) -> String {
-    format!("s{position}_{typing}_{to_device}")
+pub fn sync_token(position: i64, typing: u64, to_device: i64, presence: u64) -> String {
+    format!("s{position}_{typing}_{to_device}_{presence}")
 }
 
 /// The stream position of a token made by [`token`] or [`sync_token`].
@@ -77,10 +82,15 @@ pub fn parse_sync_token(token: &str) -> Result<SyncToken> {
         None => None,
     };
     let to_device = parts.next().map(position_of).transpose()?;
+    let presence = match parts.next() {
+        Some(presence) if digits(presence) => Some(presence.parse::<u64>().map_err(|_| invalid())?),
+        Some(_) => return Err(invalid()),
+        None => None,
+    };
     if parts.next().is_some() || to_device.is_some_and(|t| t > position) {
         return Err(invalid());
     }
-    Ok(SyncToken { position, typing, to_device })
+    Ok(SyncToken { position, typing, to_device, presence })
 }
 
 #[cfg(test)]
@@ -105,7 +115,11 @@ mod tests {
             "s_5",
             "s5_x",
             "s5_-1",
-            "s5_1_2_3",
+            "s5_1_2_3_4",
+            "s5_1_2_",
+            "s5_1_2_x",
+            "s5_1_2_-3",
+            "s5_1_2_99999999999999999999",
             "s5_1_6",
             "s5_1_x",
             "s5_1_",
@@ -114,12 +128,15 @@ mod tests {
         for bad in garbage.iter().copied().chain(too_big.iter().map(String::as_str)) {
             assert!(parse_token(bad).is_err(), "{bad}");
         }
-        let full = SyncToken { position: 42, typing: Some(7), to_device: Some(40) };
-        assert_eq!(parse_sync_token(&sync_token(42, 7, 40)).unwrap(), full);
-        let old = SyncToken { position: 42, typing: Some(7), to_device: None };
+        let full =
+            SyncToken { position: 42, typing: Some(7), to_device: Some(40), presence: Some(9) };
+        assert_eq!(parse_sync_token(&sync_token(42, 7, 40, 9)).unwrap(), full);
+        let without_presence = SyncToken { presence: None, ..full };
+        assert_eq!(parse_sync_token("s42_7_40").unwrap(), without_presence, "before presence");
+        let old = SyncToken { to_device: None, ..without_presence };
         assert_eq!(parse_sync_token("s42_7").unwrap(), old, "the form of earlier versions");
-        let older = SyncToken { position: 42, typing: None, to_device: None };
+        let older = SyncToken { typing: None, ..old };
         assert_eq!(parse_sync_token("s42").unwrap(), older);
-        assert_eq!(parse_token(&sync_token(42, 7, 40)).unwrap(), 42);
+        assert_eq!(parse_token(&sync_token(42, 7, 40, 9)).unwrap(), 42);
     }
 }

@@ -3,8 +3,8 @@
 //! A background task follows the bus: each room event wakes the room's joined local users and,
 //! for a membership event, its target; a change of who is typing and a new read receipt wake the
 //! room's joined users; account data and a new notification (its counts) wake their owner; a
-//! to-device message wakes its recipient, and a change of a user's devices or keys wakes them and
-//! everyone sharing a room with them. The joined members of a
+//! to-device message wakes its recipient, and a change of a user's devices or keys, or of their
+//! presence, wakes them and everyone sharing a room with them. The joined members of a
 //! room are cached, loaded from the store the first time a room is seen and kept current from the
 //! membership events that pass by.
 
@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use crate::{
     bus::{Bus, Message},
     keys::{DEVICE_LIST_SUBJECT, KeyOutput, TO_DEVICE_SUBJECT},
+    presence::{PRESENCE_SUBJECT, PresenceOutput},
     push::{NOTIFICATION_SUBJECT, NotificationOutput},
     rooms::{
         ROOM_EVENT_SUBJECT, RoomEventOutput,
@@ -56,6 +57,7 @@ impl Notifier {
         let mut to_device = bus.subscribe(TO_DEVICE_SUBJECT);
         let mut device_lists = bus.subscribe(DEVICE_LIST_SUBJECT);
         let mut notifications = bus.subscribe(NOTIFICATION_SUBJECT);
+        let mut presence = bus.subscribe(PRESENCE_SUBJECT);
         let task = notifier.clone();
         tokio::spawn(async move {
             loop {
@@ -67,6 +69,7 @@ impl Notifier {
                     Some(message) = to_device.next() => task.on_to_device(message),
                     Some(message) = device_lists.next() => task.on_device_list(message).await,
                     Some(message) = notifications.next() => task.on_notification(message),
+                    Some(message) = presence.next() => task.on_presence(message).await,
                     else => break,
                 }
             }
@@ -130,6 +133,19 @@ impl Notifier {
         }
     }
 
+    /// The room's joined members, for other components (`/sync`'s presence): from the cache, or
+    /// from the store without filling the cache, which only the notifier's own task fills, in
+    /// the order of the room events it applies.
+    pub async fn members_for_reading(
+        &self,
+        room_id: &ruma::RoomId,
+    ) -> anyhow::Result<BTreeSet<OwnedUserId>> {
+        if let Some(members) = self.rooms().get(room_id) {
+            return Ok(members.clone());
+        }
+        Ok(self.inner.store.members_with(room_id, "join").await?.into_iter().collect())
+    }
+
     /// The room's joined members, from the cache or, the first time, from the store.
     async fn members_of(&self, room_id: &ruma::RoomId) -> anyhow::Result<BTreeSet<OwnedUserId>> {
         if let Some(members) = self.rooms().get(room_id) {
@@ -161,6 +177,28 @@ impl Notifier {
         for membership in memberships.iter().filter(|m| m.membership == "join") {
             match self.members_of(&membership.room_id).await {
                 Ok(members) => members.iter().for_each(|m| self.wake(m, output.stream_position)),
+                Err(error) => {
+                    tracing::warn!(%error, room_id = %membership.room_id, "cannot load members");
+                }
+            }
+        }
+    }
+
+    /// Wakes the user whose presence changed and everyone sharing a room with them (presence has
+    /// no stream position).
+    async fn on_presence(&self, message: Message) {
+        let Ok(output) = message.decode::<PresenceOutput>() else { return };
+        self.nudge(&output.user_id);
+        let memberships = match self.inner.store.memberships_of(&output.user_id).await {
+            Ok(memberships) => memberships,
+            Err(error) => {
+                tracing::warn!(%error, user_id = %output.user_id, "cannot load the user's rooms");
+                return;
+            }
+        };
+        for membership in memberships.iter().filter(|m| m.membership == "join") {
+            match self.members_of(&membership.room_id).await {
+                Ok(members) => members.iter().for_each(|m| self.nudge(m)),
                 Err(error) => {
                     tracing::warn!(%error, room_id = %membership.room_id, "cannot load members");
                 }

@@ -9,9 +9,11 @@
 //! notification counts whenever it is shown (a room whose counts changed after the token is shown
 //! for them alone), and its summary when new or changed (see [`super::summary`]). A room the user
 //! knocked on is in `rooms.knock` with its stripped state, as an invite is in `rooms.invite`.
-//! Every sync also carries the device's to-device messages and key counts, and an incremental
-//! one whose device lists changed (see [`crate::keys`]). The rooms are read concurrently and
-//! their events formatted together, in one batch for the whole response.
+//! Every sync also carries the device's to-device messages and key counts, an incremental one
+//! whose device lists changed (see [`crate::keys`]), and the presence of the users sharing a
+//! room with the user that changed after the token (see [`crate::presence`]; the sync itself
+//! marks the user online or idle as its `set_presence` says). The rooms are read concurrently
+//! and their events formatted together, in one batch for the whole response.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -70,6 +72,10 @@ pub struct SyncRequest {
     pub since_typing: Option<u64>,
     /// The last to-device message the `since` token acknowledges.
     pub since_to_device: Option<i64>,
+    /// The presence serial of the `since` token; `None` for a token without one.
+    pub since_presence: Option<u64>,
+    /// What the sync says of the user's presence (`set_presence`).
+    pub set_presence: ruma::presence::PresenceState,
     pub full_state: bool,
     pub timeout: Duration,
     pub filter: SyncFilter,
@@ -77,6 +83,7 @@ pub struct SyncRequest {
 
 /// Answers a sync request, waiting for news if there is none.
 pub async fn sync(services: &Services, request: SyncRequest) -> Result<Response> {
+    let _syncing = services.presence.sync_started(&request.user_id, &request.set_presence).await;
     let mut wake = services.notifier.watch(&request.user_id);
     let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
     loop {
@@ -101,6 +108,7 @@ fn is_empty(response: &Response) -> bool {
         && response.account_data.events.is_empty()
         && response.to_device.is_empty()
         && response.device_lists.is_empty()
+        && response.presence.is_empty()
 }
 
 /// The end-to-end encryption parts of the response: the device's to-device messages, whose
@@ -133,6 +141,7 @@ async fn compute(services: &Services, request: &SyncRequest, current: i64) -> Re
     let since = request.since.unwrap_or(0);
     // Read before the rooms: a change after this is sent now and again next time, never lost.
     let typing_serial = services.typing.serial();
+    let presence_serial = services.presence.serial();
     let memberships = store.memberships_of(&request.user_id).await?;
     let forgotten: BTreeSet<OwnedRoomId> =
         store.forgotten_rooms(&request.user_id).await?.into_iter().collect();
@@ -163,7 +172,9 @@ async fn compute(services: &Services, request: &SyncRequest, current: i64) -> Re
 
     let mut response = Response::new(String::new());
     let to_device_position = add_encryption(services, request, current, &mut response).await?;
-    response.next_batch = sync_token(current, typing_serial, to_device_position);
+    response.next_batch = sync_token(current, typing_serial, to_device_position, presence_serial);
+    response.presence.events =
+        super::presence::presence_events(services, request, &memberships).await?;
     finish_rooms(services, request, pending.into_iter().flatten().collect(), &mut response).await?;
     let mut global = GlobalAccountData::new();
     global.events = account_data

@@ -101,6 +101,8 @@ async fn send_message_event(
         transaction: Some(transaction),
     };
     let event_id = services.rooms.send(proto).await?;
+    // Sending is activity: an idle user is online again.
+    services.presence.active(&user.user_id).await;
     Ok(send_message_event::v3::Response::new(event_id))
 }
 

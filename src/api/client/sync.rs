@@ -2,9 +2,12 @@
 
 use std::{sync::Arc, time::Duration};
 
-use ruma::api::client::{
-    filter::{FilterDefinition, create_filter, get_filter},
-    sync::sync_events::{self, v3::Filter},
+use ruma::{
+    api::client::{
+        filter::{FilterDefinition, create_filter, get_filter},
+        sync::sync_events::{self, v3::Filter},
+    },
+    presence::PresenceState::{Offline, Online, Unavailable},
 };
 
 use crate::{
@@ -30,13 +33,17 @@ async fn sync_events(
         Some(_) => return Err(Error::invalid_param("Unsupported filter parameter")),
     };
     let since = request.since.as_deref().map(parse_sync_token).transpose()?;
-    // `set_presence` is accepted; presence itself is not tracked yet.
+    if !matches!(request.set_presence, Online | Unavailable | Offline) {
+        return Err(Error::invalid_param("set_presence must be online, unavailable or offline"));
+    }
     let sync_request = SyncRequest {
         user_id: user.user_id,
         device_id: user.device_id.to_string(),
         since: since.map(|token| token.position),
         since_typing: since.and_then(|token| token.typing),
         since_to_device: since.map(|token| token.to_device.unwrap_or(token.position)),
+        since_presence: since.and_then(|token| token.presence),
+        set_presence: request.set_presence,
         full_state: request.full_state,
         timeout: request.timeout.unwrap_or(Duration::ZERO),
         filter: SyncFilter::from_ruma(&definition),

@@ -32,6 +32,7 @@ mod push;
 mod receipts;
 mod relations;
 mod rooms;
+mod search;
 mod summaries;
 mod users;
 
@@ -52,10 +53,6 @@ use tokio::{runtime::Handle, sync::oneshot};
 use tokio_postgres::{NoTls, Row, config::Host, types::ToSql};
 
 use super::{StoreResult, Unavailable};
-
-mod embedded {
-    refinery::embed_migrations!("src/store/migrations");
-}
 
 /// A pooled connection, with its statement cache.
 type Conn = deadpool_postgres::ClientWrapper;
@@ -265,7 +262,7 @@ impl PostgresStore {
 pub(crate) async fn seed_at_v1(url: &str, sql: &str) -> StoreResult<()> {
     let pool = connect_pool(connect_config(url)?)?;
     let mut connection = pool.get().await.map_err(unavailable)?;
-    embedded::migrations::runner()
+    super::schema::postgres_migrations()
         .set_target(refinery::Target::Version(1))
         .run_async(&mut **connection)
         .await
@@ -412,7 +409,7 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 /// large table may rightly take longer than any query.
 async fn migrate_schema(connection: &mut Object) -> StoreResult<()> {
     connection.batch_execute("SET statement_timeout = 0").await.map_err(database_error)?;
-    embedded::migrations::runner()
+    super::schema::postgres_migrations()
         .run_async(&mut ***connection)
         .await
         .context("cannot migrate the database schema")?;

@@ -462,7 +462,8 @@ impl RoomTxn for Txn<'_> {
             "UPDATE events SET pdu = $2, redacted_by = $3 WHERE event_id = $1",
             &[&event_id.as_str(), &redacted_pdu, &redacted_by.as_str()],
         ))?;
-        self.w.block_on(super::relations::delete_relation(self.w.conn(), event_id.as_str()))
+        self.w.block_on(super::relations::delete_relation(self.w.conn(), event_id.as_str()))?;
+        self.w.block_on(super::search::delete_search_text(self.w.conn(), event_id.as_str()))
     }
 }
 
@@ -511,6 +512,7 @@ async fn append_event(c: &Conn, event: &NewEvent) -> StoreResult<i64> {
     };
     insert_event(c, event, position, state_group).await?;
     super::relations::insert_relation(c, event, position).await?;
+    super::search::insert_search_text(c, event, position).await?;
     update_extremities(c, event).await?;
     for change in &event.current_state {
         update_state(c, &event.room_id, change, position).await?;

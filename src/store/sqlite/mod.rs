@@ -16,6 +16,7 @@ mod push;
 mod receipts;
 mod relations;
 mod rooms;
+mod search;
 mod summaries;
 mod users;
 
@@ -32,10 +33,6 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 use tokio::sync::oneshot;
 
 use super::StoreResult;
-
-mod embedded {
-    refinery::embed_migrations!("src/store/migrations");
-}
 
 /// How many queued writes one transaction takes at most.
 const MAX_BATCH: usize = 512;
@@ -61,7 +58,7 @@ impl SqliteStore {
         let mut connection = Connection::open(path)
             .with_context(|| format!("cannot open the database {}", path.display()))?;
         configure_writer(&connection)?;
-        embedded::migrations::runner()
+        super::schema::sqlite_migrations()
             .run(&mut connection)
             .context("cannot migrate the database schema")?;
 
@@ -121,7 +118,7 @@ impl SqliteStore {
 #[cfg(test)]
 pub(crate) fn seed_at_v1(path: &Path, sql: &str) -> StoreResult<()> {
     let mut connection = Connection::open(path)?;
-    embedded::migrations::runner()
+    super::schema::sqlite_migrations()
         .set_target(refinery::Target::Version(1))
         .run(&mut connection)
         .context("cannot migrate to version 1")?;

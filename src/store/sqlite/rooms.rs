@@ -550,6 +550,7 @@ impl RoomTxn for Txn<'_> {
         };
         insert_event(self.c, &event, position, state_group)?;
         super::relations::insert_relation(self.c, &event, position)?;
+        super::search::insert_search_text(self.c, &event, position)?;
         update_extremities(self.c, &event)?;
         for change in &event.current_state {
             update_state(self.c, &event.room_id, change, position)?;
@@ -580,7 +581,8 @@ impl RoomTxn for Txn<'_> {
             "UPDATE events SET pdu = ?2, redacted_by = ?3 WHERE event_id = ?1",
             params![event_id.as_str(), redacted_pdu, redacted_by.as_str()],
         )?;
-        super::relations::delete_relation(self.c, event_id.as_str())
+        super::relations::delete_relation(self.c, event_id.as_str())?;
+        super::search::delete_search_text(self.c, event_id.as_str())
     }
 }
 

@@ -19,10 +19,6 @@ use tokio_postgres::{
 use super::{ColumnType, Digest, Row, TableSchema, Value};
 use crate::store::StoreResult;
 
-mod embedded {
-    refinery::embed_migrations!("src/store/migrations");
-}
-
 /// The move's progress table in the target.
 const PROGRESS: &str = "hearth_move_progress";
 /// The move's run: the epoch of the source's change log the progress relies on.
@@ -163,7 +159,7 @@ impl PostgresTarget {
                      PRIMARY KEY (table_name, name))"
             ))
             .await?;
-        embedded::migrations::runner()
+        crate::store::schema::postgres_migrations()
             .run_async(&mut self.client)
             .await
             .context("cannot create Hearth's tables in the target database")?;

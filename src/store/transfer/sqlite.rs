@@ -292,10 +292,16 @@ pub(super) async fn blocking<T: Send + 'static>(
 }
 
 /// Reads the data tables, their columns, keys and references from the file's schema.
+///
+/// Only ordinary tables count: the search index (an FTS5 virtual table and its shadow tables) is
+/// derived from `event_search`, and the target's own triggers or index rebuild it from the rows
+/// the move copies.
 pub(super) fn read_schema(c: &Connection) -> StoreResult<Vec<TableSchema>> {
     let names: Vec<String> = {
-        let mut statement =
-            c.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")?;
+        let mut statement = c.prepare(
+            "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'table'
+             ORDER BY name",
+        )?;
         let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
         rows.collect::<Result<_, _>>()?
     };

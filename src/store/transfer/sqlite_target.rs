@@ -36,10 +36,6 @@ use super::{
 };
 use crate::store::StoreResult;
 
-mod embedded {
-    refinery::embed_migrations!("src/store/migrations");
-}
-
 /// The move's progress table in the new file.
 const PROGRESS: &str = "hearth_move_progress";
 /// One row: the epoch of the source's change log the progress relies on, and the name the old
@@ -159,7 +155,7 @@ impl SqliteTarget {
                      done INTEGER NOT NULL);
                  CREATE TABLE IF NOT EXISTS {RUN} (epoch TEXT, aside TEXT)"
             ))?;
-            embedded::migrations::runner()
+            crate::store::schema::sqlite_migrations()
                 .run(c)
                 .context("cannot create Hearth's tables in the new SQLite file")?;
             if read_schema(c)? != tables {
