@@ -696,3 +696,64 @@ async fn bad_sliding_sync_requests_get_exact_errors() {
     ];
     run_table(&server, rows).await;
 }
+
+/// A user who knocked on a room or is invited to it is no member: sliding sync shows them the
+/// room's stripped state alone, never its state, timeline, members, typing or receipts.
+#[tokio::test]
+async fn knocking_and_invited_users_see_only_the_stripped_state() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let (knocker, invitee) = (server.register("kim").await, server.register("ivy").await);
+    let knocked = server
+        .create_room(
+            &alice,
+            json!({
+                "name": "Knock here",
+                "initial_state": [
+                    { "type": "m.room.join_rules", "content": { "join_rule": "knock" } },
+                    { "type": "m.room.topic", "content": { "topic": "secret topic" } },
+                ],
+            }),
+        )
+        .await;
+    let invited = server.create_room(&alice, json!({ "invite": [invitee.user_id] })).await;
+    let path = format!("{V3}/knock/{}", enc(&knocked));
+    assert_eq!(server.post(&path, &knocker.access_token, json!({})).await.0, StatusCode::OK);
+    let event_id = server.send_text(&alice, &knocked, "members only").await;
+    server.send_text(&alice, &invited, "members only").await;
+    for room_id in [&knocked, &invited] {
+        let typing = format!("{V3}/rooms/{}/typing/{}", enc(room_id), enc(&alice.user_id));
+        let body = json!({ "typing": true, "timeout": 30000 });
+        assert_eq!(server.put(&typing, &alice.access_token, body).await.0, StatusCode::OK);
+    }
+    let receipt = format!("{V3}/rooms/{}/receipt/m.read/{}", enc(&knocked), enc(&event_id));
+    assert_eq!(server.post(&receipt, &alice.access_token, json!({})).await.0, StatusCode::OK);
+
+    let mut body = one_list(json!([[0, 9]]), 10, json!([["*", "*"]]));
+    body["extensions"] = json!({ "receipts": { "enabled": true }, "typing": { "enabled": true } });
+    for (user, room_id, membership) in
+        [(&knocker, &knocked, "knock"), (&invitee, &invited, "invite")]
+    {
+        let answer = slide(&server, user, "", body.clone()).await;
+        let entry = room(&answer, room_id);
+        assert!(entry["invite_state"].is_array(), "{membership}: stripped state {entry}");
+        assert!(
+            entry["required_state"].as_array().is_none_or(Vec::is_empty),
+            "{membership}: {entry}"
+        );
+        assert!(bodies(&answer, room_id).is_empty(), "{membership}: no timeline {entry}");
+        let topics = entry["invite_state"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "m.room.topic")
+            .count();
+        assert_eq!(topics, 0, "{membership}: the topic is not stripped state");
+        let extensions = &answer["extensions"];
+        assert!(extensions["typing"]["rooms"][room_id].is_null(), "{membership}: {extensions}");
+        assert!(extensions["receipts"]["rooms"][room_id].is_null(), "{membership}: {extensions}");
+        if membership == "knock" {
+            assert!(entry["heroes"].is_null() && entry["joined_count"].is_null(), "{entry}");
+        }
+    }
+}

@@ -161,7 +161,8 @@ pub fn receipts(
     if config.enabled != Some(true) {
         return Ok(shown);
     }
-    for room_id in relevant_rooms(config.lists.as_deref(), config.rooms.as_deref(), selection) {
+    let relevant = relevant_rooms(config.lists.as_deref(), config.rooms.as_deref(), selection);
+    for room_id in relevant.into_iter().filter(|r| selection.joined.contains(r)) {
         let Some(records) = receipts.get(&room_id) else { continue };
         let records: Vec<&ReceiptRecord> = records.iter().collect();
         if let Some(content) = receipt_content(&records, asker.user_id) {
@@ -184,7 +185,8 @@ pub fn typing(
     if config.enabled != Some(true) {
         return Ok(shown);
     }
-    for room_id in relevant_rooms(config.lists.as_deref(), config.rooms.as_deref(), selection) {
+    let relevant = relevant_rooms(config.lists.as_deref(), config.rooms.as_deref(), selection);
+    for room_id in relevant.into_iter().filter(|r| selection.joined.contains(r)) {
         let since = previous.filter(|p| p.rooms.contains_key(&room_id)).map(|p| p.typing);
         if let Some(user_ids) = services.typing.changed_since(&room_id, since) {
             let event =

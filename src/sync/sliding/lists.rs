@@ -63,6 +63,9 @@ pub struct Selection {
     pub subscribed: BTreeSet<OwnedRoomId>,
     /// Every selected room and what it is to show.
     pub rooms: BTreeMap<OwnedRoomId, RoomConfig>,
+    /// The rooms the user is joined to: only they show typing and receipts (an invited or
+    /// knocking user is no member yet, and sees only the stripped state).
+    pub joined: BTreeSet<OwnedRoomId>,
 }
 
 /// Refuses requests larger than Hearth serves and ranges that make no sense.
@@ -119,6 +122,11 @@ pub fn select(request: &Request, rooms: &[RoomSummary]) -> Selection {
     ordered
         .sort_by(|a, b| b.bump_stamp.cmp(&a.bump_stamp).then_with(|| a.room_id().cmp(b.room_id())));
     let mut selection = Selection::default();
+    selection.joined = rooms
+        .iter()
+        .filter(|room| room.membership.membership == "join")
+        .map(|room| room.room_id().clone())
+        .collect();
     for (name, list) in &request.lists {
         let config =
             RoomConfig::new(list.room_details.timeline_limit, &list.room_details.required_state);

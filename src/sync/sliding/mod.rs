@@ -242,7 +242,7 @@ async fn selected_receipts(
     selection: &Selection,
 ) -> Result<BTreeMap<OwnedRoomId, Vec<ReceiptRecord>>> {
     let (mut sent, mut new) = (Vec::new(), Vec::new());
-    for room_id in selection.rooms.keys() {
+    for room_id in selection.rooms.keys().filter(|r| selection.joined.contains(*r)) {
         match previous.and_then(|p| p.rooms.get(room_id)) {
             Some(_) => sent.push(room_id.clone()),
             None => new.push(room_id.clone()),

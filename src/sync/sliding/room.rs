@@ -57,11 +57,13 @@ pub async fn room_entry(
     changes: Changes,
 ) -> Result<(Option<Room>, SentRoom)> {
     let membership = summary.membership.membership.as_str();
+    // An invited or knocking user is no member: they see the stripped state alone.
+    let stripped = matches!(membership, "invite" | "knock");
     let sent = sent
         .filter(|s| s.membership == membership)
-        .filter(|s| membership == "invite" || s.timeline_limit >= config.timeline_limit);
-    if membership == "invite" {
-        return invite_entry(services, asker, summary, sent).await;
+        .filter(|s| stripped || s.timeline_limit >= config.timeline_limit);
+    if stripped {
+        return stripped_entry(services, asker, summary, sent).await;
     }
     let upto =
         if membership == "join" { asker.current } else { summary.membership.stream_position };
@@ -129,16 +131,18 @@ async fn add_events(
     Ok(())
 }
 
-/// An invite: sent once, with the stripped state the inviter's room shows.
-async fn invite_entry(
+/// An invite or a knock: sent once, with the stripped state the room shows to those not in it
+/// (`invite_state`, which the MSC uses for knocks too). A knocker learns nothing of who is in.
+async fn stripped_entry(
     services: &Services,
     asker: Asker<'_>,
     summary: &RoomSummary,
     sent: Option<&SentRoom>,
 ) -> Result<(Option<Room>, SentRoom)> {
+    let membership = summary.membership.membership.clone();
     let held = SentRoom {
         position: asker.current,
-        membership: "invite".to_owned(),
+        membership: membership.clone(),
         timeline_limit: 0,
         state: sent.map(|s| s.state.clone()).unwrap_or_default(),
     };
@@ -146,6 +150,9 @@ async fn invite_entry(
         return Ok((None, held));
     }
     let mut room = describe(summary, asker.user_id);
+    if membership == "knock" {
+        (room.heroes, room.joined_count, room.invited_count) = (None, None, None);
+    }
     room.initial = Some(true);
     room.invite_state =
         Some(crate::sync::v3::stripped_room_state(services, &summary.membership).await?);
