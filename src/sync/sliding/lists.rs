@@ -121,12 +121,12 @@ pub fn select(request: &Request, rooms: &[RoomSummary]) -> Selection {
     // The most recent first; the room ID keeps the order stable between equal stamps.
     ordered
         .sort_by(|a, b| b.bump_stamp.cmp(&a.bump_stamp).then_with(|| a.room_id().cmp(b.room_id())));
-    let mut selection = Selection::default();
-    selection.joined = rooms
+    let joined = rooms
         .iter()
         .filter(|room| room.membership.membership == "join")
         .map(|room| room.room_id().clone())
         .collect();
+    let mut selection = Selection { joined, ..Selection::default() };
     for (name, list) in &request.lists {
         let config =
             RoomConfig::new(list.room_details.timeline_limit, &list.room_details.required_state);
