@@ -272,3 +272,35 @@ async fn bad_upgrades_get_the_spec_errors() {
     ];
     run_table(&server, rows).await;
 }
+
+/// A room is replaced once: of several upgrades at once one makes the replacement and the
+/// others are refused, and a room with a tombstone is refused later too (its replacement is the
+/// room to upgrade), so the tombstone and the moved alias always name the same room.
+#[tokio::test]
+async fn a_room_is_replaced_once_even_by_concurrent_upgrades() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let old = server.create_room(&alice, json!({ "room_alias_name": "once" })).await;
+    let attempts = (0..6).map(|_| upgrade(&server, &alice, &old, json!({ "new_version": "12" })));
+    let answers = futures::future::join_all(attempts).await;
+    let made: Vec<&Value> =
+        answers.iter().filter(|(s, _)| *s == StatusCode::OK).map(|(_, json)| json).collect();
+    assert_eq!(made.len(), 1, "one replacement: {answers:?}");
+    for (status, json) in answers.iter().filter(|(s, _)| *s != StatusCode::OK) {
+        assert_eq!(
+            (*status, json["errcode"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("M_BAD_STATE"))
+        );
+    }
+    let replacement = made[0]["replacement_room"].as_str().unwrap();
+    let tombstone = state(&server, &alice, &old, "m.room.tombstone", "").await;
+    assert_eq!(tombstone["replacement_room"], replacement);
+    let (status, alias) = server
+        .get(&format!("{V3}/directory/room/{}", enc("#once:localhost")), &alice.access_token)
+        .await;
+    assert_eq!((status, alias["room_id"].as_str()), (StatusCode::OK, Some(replacement)));
+
+    let (status, json) = upgrade(&server, &alice, &old, json!({ "new_version": "12" })).await;
+    assert_eq!((status, json["errcode"].as_str()), (StatusCode::BAD_REQUEST, Some("M_BAD_STATE")));
+    upgrade_ok(&server, &alice, replacement, json!({ "new_version": "12" })).await;
+}

@@ -130,6 +130,7 @@ fn upgrade_in(
 ) -> Result<Vec<AppendedEvent>> {
     let old = &request.room_id;
     let old_version = txn.room_version(old)?.ok_or_else(|| Error::forbidden("Unknown room"))?;
+    refuse_replaced(txn, old)?;
     let old_rules = builder::rules_for(&old_version)?;
     let rules = builder::rules_for(&request.new_version)?;
     let privileged_creators = rules.authorization.explicitly_privilege_room_creators;
@@ -298,6 +299,21 @@ fn raised_for_upgrade(power: &JsonValue, upgrader: &OwnedUserId) -> Option<JsonV
     let mut raised = power.clone();
     raised["users"][upgrader.as_str()] = needed.into();
     Some(raised)
+}
+
+/// Refuses to upgrade a room that has a tombstone: its members follow the replacement, which is
+/// the room to upgrade. Checked inside the room job, so that of two upgrades at once the second
+/// sees the first one's tombstone and only one replacement room is made.
+fn refuse_replaced(txn: &dyn RoomTxn, room_id: &RoomId) -> Result<()> {
+    let state = txn.current_state_map(room_id)?;
+    if state.contains_key(&("m.room.tombstone".to_owned(), String::new())) {
+        return Err(Error::client(
+            http::StatusCode::BAD_REQUEST,
+            ruma::api::error::ErrorKind::BadState,
+            "This room was upgraded already: upgrade its replacement instead",
+        ));
+    }
+    Ok(())
 }
 
 /// The keyed state that carries over: space links, and bans.
