@@ -212,3 +212,38 @@ async fn knock_room_named(server: &TestServer, alice: &TestUser, alias: &str) ->
     });
     server.create_room(alice, body).await
 }
+
+/// A `restricted` (or `knock_restricted`) room lets in the members of the rooms its join rule
+/// allows: the server names a local member who may invite as the join's authoriser. Others still
+/// need an invite.
+#[tokio::test]
+async fn members_of_an_allowed_room_join_a_restricted_room() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let (bob, carol) = (server.register("bob").await, server.register("carol").await);
+    for (version, rule) in [("10", "restricted"), ("11", "knock_restricted"), ("12", "restricted")]
+    {
+        let space = server
+            .create_room(&alice, json!({ "preset": "public_chat", "room_version": version }))
+            .await;
+        server.join(&bob, &space).await;
+        let body = json!({
+            "room_version": version,
+            "initial_state": [{ "type": "m.room.join_rules", "content": {
+                "join_rule": rule, "allow": [{ "type": "m.room_membership", "room_id": space }],
+            } }],
+        });
+        let room = server.create_room(&alice, body).await;
+        let join = format!("{V3}/join/{}", enc(&room));
+        let (status, json) = server.post(&join, &bob.access_token, json!({})).await;
+        assert_eq!(status, StatusCode::OK, "v{version} {rule}: {json}");
+        let path = format!("{V3}/rooms/{}/state/m.room.member/{}", enc(&room), enc(&bob.user_id));
+        let (_, member) = server.get(&path, &bob.access_token).await;
+        assert_eq!(member["join_authorised_via_users_server"], alice.user_id.as_str(), "{member}");
+        let (status, json) = server.post(&join, &carol.access_token, json!({})).await;
+        assert_eq!(
+            (status, json["errcode"].as_str()),
+            (StatusCode::FORBIDDEN, Some("M_FORBIDDEN"))
+        );
+    }
+}

@@ -154,6 +154,12 @@ impl Rooms {
         if change.is_direct {
             content["is_direct"] = true.into();
         }
+        if change.membership == "join"
+            && change.sender == change.target
+            && let Some(authoriser) = self.restricted_join_authoriser(&change).await?
+        {
+            content["join_authorised_via_users_server"] = authoriser.as_str().into();
+        }
         self.send(ProtoEvent {
             room_id: change.room_id,
             sender: change.sender,
@@ -164,6 +170,50 @@ impl Rooms {
             transaction: None,
         })
         .await
+    }
+
+    /// For a join to a `restricted` or `knock_restricted` room by a user who is neither joined
+    /// nor invited but is joined to a room the join rule allows: a joined local user who may
+    /// invite, to name in `join_authorised_via_users_server` as the auth rules require. `None`
+    /// when the join needs none or none can be given (the auth rules then refuse the join).
+    async fn restricted_join_authoriser(
+        &self,
+        change: &MembershipChange,
+    ) -> Result<Option<ruma::OwnedUserId>> {
+        let room_id = &change.room_id;
+        let Some(rules) = self.store.current_state_event(room_id, "m.room.join_rules", "").await?
+        else {
+            return Ok(None);
+        };
+        let Some(content) = power::content_of::<JsonValue>(&rules.pdu) else { return Ok(None) };
+        if !matches!(content["join_rule"].as_str(), Some("restricted" | "knock_restricted")) {
+            return Ok(None);
+        }
+        let current = self.store.membership(room_id, &change.target, None).await?;
+        if current.is_some_and(|m| matches!(m.membership.as_str(), "join" | "invite")) {
+            return Ok(None);
+        }
+        let allowed_rooms = content["allow"].as_array().into_iter().flatten().filter_map(|entry| {
+            (entry["type"] == "m.room_membership").then(|| entry["room_id"].as_str()).flatten()
+        });
+        let mut allowed = false;
+        for allowed_room in allowed_rooms {
+            let Ok(allowed_room) = ruma::RoomId::parse(allowed_room) else { continue };
+            let membership = self.store.membership(&allowed_room, &change.target, None).await?;
+            if membership.is_some_and(|m| m.membership == "join") {
+                allowed = true;
+                break;
+            }
+        }
+        if !allowed {
+            return Ok(None);
+        }
+        let power = self.power_levels(room_id).await?;
+        let members = self.store.members_with(room_id, "join").await?;
+        Ok(members
+            .into_iter()
+            .filter(|member| member.server_name() == self.server_name())
+            .find(|member| power.user_can_invite(member)))
     }
 
     /// Whether the room exists on this server.
