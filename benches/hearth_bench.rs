@@ -10,7 +10,11 @@
 //! - idle memory (VmRSS) after start, after the workloads settle, and after a restart;
 //! - sends per second with 50 concurrent clients (50 users) in one room;
 //! - the latency from the start of a send to the arrival of the `/sync` long poll it wakes;
-//! - the initial `/sync` (default filter) of a user in 100 rooms of 100 messages.
+//! - the initial `/sync` (default filter) of a user in 100 rooms of 100 messages;
+//! - the fan-out of an encrypted message (key share to every device, then the message) to the
+//!   long polls of a room's 20 members;
+//! - the incremental and initial `/sync` of a user in 50 rooms whose syncs carry a message,
+//!   read receipts and typing from every room.
 //!
 //! Options (after `--`): `--homeserver URL` measures an already running homeserver instead (open
 //! registration needed; memory only with `--pid PID`), `--quick` makes a short run. A missed
@@ -18,8 +22,12 @@
 //!
 //! Cargo passes `--bench` under `cargo bench`; without it (`cargo test --benches`) nothing runs.
 
+#[path = "hearth_bench/busy_rooms.rs"]
+mod busy_rooms;
 #[path = "hearth_bench/client.rs"]
 mod client;
+#[path = "hearth_bench/encrypted.rs"]
+mod encrypted;
 #[path = "hearth_bench/report.rs"]
 mod report;
 #[path = "hearth_bench/server.rs"]
@@ -36,7 +44,9 @@ use std::{
 use clap::Parser;
 
 use self::{
+    busy_rooms::BusyRooms,
     client::Client,
+    encrypted::Fanout,
     report::{Goal, Row, median, ms, percentile, print_table, spread},
     server::{Server, Spawned, StartTime},
     workload::{InitialSync, Sizes, Throughput, Wake},
@@ -84,6 +94,8 @@ struct Measurements {
     sends: Option<Throughput>,
     wake: Option<Wake>,
     initial_sync: Option<InitialSync>,
+    fanout: Option<Fanout>,
+    busy_rooms: Option<BusyRooms>,
     rate_limited: u64,
 }
 
@@ -163,6 +175,12 @@ async fn run_workloads(
     progress("filling rooms for the initial sync");
     measured.initial_sync = Some(workload::initial_sync(&client, &prefix, sizes).await?);
     measured.rss_by_phase.push(("initial sync", server.rss_mb()));
+    progress("encrypted-room fan-out");
+    measured.fanout = Some(encrypted::encrypted_fanout(&client, &prefix, sizes).await?);
+    measured.rss_by_phase.push(("fan-out", server.rss_mb()));
+    progress("syncs with receipts and typing in many rooms");
+    measured.busy_rooms = Some(busy_rooms::busy_rooms(&client, &prefix, sizes).await?);
+    measured.rss_by_phase.push(("busy rooms", server.rss_mb()));
     measured.rate_limited = client.rate_limited_count();
     Ok(())
 }
@@ -198,6 +216,8 @@ fn print_report(options: &Options, sizes: Sizes, measured: &Measurements) {
     rows.extend(send_rows(sizes, measured.sends.as_ref()));
     rows.extend(wake_rows(measured.wake.as_ref()));
     rows.extend(initial_sync_rows(sizes, measured.initial_sync.as_ref()));
+    rows.extend(fanout_rows(measured.fanout.as_ref()));
+    rows.extend(busy_room_rows(measured.busy_rooms.as_ref()));
     rows.extend(memory_rows(measured));
     rows.extend(start_rows(measured));
     if measured.rate_limited > 0 {
@@ -270,6 +290,49 @@ fn initial_sync_rows(sizes: Sizes, initial: Option<&InitialSync>) -> Vec<Row> {
         rows.push(Row::info("  initial sync spread, answer size", detail));
     }
     rows
+}
+
+/// The encrypted fan-out has no target of its own: it is shown for comparison between runs and
+/// servers.
+fn fanout_rows(fanout: Option<&Fanout>) -> Vec<Row> {
+    let Some(fanout) = fanout else {
+        return vec![Row::info("encrypted fan-out", "n/a".to_owned())];
+    };
+    let all = percentile(&fanout.all_members, 50.0).map_or(f64::NAN, ms);
+    let all_p99 = percentile(&fanout.all_members, 99.0).map_or(f64::NAN, ms);
+    let metric = format!(
+        "encrypted message → all {} members' syncs p50 / p99 ({} samples)",
+        fanout.members,
+        fanout.all_members.len()
+    );
+    vec![
+        Row::info(&metric, format!("{all:.1} / {all_p99:.1} ms")),
+        Row::info("  → each member's sync", spread(&fanout.each_member)),
+        Row::info("  key share to every device (/sendToDevice)", spread(&fanout.key_shares)),
+    ]
+}
+
+/// The busy-room syncs have no target of their own either.
+fn busy_room_rows(busy: Option<&BusyRooms>) -> Vec<Row> {
+    let Some(busy) = busy else {
+        return vec![Row::info("syncs with receipts and typing", "n/a".to_owned())];
+    };
+    let incremental = median(&busy.incremental).map_or(f64::NAN, ms);
+    let initial = median(&busy.initial).map_or(f64::NAN, ms);
+    vec![
+        Row::info(
+            &format!(
+                "incremental sync, {} rooms with a message, receipts, typing (median of {})",
+                busy.rooms,
+                busy.incremental.len()
+            ),
+            format!("{incremental:.1} ms, {}", busy.incremental_size()),
+        ),
+        Row::info(
+            &format!("initial sync of those rooms (median of {})", busy.initial.len()),
+            format!("{initial:.1} ms, {} kB", busy.initial_bytes / 1000),
+        ),
+    ]
 }
 
 fn memory_rows(measured: &Measurements) -> Vec<Row> {

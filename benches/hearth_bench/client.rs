@@ -37,6 +37,7 @@ pub struct Client {
 #[derive(Clone, Debug)]
 pub struct User {
     pub user_id: String,
+    pub device_id: String,
     access_token: String,
 }
 
@@ -64,6 +65,27 @@ impl SyncReply {
     /// How many joined rooms the answer lists.
     pub fn joined_rooms(&self) -> usize {
         self.body["rooms"]["join"].as_object().map_or(0, serde_json::Map::len)
+    }
+
+    /// The joined room `room_id`'s timeline events.
+    pub fn timeline(&self, room_id: &str) -> &[Value] {
+        let events = self.body["rooms"]["join"][room_id]["timeline"]["events"].as_array();
+        events.map_or(&[], Vec::as_slice)
+    }
+
+    /// The to-device events the answer delivers.
+    pub fn to_device(&self) -> &[Value] {
+        self.body["to_device"]["events"].as_array().map_or(&[], Vec::as_slice)
+    }
+
+    /// How many joined rooms carry an ephemeral event of type `event_type`.
+    pub fn rooms_with_ephemeral(&self, event_type: &str) -> usize {
+        let Some(rooms) = self.body["rooms"]["join"].as_object() else { return 0 };
+        let has = |room: &Value| {
+            let events = room["ephemeral"]["events"].as_array();
+            events.is_some_and(|events| events.iter().any(|event| event["type"] == event_type))
+        };
+        rooms.values().filter(|room| has(room)).count()
     }
 }
 
@@ -116,13 +138,18 @@ impl Client {
         let reply = expect_ok("register", &answer)?;
         Ok(User {
             user_id: string_field(&reply, "user_id")?,
+            device_id: string_field(&reply, "device_id")?,
             access_token: string_field(&reply, "access_token")?,
         })
     }
 
     /// Creates a public room and returns its ID.
     pub async fn create_room(&self, user: &User, name: &str) -> anyhow::Result<String> {
-        let body = json!({ "preset": "public_chat", "name": name });
+        self.create_room_with(user, json!({ "preset": "public_chat", "name": name })).await
+    }
+
+    /// Creates a room from the `/createRoom` body `body` and returns its ID.
+    pub async fn create_room_with(&self, user: &User, body: Value) -> anyhow::Result<String> {
         let path = "/_matrix/client/v3/createRoom";
         let reply = self.ok(Method::POST, path, user, Some(&body), "createRoom").await?;
         string_field(&reply, "room_id")
@@ -142,14 +169,67 @@ impl Client {
         txn_id: &str,
         text: &str,
     ) -> anyhow::Result<String> {
+        let content = json!({ "msgtype": "m.text", "body": text });
+        self.send_event(user, room_id, "m.room.message", txn_id, &content).await
+    }
+
+    /// Sends a message event of type `event_type`; returns the event ID.
+    pub async fn send_event(
+        &self,
+        user: &User,
+        room_id: &str,
+        event_type: &str,
+        txn_id: &str,
+        content: &Value,
+    ) -> anyhow::Result<String> {
         let path = format!(
-            "/_matrix/client/v3/rooms/{}/send/m.room.message/{}",
+            "/_matrix/client/v3/rooms/{}/send/{}/{}",
             encode(room_id),
+            encode(event_type),
             encode(txn_id)
         );
-        let body = json!({ "msgtype": "m.text", "body": text });
-        let reply = self.ok(Method::PUT, &path, user, Some(&body), "send").await?;
+        let reply = self.ok(Method::PUT, &path, user, Some(content), "send").await?;
         string_field(&reply, "event_id")
+    }
+
+    /// `PUT /sendToDevice/{eventType}/{txnId}` with `messages` (user → device → content).
+    pub async fn send_to_device(
+        &self,
+        user: &User,
+        event_type: &str,
+        txn_id: &str,
+        messages: Value,
+    ) -> anyhow::Result<()> {
+        let path =
+            format!("/_matrix/client/v3/sendToDevice/{}/{}", encode(event_type), encode(txn_id));
+        let body = json!({ "messages": messages });
+        self.ok(Method::PUT, &path, user, Some(&body), "sendToDevice").await.map(drop)
+    }
+
+    /// Starts (`typing`) or stops typing in `room_id`.
+    pub async fn typing(&self, user: &User, room_id: &str, typing: bool) -> anyhow::Result<()> {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/typing/{}",
+            encode(room_id),
+            encode(&user.user_id)
+        );
+        let body = json!({ "typing": typing, "timeout": 30_000 });
+        self.ok(Method::PUT, &path, user, Some(&body), "typing").await.map(drop)
+    }
+
+    /// Sends an `m.read` receipt for `event_id`.
+    pub async fn read_receipt(
+        &self,
+        user: &User,
+        room_id: &str,
+        event_id: &str,
+    ) -> anyhow::Result<()> {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
+            encode(room_id),
+            encode(event_id)
+        );
+        self.ok(Method::POST, &path, user, Some(&json!({})), "receipt").await.map(drop)
     }
 
     /// `GET /sync` with the default filter: an initial sync when `since` is `None`, else a long

@@ -1,5 +1,6 @@
-//! The measured workloads: concurrent sends in one room, send→sync wake-up latency, and the
-//! initial `/sync` of a user in many rooms full of events.
+//! The core workloads: concurrent sends in one room, send→sync wake-up latency, and the initial
+//! `/sync` of a user in many rooms full of events (the encrypted fan-out and the busy rooms are
+//! in `encrypted.rs` and `busy_rooms.rs`).
 //!
 //! Every workload registers its own users (named with the run's prefix, so that runs against an
 //! external server never collide) and its own rooms, so that one workload's rooms and members do
@@ -9,18 +10,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use futures::{StreamExt as _, TryStreamExt as _, stream};
+use serde_json::{Value, json};
 
 use crate::client::{Client, SyncReply, User};
 
 /// How many registrations (and joins) run at once while setting up.
-const SETUP_CONCURRENCY: usize = 8;
+pub const SETUP_CONCURRENCY: usize = 8;
 /// How many rooms are filled at once for the initial-sync workload.
 const FILL_CONCURRENCY: usize = 16;
 /// How long a wake-up sample waits after starting its long poll before sending, so that the
 /// poll is parked in the server when the event arrives.
-const PARK_DELAY: Duration = Duration::from_millis(25);
+pub const PARK_DELAY: Duration = Duration::from_millis(25);
 /// The long-poll timeout of wake-up samples; far above any expected latency.
-const LONG_POLL_MS: u64 = 30_000;
+pub const LONG_POLL_MS: u64 = 30_000;
 
 /// How big each workload is.
 #[derive(Clone, Copy, Debug)]
@@ -39,6 +41,14 @@ pub struct Sizes {
     pub initial_syncs: usize,
     /// Starts timed: fresh data directories, and restarts on the filled one.
     pub starts: usize,
+    /// Members (one device each) of the encrypted room, besides the sender.
+    pub encrypted_members: usize,
+    /// Encrypted messages sent to them, each with its key shared to every device first.
+    pub encrypted_samples: usize,
+    /// Rooms of the user whose syncs carry receipts and typing.
+    pub busy_rooms: usize,
+    /// Rounds of a message, a receipt and typing in every one of those rooms.
+    pub busy_rounds: usize,
 }
 
 impl Sizes {
@@ -52,6 +62,10 @@ impl Sizes {
             messages_per_room: 100,
             initial_syncs: 9,
             starts: 5,
+            encrypted_members: 20,
+            encrypted_samples: 50,
+            busy_rooms: 50,
+            busy_rounds: 9,
         }
     }
 
@@ -65,6 +79,10 @@ impl Sizes {
             messages_per_room: 20,
             initial_syncs: 3,
             starts: 2,
+            encrypted_members: 20,
+            encrypted_samples: 10,
+            busy_rooms: 50,
+            busy_rounds: 3,
         }
     }
 }
@@ -119,10 +137,20 @@ pub async fn register_users(
         .await
 }
 
-/// Makes `users[0]` create a room that all of `users` then join; returns its ID.
+/// Makes `users[0]` create a public room that all of `users` then join; returns its ID.
 async fn shared_room(client: &Client, users: &[User], name: &str) -> anyhow::Result<String> {
+    shared_room_with(client, users, json!({ "preset": "public_chat", "name": name })).await
+}
+
+/// Makes `users[0]` create a room from the `/createRoom` body `body` (which must let the
+/// others join without an invite), that all of `users` then join; returns its ID.
+pub async fn shared_room_with(
+    client: &Client,
+    users: &[User],
+    body: Value,
+) -> anyhow::Result<String> {
     let (owner, others) = users.split_first().context("a shared room needs a user")?;
-    let room_id = client.create_room(owner, name).await?;
+    let room_id = client.create_room_with(owner, body).await?;
     stream::iter(others)
         .map(|user| client.join(user, &room_id))
         .buffer_unordered(SETUP_CONCURRENCY)
