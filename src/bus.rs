@@ -73,6 +73,11 @@ impl Subscription {
     pub async fn next(&mut self) -> Option<Message> {
         self.receiver.recv().await
     }
+
+    /// The next message if one is already queued, without waiting.
+    pub fn try_next(&mut self) -> Option<Message> {
+        self.receiver.try_recv().ok()
+    }
 }
 
 impl Bus {

@@ -213,6 +213,54 @@ async fn messages_count_mentions_highlight_and_a_receipt_resets_the_counts() {
     assert_eq!(counts(&response, &room), Some((0, 0)), "the receipt shows in the next sync");
 }
 
+/// Sends of several members at once queue up for the evaluator, which takes them in batches:
+/// every message is still counted for every other member, with its own highlight.
+#[tokio::test]
+async fn a_burst_from_several_members_is_counted_in_full_for_each_member() {
+    let (server, alice, bob, room) = family().await;
+    let dave = server.register("dave").await;
+    server.join(&dave, &room).await;
+    let path = format!("{V3}/profile/{}/displayname", enc(&dave.user_id));
+    let (status, _) = server.put(&path, &dave.access_token, json!({"displayname": "Dave"})).await;
+    assert_eq!(status, StatusCode::OK);
+    let rule = json!({
+        "conditions": [{"kind": "contains_display_name"}],
+        "actions": ["notify", {"set_tweak": "highlight"}],
+    });
+    let path = format!("{V3}/pushrules/global/override/display_name");
+    let (status, json) = server.put(&path, &dave.access_token, rule).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    let carol = server.login_ok("carol", "password-carol", None).await;
+
+    const EACH: usize = 30;
+    let burst = |sender: TestUser| {
+        let server = &server;
+        let room = &room;
+        async move {
+            for index in 0..EACH {
+                // Every third message names Dave, which his display-name rule highlights.
+                let body =
+                    if index % 3 == 0 { format!("Dave, {index}") } else { format!("{index}") };
+                send(server, &sender, room, json!({"msgtype": "m.text", "body": body})).await;
+            }
+        }
+    };
+    futures::future::join3(burst(alice.clone()), burst(bob.clone()), burst(carol)).await;
+
+    let sent = 3 * EACH as u64;
+    let named = 3 * EACH.div_ceil(3) as u64;
+    wait_for_counts(&server, &dave, &room, (sent, named)).await;
+    // Bob's count leaves out his own messages, and he is named in none.
+    wait_for_counts(&server, &bob, &room, (sent - EACH as u64, 0)).await;
+    let path = format!("{V3}/notifications?limit=100");
+    let (_, list) = server.get(&path, &dave.access_token).await;
+    let listed = list["notifications"].as_array().unwrap();
+    assert_eq!(listed.len() as u64, sent, "every message is listed once: {list}");
+    let orders: Vec<i64> =
+        listed.iter().map(|n| n["event"]["origin_server_ts"].as_i64().unwrap()).collect();
+    assert!(orders.windows(2).all(|pair| pair[0] >= pair[1]), "newest first: {orders:?}");
+}
+
 #[tokio::test]
 async fn a_rule_on_the_display_name_highlights_and_a_disabled_default_stops_counting() {
     let (server, alice, bob, room) = family().await;
