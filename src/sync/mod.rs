@@ -15,6 +15,7 @@
 mod filter;
 mod ignored;
 mod notifier;
+mod peek;
 mod presence;
 mod sliding;
 mod summary;
@@ -23,8 +24,9 @@ mod v3;
 pub use self::{
     filter::{EventFilter, MAX_LIMIT, SyncFilter},
     notifier::Notifier,
+    peek::RoomWatch,
     sliding::{Connections as SlidingSyncConnections, sliding_sync},
-    v3::{SyncRequest, sync},
+    v3::{MAX_TIMEOUT, SyncRequest, sync},
 };
 use crate::{Error, Result};
 

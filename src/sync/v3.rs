@@ -50,8 +50,8 @@ use crate::{
     store::{AccountDataRecord, Direction, EventRecord, MembershipRecord, ReceiptRecord},
 };
 
-/// The longest a sync request waits, whatever the client asks.
-const MAX_TIMEOUT: Duration = Duration::from_secs(120);
+/// The longest a long poll (`/sync`, `/events`) waits, whatever the client asks.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The state types shown with an invite.
 const INVITE_STATE_TYPES: [&str; 6] = [

@@ -68,7 +68,7 @@ fn content_json<T>(body: &Raw<T>) -> Result<JsonValue> {
 
 /// Refuses rooms this server does not know with 403, as the spec answers anyone who is not a
 /// member (and as Synapse does), so that a non-member cannot probe which room IDs exist.
-async fn require_room(services: &Services, room_id: &ruma::RoomId) -> Result<()> {
+pub(super) async fn require_room(services: &Services, room_id: &ruma::RoomId) -> Result<()> {
     if !services.rooms.exists(room_id).await? {
         return Err(Error::forbidden("Unknown room"));
     }

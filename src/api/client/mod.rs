@@ -14,6 +14,7 @@ mod keys;
 mod knock;
 mod media;
 mod mutual_rooms;
+mod peeking;
 mod presence;
 mod profile;
 mod push;
@@ -46,6 +47,7 @@ pub fn register(router: &mut Router) {
     directory::routes(router);
     discovery::routes(router);
     events::routes(router);
+    peeking::routes(router);
     hierarchy::routes(router);
     knock::routes(router);
     media::routes(router);
