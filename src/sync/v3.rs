@@ -112,8 +112,9 @@ fn is_empty(response: &Response) -> bool {
 }
 
 /// The end-to-end encryption parts of the response: the device's to-device messages, whose
-/// device lists changed (incremental syncs only), and the device's one-time and fallback keys.
-/// Returns the position of the last to-device message the token is to acknowledge.
+/// device lists changed (incremental syncs only), and the device's one-time and fallback keys,
+/// read concurrently. Returns the position of the last to-device message the token is to
+/// acknowledge.
 async fn add_encryption(
     services: &Services,
     request: &SyncRequest,
@@ -122,17 +123,25 @@ async fn add_encryption(
 ) -> Result<i64> {
     let keys = &services.e2ee;
     let (user_id, device_id) = (&request.user_id, request.device_id.as_str());
-    let batch =
-        keys.to_device_for_sync(user_id, device_id, request.since_to_device, current).await?;
+    let device_lists = async {
+        match request.since {
+            Some(since) => keys.device_list_updates(user_id, since, current).await.map(Some),
+            None => Ok(None),
+        }
+    };
+    let (batch, device_lists, one_time_keys, fallback_types) = futures::try_join!(
+        keys.to_device_for_sync(user_id, device_id, request.since_to_device, current),
+        device_lists,
+        keys.one_time_key_counts(user_id, device_id),
+        keys.unused_fallback_key_types(user_id, device_id),
+    )?;
     response.to_device.events = batch.events;
-    if let Some(since) = request.since {
-        let updates = keys.device_list_updates(user_id, since, current).await?;
+    if let Some(updates) = device_lists {
         response.device_lists.changed = updates.changed;
         response.device_lists.left = updates.left;
     }
-    response.device_one_time_keys_count = keys.one_time_key_counts(user_id, device_id).await?;
-    response.device_unused_fallback_key_types =
-        Some(keys.unused_fallback_key_types(user_id, device_id).await?);
+    response.device_one_time_keys_count = one_time_keys;
+    response.device_unused_fallback_key_types = Some(fallback_types);
     Ok(batch.next_position)
 }
 
@@ -142,15 +151,22 @@ async fn compute(services: &Services, request: &SyncRequest, current: i64) -> Re
     // Read before the rooms: a change after this is sent now and again next time, never lost.
     let typing_serial = services.typing.serial();
     let presence_serial = services.presence.serial();
-    let memberships = store.memberships_of(&request.user_id).await?;
-    let forgotten: BTreeSet<OwnedRoomId> =
-        store.forgotten_rooms(&request.user_id).await?.into_iter().collect();
-    let account_data = store.account_data_since(&request.user_id, since).await?;
-    let ignored = services.users.ignored_users(&request.user_id).await?;
+    // Reads that do not depend on each other run concurrently, on as many read connections as
+    // the store has: a long poll woken by a new message answers sooner.
+    let user_id = &request.user_id;
+    let (memberships, forgotten, account_data, ignored) = futures::try_join!(
+        async { Ok::<_, crate::Error>(store.memberships_of(user_id).await?) },
+        async { Ok::<_, crate::Error>(store.forgotten_rooms(user_id).await?) },
+        async { Ok::<_, crate::Error>(store.account_data_since(user_id, since).await?) },
+        services.users.ignored_users(user_id),
+    )?;
+    let forgotten: BTreeSet<OwnedRoomId> = forgotten.into_iter().collect();
 
-    let changed = changed_joined_rooms(services, request, &memberships, current).await?;
-    let receipts = joined_receipts(services, request, &memberships, current).await?;
-    let counted = rooms_with_new_counts(services, request, &memberships, current).await?;
+    let (changed, receipts, counted) = futures::try_join!(
+        changed_joined_rooms(services, request, &memberships, current),
+        joined_receipts(services, request, &memberships, current),
+        rooms_with_new_counts(services, request, &memberships, current),
+    )?;
     let summaries =
         super::summary::room_summaries(services, request, &memberships, changed.as_ref()).await?;
 
@@ -167,14 +183,15 @@ async fn compute(services: &Services, request: &SyncRequest, current: i64) -> Re
             room_update(services, request, membership, current, &changed, &forgotten, extras)
         })
         .collect();
-    let pending: Vec<Option<PendingRoom>> =
-        futures::stream::iter(updates).buffered(ROOM_CONCURRENCY).try_collect().await?;
-
     let mut response = Response::new(String::new());
-    let to_device_position = add_encryption(services, request, current, &mut response).await?;
+    let (pending, to_device_position, presence) = futures::try_join!(
+        futures::stream::iter(updates).buffered(ROOM_CONCURRENCY).try_collect::<Vec<_>>(),
+        add_encryption(services, request, current, &mut response),
+        super::presence::presence_events(services, request, &memberships),
+    )?;
+    let pending: Vec<Option<PendingRoom>> = pending;
     response.next_batch = sync_token(current, typing_serial, to_device_position, presence_serial);
-    response.presence.events =
-        super::presence::presence_events(services, request, &memberships).await?;
+    response.presence.events = presence;
     finish_rooms(services, request, pending.into_iter().flatten().collect(), &mut response).await?;
     let mut global = GlobalAccountData::new();
     global.events = account_data
