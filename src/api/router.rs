@@ -23,6 +23,8 @@ use crate::{Error, Result, services::Services};
 pub struct RequestMeta {
     pub access_token: Option<String>,
     pub origin: IpAddr,
+    /// The `User-Agent` header, if the client sent one (recorded for `/admin/whois`).
+    pub user_agent: Option<String>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -62,7 +64,13 @@ impl Authenticate for User {
     async fn authenticate(services: Arc<Services>, meta: RequestMeta) -> Result<Self> {
         let token = meta.access_token.ok_or_else(Error::missing_token)?;
         let session = services.users.authenticate(&token).await?;
-        services.device_activity.note(&session.user_id, &session.device_id, meta.origin);
+        let user_agent = meta.user_agent.as_deref();
+        services.device_activity.note(
+            &session.user_id,
+            &session.device_id,
+            meta.origin,
+            user_agent,
+        );
         Ok(Self { user_id: session.user_id, device_id: session.device_id.into() })
     }
 }
