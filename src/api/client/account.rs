@@ -15,7 +15,7 @@ use ruma::api::client::{
 
 use crate::{
     Error, Result,
-    api::router::{Anonymous, Router, User},
+    api::router::{Anonymous, EvenIfLocked, Router, User},
     config::RegistrationMode,
     services::Services,
     users::uiaa::UiaaContext,
@@ -172,18 +172,20 @@ async fn login(
     Ok(login::v3::Response::new(user_id, session.access_token, session.device_id.into()))
 }
 
+/// Served to locked accounts too, as the spec's account locking allows.
 async fn logout(
     services: Arc<Services>,
-    user: User,
+    EvenIfLocked(user): EvenIfLocked,
     _: logout::v3::Request,
 ) -> Result<logout::v3::Response> {
     services.users.delete_devices(&user.user_id, &[user.device_id.to_string()]).await?;
     Ok(logout::v3::Response::new())
 }
 
+/// Served to locked accounts too, as the spec's account locking allows.
 async fn logout_all(
     services: Arc<Services>,
-    user: User,
+    EvenIfLocked(user): EvenIfLocked,
     _: logout_all::v3::Request,
 ) -> Result<logout_all::v3::Response> {
     services.users.delete_all_devices(&user.user_id, None).await?;

@@ -43,12 +43,13 @@ async fn get_supported_versions(
 }
 
 async fn get_capabilities(
-    _: Arc<Services>,
-    _: User,
+    services: Arc<Services>,
+    user: User,
     _: get_capabilities::v3::Request,
 ) -> Result<get_capabilities::v3::Response> {
     use ruma::api::client::discovery::get_capabilities::v3::{
-        Capabilities, RoomVersionStability, RoomVersionsCapability, ThirdPartyIdChangesCapability,
+        AccountModerationCapability, Capabilities, RoomVersionStability, RoomVersionsCapability,
+        ThirdPartyIdChangesCapability,
     };
     let available = crate::rooms::create::CREATABLE_VERSIONS
         .iter()
@@ -62,6 +63,10 @@ async fn get_capabilities(
     capabilities.room_versions = RoomVersionsCapability::new(default, available);
     // Third-party identifiers (e-mail, phone) are not served.
     capabilities.thirdparty_id_changes = ThirdPartyIdChangesCapability::new(false);
+    // Only an administrator may lock and suspend other accounts.
+    if services.users.is_admin(&user.user_id).await? {
+        capabilities.account_moderation = AccountModerationCapability::new(true, true);
+    }
     Ok(get_capabilities::v3::Response::new(capabilities))
 }
 

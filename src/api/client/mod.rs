@@ -3,6 +3,7 @@
 
 mod account;
 mod account_data;
+mod admin;
 mod backup;
 mod dehydrated_device;
 mod devices;
@@ -40,6 +41,7 @@ use crate::{Result, services::Services, users::uiaa::UiaaContext};
 pub fn register(router: &mut Router) {
     account::routes(router);
     account_data::routes(router);
+    admin::routes(router);
     backup::routes(router);
     dehydrated_device::routes(router);
     devices::routes(router);

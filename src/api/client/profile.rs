@@ -68,6 +68,7 @@ async fn set_profile_field(
     if request.user_id != user.user_id {
         return Err(Error::forbidden("You may only change your own profile"));
     }
+    user.require_not_suspended()?;
     // Bounded so the profile always fits in the membership events that repeat it.
     let change = match request.value {
         ProfileFieldValue::DisplayName(name) if name.len() > 256 => {
