@@ -234,6 +234,7 @@ async fn a_suspended_account_may_read_leave_and_redact_its_own_events_but_not_re
             format!("{V3}/profile/{}/m.tz", enc(&bob.user_id)),
             json!({"m.tz": "Europe/Paris"}),
         ),
+        (Method::DELETE, format!("{V3}/profile/{}/displayname", enc(&bob.user_id)), json!({})),
         (
             Method::PUT,
             format!("{V3}/directory/room/{}", enc("#bobs:localhost")),
@@ -416,6 +417,7 @@ async fn capabilities_offer_account_moderation_to_admins_only() {
     let alice = server.register("alice").await;
     let admin_view = capabilities(&server, &parent).await;
     assert_eq!(admin_view["m.account_moderation"], json!({"lock": true, "suspend": true}));
+    assert_eq!(admin_view["m.profile_fields"]["enabled"], true);
     assert!(capabilities(&server, &alice).await.get("m.account_moderation").is_none());
 }
 

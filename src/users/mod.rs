@@ -11,6 +11,7 @@ pub mod directory;
 pub mod ignored;
 pub mod moderation;
 pub mod password;
+pub mod profile;
 pub mod tags;
 pub mod uiaa;
 
@@ -89,6 +90,9 @@ pub struct Users {
     /// Serializes the changes of account data that read what is stored first (room tags, the
     /// fully read marker), so that two at once cannot undo each other.
     account_data_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Serializes the changes of a profile's custom fields, whose total size is checked against
+    /// what is stored.
+    profile_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Resolved sessions, and a count of the removals from them.
@@ -118,6 +122,7 @@ impl Users {
             server_name,
             sessions: Arc::default(),
             account_data_lock: Arc::default(),
+            profile_lock: Arc::default(),
         }
     }
 

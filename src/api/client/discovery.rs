@@ -48,8 +48,8 @@ async fn get_capabilities(
     _: get_capabilities::v3::Request,
 ) -> Result<get_capabilities::v3::Response> {
     use ruma::api::client::discovery::get_capabilities::v3::{
-        AccountModerationCapability, Capabilities, RoomVersionStability, RoomVersionsCapability,
-        ThirdPartyIdChangesCapability,
+        AccountModerationCapability, Capabilities, ProfileFieldsCapability, RoomVersionStability,
+        RoomVersionsCapability, ThirdPartyIdChangesCapability,
     };
     let available = crate::rooms::create::CREATABLE_VERSIONS
         .iter()
@@ -63,6 +63,8 @@ async fn get_capabilities(
     capabilities.room_versions = RoomVersionsCapability::new(default, available);
     // Third-party identifiers (e-mail, phone) are not served.
     capabilities.thirdparty_id_changes = ThirdPartyIdChangesCapability::new(false);
+    // Every field of the profile may be set (a suspended account is refused when it tries).
+    capabilities.profile_fields = Some(ProfileFieldsCapability::new(true));
     // Only an administrator may lock and suspend other accounts.
     if services.users.is_admin(&user.user_id).await? {
         capabilities.account_moderation = AccountModerationCapability::new(true, true);
