@@ -1,11 +1,13 @@
-//! Accounts and sessions: registration, login, logout, whoami, password, deactivation.
+//! Accounts and sessions: registration, login, logout, whoami, password, deactivation, and the
+//! (always empty) list of third-party identifiers.
 
 use std::sync::Arc;
 
 use crate::users::PasswordChange;
 use ruma::api::client::{
     account::{
-        change_password, check_registration_token_validity, deactivate, get_username_availability,
+        change_password, check_registration_token_validity, deactivate, get_3pids,
+        get_username_availability,
         register::{self, RegistrationKind},
         whoami,
     },
@@ -32,7 +34,19 @@ pub fn routes(router: &mut Router) {
         .add(logout_all)
         .add(whoami)
         .add(change_password)
-        .add(deactivate);
+        .add(deactivate)
+        .add(get_3pids);
+}
+
+/// Hearth keeps no third-party identifiers (e-mail addresses, phone numbers): it cannot verify
+/// them, as it sends neither mail nor SMS, and `/capabilities` says they cannot be changed. The
+/// list is always empty; the endpoints that would add, bind or remove one are not served.
+async fn get_3pids(
+    _: Arc<Services>,
+    _: User,
+    _: get_3pids::v3::Request,
+) -> Result<get_3pids::v3::Response> {
+    Ok(get_3pids::v3::Response::new(Vec::new()))
 }
 
 /// The UIA flows of registration in the configured mode.

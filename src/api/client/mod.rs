@@ -26,11 +26,13 @@ mod search;
 mod sliding_sync;
 mod sync;
 mod tags;
+mod thirdparty;
 mod timestamp;
 mod to_device;
 mod typing;
 mod upgrade;
 mod user_directory;
+mod voip;
 
 use ruma::api::client::uiaa::{AuthData, AuthType};
 
@@ -64,11 +66,13 @@ pub fn register(router: &mut Router) {
     search::routes(router);
     sync::routes(router);
     tags::routes(router);
+    thirdparty::routes(router);
     timestamp::routes(router);
     to_device::routes(router);
     typing::routes(router);
     upgrade::routes(router);
     user_directory::routes(router);
+    voip::routes(router);
 }
 
 /// Asks the user to confirm with their password (user-interactive authentication) before an
