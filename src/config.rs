@@ -63,6 +63,8 @@ pub struct Config {
     pub media: MediaConfig,
     #[serde(default)]
     pub presence: PresenceConfig,
+    #[serde(default)]
+    pub voip: VoipConfig,
 }
 
 /// `[registration]`: who may sign up.
@@ -206,6 +208,142 @@ pub struct WellKnownConfig {
     /// The `host:port` other servers should use to reach this one. Empty: not served.
     #[serde(default)]
     pub server: String,
+    /// A web page with help for this server's users, at `/.well-known/matrix/support`.
+    #[serde(default)]
+    pub support_page: String,
+    /// How to reach the administrators, at `/.well-known/matrix/support`. With neither this
+    /// nor `support_page`, that document is not served.
+    #[serde(default)]
+    pub contacts: Vec<SupportContact>,
+}
+
+/// One of `[well_known] contacts`: a Matrix user ID, an e-mail address or both, and a role.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupportContact {
+    #[serde(default)]
+    pub matrix_id: Option<String>,
+    #[serde(default)]
+    pub email_address: Option<String>,
+    /// `m.role.admin` (the default: any question), `m.role.security` (sensitive reports), or
+    /// a namespaced role of one's own such as `org.example.role.billing`.
+    #[serde(default = "default_contact_role")]
+    pub role: String,
+}
+
+impl WellKnownConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        let server = &self.server;
+        if !server.is_empty() && <&ruma::ServerName>::try_from(server.as_str()).is_err() {
+            bail!(
+                "[well_known] server = {server:?} is not a server name (host, optionally with :port)"
+            );
+        }
+        let page = &self.support_page;
+        let is_url = page.starts_with("https://") || page.starts_with("http://");
+        if !page.is_empty() && !is_url {
+            bail!("[well_known] support_page = {page:?} must be an http:// or https:// URL");
+        }
+        self.contacts.iter().try_for_each(SupportContact::validate)
+    }
+}
+
+impl SupportContact {
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.matrix_id.is_none() && self.email_address.is_none() {
+            bail!("[well_known] contacts: each contact needs a matrix_id or an email_address");
+        }
+        if let Some(id) = &self.matrix_id
+            && <&ruma::UserId>::try_from(id.as_str()).is_err()
+        {
+            bail!("[well_known] contacts: matrix_id = {id:?} is not a user ID (@name:server)");
+        }
+        if let Some(address) = &self.email_address
+            && (!address.contains('@') || address.chars().any(char::is_whitespace))
+        {
+            bail!("[well_known] contacts: email_address = {address:?} is not an e-mail address");
+        }
+        let role = &self.role;
+        let namespaced = role.contains('.')
+            && role
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
+        if !namespaced {
+            bail!(
+                "[well_known] contacts: role = {role:?} must be m.role.admin, m.role.security or \
+                 a namespaced role such as org.example.role.billing"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `[voip]`: the TURN server `/voip/turnServer` hands to clients for calls.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoipConfig {
+    /// `turn:` and `turns:` URIs of the TURN server. Empty: no TURN server is offered.
+    #[serde(default)]
+    pub turn_uris: Vec<String>,
+    /// The secret shared with the TURN server (coturn's `static-auth-secret`): each client gets
+    /// a username `<expiry>:<user ID>` and the password base64(HMAC-SHA1(secret, username)).
+    #[serde(default)]
+    pub turn_shared_secret: String,
+    /// Fixed credentials every client gets instead, when there is no shared secret.
+    #[serde(default)]
+    pub turn_username: String,
+    #[serde(default)]
+    pub turn_password: String,
+    /// How long the credentials are valid, in seconds.
+    #[serde(default = "default_turn_ttl_seconds")]
+    pub turn_ttl_seconds: u64,
+}
+
+impl Default for VoipConfig {
+    fn default() -> Self {
+        Self {
+            turn_uris: Vec::new(),
+            turn_shared_secret: String::new(),
+            turn_username: String::new(),
+            turn_password: String::new(),
+            turn_ttl_seconds: default_turn_ttl_seconds(),
+        }
+    }
+}
+
+/// The secrets are never printed.
+impl fmt::Debug for VoipConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VoipConfig")
+            .field("turn_uris", &self.turn_uris)
+            .field("turn_shared_secret", &"<hidden>")
+            .field("turn_username", &self.turn_username)
+            .field("turn_password", &"<hidden>")
+            .field("turn_ttl_seconds", &self.turn_ttl_seconds)
+            .finish()
+    }
+}
+
+impl VoipConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        for uri in &self.turn_uris {
+            if !(uri.starts_with("turn:") || uri.starts_with("turns:")) {
+                bail!("[voip] turn_uris: {uri:?} must start with turn: or turns:");
+            }
+        }
+        let has_secret = !self.turn_shared_secret.is_empty();
+        let has_fixed = !self.turn_username.is_empty() || !self.turn_password.is_empty();
+        if has_secret && has_fixed {
+            bail!("[voip] give either turn_shared_secret or turn_username and turn_password");
+        }
+        if !self.turn_uris.is_empty() && !has_secret && !has_fixed {
+            bail!("[voip] turn_uris needs turn_shared_secret, or turn_username and turn_password");
+        }
+        if !(1..=7 * 86_400).contains(&self.turn_ttl_seconds) {
+            bail!("[voip] turn_ttl_seconds must be between 1 and 604800 (a week)");
+        }
+        Ok(())
+    }
 }
 
 /// `[database]`: where the data lives.
@@ -277,6 +415,14 @@ fn default_idle_after_seconds() -> u64 {
 
 fn default_offline_after_seconds() -> u64 {
     30
+}
+
+fn default_contact_role() -> String {
+    "m.role.admin".to_owned()
+}
+
+fn default_turn_ttl_seconds() -> u64 {
+    86_400
 }
 
 /// Why a PostgreSQL URL that asks for TLS is refused.
@@ -359,13 +505,8 @@ impl Config {
         }
         self.media.validate()?;
         self.presence.validate()?;
-        let server = &self.well_known.server;
-        if !server.is_empty() && <&ruma::ServerName>::try_from(server.as_str()).is_err() {
-            bail!(
-                "[well_known] server = {server:?} is not a server name (host, optionally with :port)"
-            );
-        }
-        Ok(())
+        self.well_known.validate()?;
+        self.voip.validate()
     }
 
     /// Loads the configuration from `data_dir`, writing the commented template first if the
@@ -515,6 +656,34 @@ client = ""
 # The "host:port" advertised at /.well-known/matrix/server for federation.
 # Empty: that document is not served.
 server = ""
+# A web page with help for this server's users, e.g.
+# "https://example.org/help.html", advertised at /.well-known/matrix/support
+# with the contacts below. With neither, that document is not served.
+support_page = ""
+# How users reach the administrators: each contact has a matrix_id, an
+# email_address or both, and a role: "m.role.admin" (any question, the
+# default) or "m.role.security" (sensitive reports), e.g.
+# contacts = [
+#   {{ matrix_id = "@parent:example.org", role = "m.role.admin" }},
+#   {{ email_address = "security@example.org", role = "m.role.security" }},
+# ]
+contacts = []
+
+[voip]
+# The TURN server clients use to relay calls through firewalls, handed out at
+# /voip/turnServer; with no turn_uris, clients are offered none (calls then
+# connect only where the two ends reach each other directly), e.g.
+# turn_uris = ["turn:turn.example.org:3478?transport=udp",
+#              "turns:turn.example.org:5349?transport=tcp"]
+turn_uris = []
+# The secret shared with the TURN server (coturn: use-auth-secret and
+# static-auth-secret): each user gets credentials valid for turn_ttl_seconds.
+turn_shared_secret = ""
+# Or fixed credentials every user gets (without a shared secret).
+turn_username = ""
+turn_password = ""
+# How long the credentials are valid, in seconds (a day).
+turn_ttl_seconds = 86400
 
 [database]
 # Where the data lives: "sqlite" (one file, hearth.db, in the data directory) or
@@ -604,6 +773,57 @@ mod tests {
         }
         let text = "server_name = \"localhost\"\n[presence]\nenabled = false\n";
         assert!(!Config::parse(text).unwrap().presence.enabled);
+    }
+
+    #[test]
+    fn the_template_offers_no_support_page_and_no_turn_server() {
+        let config = Config::parse(&template(&first_run())).unwrap();
+        assert!(config.well_known.support_page.is_empty() && config.well_known.contacts.is_empty());
+        assert!(config.voip.turn_uris.is_empty());
+        assert_eq!(config.voip.turn_ttl_seconds, 86_400);
+    }
+
+    #[test]
+    fn support_contacts_need_a_way_to_reach_them_and_a_namespaced_role() {
+        let parse = |contacts: &str| {
+            Config::parse(&format!(
+                "server_name = \"localhost\"\n[well_known]\ncontacts = [{contacts}]\n"
+            ))
+        };
+        let good = parse(r#"{ matrix_id = "@parent:localhost" }, { email_address = "a@b.c", role = "m.role.security" }"#)
+            .unwrap();
+        assert_eq!(good.well_known.contacts[0].role, "m.role.admin", "the default role");
+        for (bad, why) in [
+            (r#"{ role = "m.role.admin" }"#, "matrix_id or an email_address"),
+            (r#"{ matrix_id = "parent" }"#, "not a user ID"),
+            (r#"{ email_address = "nobody" }"#, "not an e-mail address"),
+            (r#"{ matrix_id = "@p:localhost", role = "Admin" }"#, "namespaced role"),
+        ] {
+            let error = format!("{:#}", parse(bad).unwrap_err());
+            assert!(error.contains(why), "{bad}: {error}");
+        }
+        let page = "server_name = \"localhost\"\n[well_known]\nsupport_page = \"help.html\"\n";
+        assert!(format!("{:#}", Config::parse(page).unwrap_err()).contains("support_page"));
+    }
+
+    #[test]
+    fn a_turn_server_needs_turn_uris_and_one_kind_of_credentials() {
+        let parse =
+            |voip: &str| Config::parse(&format!("server_name = \"localhost\"\n[voip]\n{voip}\n"));
+        let uris = "turn_uris = [\"turn:turn.example.org\"]\n";
+        assert!(parse(&format!("{uris}turn_shared_secret = \"s\"")).is_ok());
+        assert!(parse(&format!("{uris}turn_username = \"u\"\nturn_password = \"p\"")).is_ok());
+        for (bad, why) in [
+            (uris.to_owned(), "needs turn_shared_secret"),
+            (format!("{uris}turn_shared_secret = \"s\"\nturn_username = \"u\""), "either"),
+            ("turn_uris = [\"http://turn\"]\nturn_shared_secret = \"s\"".to_owned(), "turn:"),
+            (format!("{uris}turn_shared_secret = \"s\"\nturn_ttl_seconds = 0"), "turn_ttl_seconds"),
+        ] {
+            let error = format!("{:#}", parse(&bad).unwrap_err());
+            assert!(error.contains(why), "{bad}: {error}");
+        }
+        let secret = parse(&format!("{uris}turn_shared_secret = \"hidden-secret\"")).unwrap();
+        assert!(!format!("{:?}", secret.voip).contains("hidden-secret"), "secrets never print");
     }
 
     #[test]

@@ -90,6 +90,27 @@ impl Error {
         Self::client(StatusCode::UNAUTHORIZED, ErrorKind::MissingToken, "Missing access token")
     }
 
+    /// 401 `M_USER_LOCKED` with `soft_logout: true`: an administrator locked the account
+    /// ([account locking](https://spec.matrix.org/v1.19/client-server-api/#account-locking)).
+    pub fn user_locked() -> Self {
+        Self::client(
+            StatusCode::UNAUTHORIZED,
+            ErrorKind::UserLocked,
+            "This account has been locked by the server administrator",
+        )
+    }
+
+    /// 403 `M_USER_SUSPENDED`: an administrator suspended the account, and this action is one a
+    /// suspended account may not take
+    /// ([account suspension](https://spec.matrix.org/v1.19/client-server-api/#account-suspension)).
+    pub fn user_suspended() -> Self {
+        Self::client(
+            StatusCode::FORBIDDEN,
+            ErrorKind::UserSuspended,
+            "This account is suspended: it may read, leave rooms and log out, but not do this",
+        )
+    }
+
     /// 404 `M_UNRECOGNIZED`: Hearth does not serve this endpoint.
     pub fn unrecognized() -> Self {
         Self::client(StatusCode::NOT_FOUND, ErrorKind::Unrecognized, "Unrecognized request")
@@ -217,6 +238,15 @@ mod tests {
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         let text = String::from_utf8(response.into_body()).unwrap();
         assert!(text.contains("M_UNKNOWN") && !text.contains("5432"), "{text}");
+    }
+
+    #[test]
+    fn a_locked_account_is_told_to_log_in_softly() {
+        let body = body_of(&Error::user_locked());
+        assert_eq!(body["errcode"], "M_USER_LOCKED");
+        assert_eq!(body["soft_logout"], true);
+        assert_eq!(Error::user_locked().status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(body_of(&Error::user_suspended())["errcode"], "M_USER_SUSPENDED");
     }
 
     #[test]

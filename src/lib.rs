@@ -25,5 +25,6 @@ pub mod services;
 pub mod store;
 pub mod sync;
 pub mod users;
+pub mod voip;
 
 pub use self::error::{Error, Result};

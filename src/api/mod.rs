@@ -107,6 +107,7 @@ where
                 let meta = RequestMeta {
                     access_token: access_token(&incoming.headers, &incoming.query),
                     origin: incoming.origin,
+                    user_agent: user_agent(&incoming.headers),
                 };
                 let request = build_request(&incoming, body)?;
                 std::panic::AssertUnwindSafe(handler(services.clone(), request, path_args, meta))
@@ -208,6 +209,12 @@ fn access_token(headers: &HeaderMap, query: &str) -> Option<String> {
         return value.strip_prefix("Bearer ").map(|token| token.trim().to_owned());
     }
     form_urlencoded_token(query)
+}
+
+/// The `User-Agent` header as text (bytes that are not UTF-8 replaced), if sent.
+fn user_agent(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::USER_AGENT)?;
+    Some(String::from_utf8_lossy(value.as_bytes()).into_owned())
 }
 
 fn form_urlencoded_token(query: &str) -> Option<String> {

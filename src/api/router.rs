@@ -23,6 +23,8 @@ use crate::{Error, Result, services::Services};
 pub struct RequestMeta {
     pub access_token: Option<String>,
     pub origin: IpAddr,
+    /// The `User-Agent` header, if the client sent one (recorded for `/admin/whois`).
+    pub user_agent: Option<String>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -37,12 +39,35 @@ type Handler = Arc<
         + Sync,
 >;
 
-/// The authenticated user and device of a request that requires an access token.
+/// The authenticated user and device of a request that requires an access token. The account
+/// is not locked: a locked account's requests are refused before any handler runs.
 #[derive(Clone, Debug)]
 pub struct User {
     pub user_id: OwnedUserId,
     pub device_id: OwnedDeviceId,
+    /// Whether an administrator suspended the account: see [`User::require_not_suspended`].
+    pub suspended: bool,
 }
+
+impl User {
+    /// 403 `M_USER_SUSPENDED` if the account is suspended. The handlers of the actions a
+    /// suspended account may not take call it: sending events, joining, knocking, inviting,
+    /// kicking, banning, creating and upgrading rooms, changing the profile, aliases and the
+    /// directory, and uploading media. Reading, leaving, key management and logging out stay
+    /// allowed, as the spec's
+    /// [account suspension](https://spec.matrix.org/v1.19/client-server-api/#account-suspension)
+    /// asks.
+    pub fn require_not_suspended(&self) -> Result<()> {
+        if self.suspended { Err(Error::user_suspended()) } else { Ok(()) }
+    }
+}
+
+/// The user and device of a valid access token even if the account is locked: only logging out
+/// asks for it, the one thing the spec's
+/// [account locking](https://spec.matrix.org/v1.19/client-server-api/#account-locking) leaves a
+/// locked account.
+#[derive(Clone, Debug)]
+pub struct EvenIfLocked(pub User);
 
 /// The client of a request that needs no access token.
 #[derive(Clone, Debug)]
@@ -60,11 +85,41 @@ pub trait Authenticate: Sized + Send + 'static {
 
 impl Authenticate for User {
     async fn authenticate(services: Arc<Services>, meta: RequestMeta) -> Result<Self> {
-        let token = meta.access_token.ok_or_else(Error::missing_token)?;
-        let session = services.users.authenticate(&token).await?;
-        services.device_activity.note(&session.user_id, &session.device_id, meta.origin);
-        Ok(Self { user_id: session.user_id, device_id: session.device_id.into() })
+        let (user, locked) = session_of(&services, meta).await?;
+        if locked {
+            return Err(Error::user_locked());
+        }
+        Ok(user)
     }
+}
+
+impl Authenticate for EvenIfLocked {
+    async fn authenticate(services: Arc<Services>, meta: RequestMeta) -> Result<Self> {
+        session_of(&services, meta).await.map(|(user, _)| Self(user))
+    }
+}
+
+/// The user of a request's access token and whether the account is locked; notes the device's
+/// activity unless it is.
+async fn session_of(services: &Services, meta: RequestMeta) -> Result<(User, bool)> {
+    let token = meta.access_token.ok_or_else(Error::missing_token)?;
+    let session = services.users.authenticate(&token).await?;
+    let restrictions = session.restrictions;
+    if !restrictions.locked {
+        let user_agent = meta.user_agent.as_deref();
+        services.device_activity.note(
+            &session.user_id,
+            &session.device_id,
+            meta.origin,
+            user_agent,
+        );
+    }
+    let user = User {
+        user_id: session.user_id,
+        device_id: session.device_id.into(),
+        suspended: restrictions.suspended,
+    };
+    Ok((user, restrictions.locked))
 }
 
 impl Authenticate for Option<User> {

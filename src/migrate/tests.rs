@@ -46,6 +46,12 @@ pub(super) async fn source(dir: &Path, messages: usize) -> Store {
     store.create_session(session).await.unwrap();
     let content = serde_json::value::to_raw_value(&serde_json::json!({"theme": "dark"})).unwrap();
     store.set_account_data(&alice, None, "m.theme", &content).await.unwrap();
+    // The columns and table of V10: a suspension, a device's user agent, a custom profile field.
+    store.set_suspended(&alice, true).await.unwrap();
+    let seen =
+        store::DeviceSeen { ip: "10.0.0.2".into(), user_agent: Some("Element".into()), ts: 3 };
+    store.touch_device(&alice, "PHONE", seen).await.unwrap();
+    store.set_profile_field(&alice, "m.tz", r#""Europe/Paris""#).await.unwrap();
     add_encryption_keys(&store, &alice).await;
     append_messages(&store, 0, messages).await;
     backup_and_report(&store, &alice).await;

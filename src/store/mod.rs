@@ -124,7 +124,8 @@ pub trait UserStore {
     async fn user(&self, user_id: &UserId) -> StoreResult<Option<UserRecord>>;
     async fn count_users(&self) -> StoreResult<u64>;
     async fn set_password_hash(&self, user_id: &UserId, password_hash: &str) -> StoreResult<()>;
-    /// Marks the account deactivated and removes its devices, tokens and profile.
+    /// Marks the account deactivated and removes its devices, tokens and profile (custom fields
+    /// included).
     async fn deactivate_user(&self, user_id: &UserId) -> StoreResult<()>;
     async fn set_displayname(&self, user_id: &UserId, name: Option<&str>) -> StoreResult<()>;
     async fn set_avatar_url(&self, user_id: &UserId, url: Option<&str>) -> StoreResult<()>;
@@ -154,13 +155,30 @@ pub trait UserStore {
         user_id: &UserId,
         keep: Option<&str>,
     ) -> StoreResult<Vec<String>>;
+    /// Records a device's last request (address, user agent, time).
     async fn touch_device(
         &self,
         user_id: &UserId,
         device_id: &str,
-        ip: &str,
-        ts: i64,
+        seen: DeviceSeen,
     ) -> StoreResult<()>;
+    /// Locks or unlocks an account.
+    async fn set_locked(&self, user_id: &UserId, locked: bool) -> StoreResult<()>;
+    /// Suspends an account or lifts its suspension.
+    async fn set_suspended(&self, user_id: &UserId, suspended: bool) -> StoreResult<()>;
+
+    /// The profile fields besides `displayname` and `avatar_url`, as (name, JSON text) pairs in
+    /// name order.
+    async fn profile_fields(&self, user_id: &UserId) -> StoreResult<Vec<(String, String)>>;
+    /// Sets one such field to a JSON value, replacing what it held.
+    async fn set_profile_field(
+        &self,
+        user_id: &UserId,
+        field: &str,
+        value: &str,
+    ) -> StoreResult<()>;
+    /// Removes one such field; nothing happens if it is not set.
+    async fn delete_profile_field(&self, user_id: &UserId, field: &str) -> StoreResult<()>;
 
     /// Stores account data (`room_id` `None`: global) at a new stream position.
     async fn set_account_data(

@@ -38,7 +38,7 @@ use tokio::sync::{OwnedRwLockWriteGuard, RwLock as AsyncRwLock};
 use super::{
     AccountDataRecord, AliasRecord, AppendedEvent, BackupDeletion, BackupKeyRecord,
     BackupKeysChange, BackupKeysScope, BackupStore, BackupVersionRecord, BusMessage, BusStore,
-    DeviceKeysRecord, DeviceRecord, DirectoryUser, EventRecord, KeySignature, KeyStore,
+    DeviceKeysRecord, DeviceRecord, DeviceSeen, DirectoryUser, EventRecord, KeySignature, KeyStore,
     MediaRecord, MediaReservation, MediaStore, MembershipRecord, NewBackupKey, NewMedia,
     NewNotification, NewReceipt, NewReport, NewSession, NewToDevice, NewUser, NotificationCount,
     NotificationRecord, NotificationsQuery, OneTimeKeyRecord, PushStore, PusherCleanup,
@@ -206,11 +206,39 @@ impl UserStore for SwitchableStore {
         &self,
         user_id: &UserId,
         device_id: &str,
-        ip: &str,
-        ts: i64,
+        seen: DeviceSeen,
     ) -> StoreResult<()> {
-        let (user_id, device_id, ip) = (user_id.to_owned(), device_id.to_owned(), ip.to_owned());
-        self.write(|s| async move { s.touch_device(&user_id, &device_id, &ip, ts).await }).await
+        let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
+        self.write(|s| async move { s.touch_device(&user_id, &device_id, seen).await }).await
+    }
+
+    async fn set_locked(&self, user_id: &UserId, locked: bool) -> StoreResult<()> {
+        let user_id = user_id.to_owned();
+        self.write(|s| async move { s.set_locked(&user_id, locked).await }).await
+    }
+
+    async fn set_suspended(&self, user_id: &UserId, suspended: bool) -> StoreResult<()> {
+        let user_id = user_id.to_owned();
+        self.write(|s| async move { s.set_suspended(&user_id, suspended).await }).await
+    }
+
+    async fn profile_fields(&self, user_id: &UserId) -> StoreResult<Vec<(String, String)>> {
+        self.current().profile_fields(user_id).await
+    }
+
+    async fn set_profile_field(
+        &self,
+        user_id: &UserId,
+        field: &str,
+        value: &str,
+    ) -> StoreResult<()> {
+        let (user_id, field, value) = (user_id.to_owned(), field.to_owned(), value.to_owned());
+        self.write(|s| async move { s.set_profile_field(&user_id, &field, &value).await }).await
+    }
+
+    async fn delete_profile_field(&self, user_id: &UserId, field: &str) -> StoreResult<()> {
+        let (user_id, field) = (user_id.to_owned(), field.to_owned());
+        self.write(|s| async move { s.delete_profile_field(&user_id, &field).await }).await
     }
 
     async fn set_account_data(

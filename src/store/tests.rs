@@ -328,6 +328,57 @@ async fn accounts_sessions_and_account_data_survive_a_restart() {
 }
 
 #[tokio::test]
+async fn restrictions_last_requests_and_custom_profile_fields_are_kept_until_deactivation() {
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
+    let alice = user("alice");
+    let new_user =
+        NewUser { user_id: alice.clone(), password_hash: None, is_admin: false, created_ts: 1 };
+    store.create_user(new_user).await.unwrap();
+    let session = NewSession {
+        user_id: alice.clone(),
+        device_id: "D".into(),
+        display_name: None,
+        token_hash: "t".into(),
+        created_ts: 2,
+    };
+    store.create_session(session).await.unwrap();
+    let fresh = store.session_by_token("t").await.unwrap().unwrap();
+    assert_eq!(fresh.restrictions, super::AccountRestrictions::default());
+
+    store.set_locked(&alice, true).await.unwrap();
+    store.set_suspended(&alice, true).await.unwrap();
+    store.set_locked(&alice, false).await.unwrap();
+    let record = store.user(&alice).await.unwrap().unwrap();
+    assert!(!record.locked && record.suspended);
+    let restricted = store.session_by_token("t").await.unwrap().unwrap().restrictions;
+    assert_eq!(restricted, super::AccountRestrictions { locked: false, suspended: true });
+
+    let seen =
+        super::DeviceSeen { ip: "10.0.0.2".into(), user_agent: Some("curl/8".into()), ts: 7 };
+    store.touch_device(&alice, "D", seen).await.unwrap();
+    let device = store.device(&alice, "D").await.unwrap().unwrap();
+    assert_eq!(device.last_seen_ip.as_deref(), Some("10.0.0.2"));
+    assert_eq!(device.last_seen_user_agent.as_deref(), Some("curl/8"));
+    assert_eq!(device.last_seen_ts, Some(7));
+
+    store.set_profile_field(&alice, "org.example.b", "[1,2]").await.unwrap();
+    store.set_profile_field(&alice, "m.tz", r#""Europe/Paris""#).await.unwrap();
+    store.set_profile_field(&alice, "org.example.b", "null").await.unwrap();
+    store.delete_profile_field(&alice, "org.example.absent").await.unwrap();
+    let fields = store.profile_fields(&alice).await.unwrap();
+    let expected = [("m.tz", r#""Europe/Paris""#), ("org.example.b", "null")];
+    let expected: Vec<(String, String)> =
+        expected.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    assert_eq!(fields, expected, "in name order, the later value kept");
+    store.delete_profile_field(&alice, "m.tz").await.unwrap();
+    assert_eq!(store.profile_fields(&alice).await.unwrap().len(), 1);
+
+    store.deactivate_user(&alice).await.unwrap();
+    assert!(store.profile_fields(&alice).await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn receipts_move_forward_only_and_are_read_by_stream_range() {
     let db = TestDatabase::new().await;
     let store = db.open().await;

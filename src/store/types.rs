@@ -23,6 +23,17 @@ pub struct UserRecord {
     pub deactivated: bool,
     pub displayname: Option<String>,
     pub avatar_url: Option<String>,
+    /// Locked by an administrator: no request but logout is served.
+    pub locked: bool,
+    /// Suspended by an administrator: actions that reach other users are refused.
+    pub suspended: bool,
+}
+
+/// What an administrator has restricted of an account.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AccountRestrictions {
+    pub locked: bool,
+    pub suspended: bool,
 }
 
 /// A login: a device (new or reused) and its new access token.
@@ -41,6 +52,8 @@ pub struct NewSession {
 pub struct Session {
     pub user_id: OwnedUserId,
     pub device_id: String,
+    /// The account's restrictions when the token was resolved.
+    pub restrictions: AccountRestrictions,
 }
 
 /// A stored device.
@@ -50,6 +63,16 @@ pub struct DeviceRecord {
     pub display_name: Option<String>,
     pub last_seen_ip: Option<String>,
     pub last_seen_ts: Option<i64>,
+    /// The `User-Agent` of the device's last recorded request, if it sent one.
+    pub last_seen_user_agent: Option<String>,
+}
+
+/// A device's last recorded request: when, from where and with which client.
+#[derive(Clone, Debug)]
+pub struct DeviceSeen {
+    pub ip: String,
+    pub user_agent: Option<String>,
+    pub ts: i64,
 }
 
 /// One piece of account data.

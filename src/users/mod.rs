@@ -1,14 +1,17 @@
 //! Accounts, devices, access tokens and passwords.
 //!
 //! Access tokens are random strings handed to the client once; only their SHA-256 is stored.
-//! Resolving a token is on every authenticated request's path, so resolved sessions are cached in
-//! memory and the cache is cleared of every token this process revokes (this process is the only
-//! writer of the database).
+//! Resolving a token is on every authenticated request's path, so resolved sessions (with the
+//! account's lock and suspension) are cached in memory and the cache is cleared of every token
+//! this process revokes and of every session of an account whose restrictions change (this
+//! process is the only writer of the database).
 
 pub mod activity;
 pub mod directory;
 pub mod ignored;
+pub mod moderation;
 pub mod password;
+pub mod profile;
 pub mod tags;
 pub mod uiaa;
 
@@ -81,12 +84,26 @@ pub struct Users {
     /// Absent for offline commands (`hearth user add`), which wake nobody.
     bus: Option<Bus>,
     server_name: OwnedServerName,
-    /// Token hash → session, for tokens seen since start. Entries are removed on revocation.
-    #[allow(clippy::disallowed_types)] // in-memory cache, never serialized
-    sessions: Arc<Mutex<BTreeMap<String, Session>>>,
+    /// Token hash → session, for tokens seen since start. Entries are removed on revocation
+    /// and when their account's restrictions change.
+    sessions: Arc<Mutex<SessionCache>>,
     /// Serializes the changes of account data that read what is stored first (room tags, the
     /// fully read marker), so that two at once cannot undo each other.
     account_data_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Serializes the changes of a profile's custom fields, whose total size is checked against
+    /// what is stored.
+    profile_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Resolved sessions, and a count of the removals from them.
+///
+/// A token is resolved from the database outside the lock, so a removal can happen between that
+/// read and the insertion of what it read. The insertion is skipped when any removal happened
+/// meanwhile (the count moved), so a revoked token or an old lock never comes back into the cache.
+#[derive(Default)]
+struct SessionCache {
+    sessions: BTreeMap<String, Session>,
+    removals: u64,
 }
 
 /// A new login's credentials, returned to the client once.
@@ -105,6 +122,7 @@ impl Users {
             server_name,
             sessions: Arc::default(),
             account_data_lock: Arc::default(),
+            profile_lock: Arc::default(),
         }
     }
 
@@ -259,6 +277,11 @@ impl Users {
         if !password::verify(password.to_owned(), stored).await? {
             return Err(refused());
         }
+        // Only after the password: the lock is no one else's business. A locked account cannot
+        // log in, or it would get tokens that every request refuses.
+        if user.locked {
+            return Err(Error::user_locked());
+        }
         Ok(user)
     }
 
@@ -289,15 +312,22 @@ impl Users {
     /// Resolves an access token; `M_UNKNOWN_TOKEN` if it is not valid.
     pub async fn authenticate(&self, access_token: &str) -> Result<Session> {
         let token_hash = hash_token(access_token);
-        if let Some(session) = self.cache().get(&token_hash) {
-            return Ok(session.clone());
-        }
+        let removals = {
+            let cache = self.cache();
+            if let Some(session) = cache.sessions.get(&token_hash) {
+                return Ok(session.clone());
+            }
+            cache.removals
+        };
         let session = self
             .store
             .session_by_token(&token_hash)
             .await?
             .ok_or_else(|| Error::unknown_token("Unknown access token"))?;
-        self.cache().insert(token_hash, session.clone());
+        let mut cache = self.cache();
+        if cache.removals == removals {
+            cache.sessions.insert(token_hash, session.clone());
+        }
         Ok(session)
     }
 
@@ -384,17 +414,26 @@ impl Users {
 
     fn forget_tokens(&self, token_hashes: &[String]) {
         let mut cache = self.cache();
+        cache.removals += 1;
         for hash in token_hashes {
-            cache.remove(hash);
+            cache.sessions.remove(hash);
         }
     }
 
     fn forget_sessions_of_device(&self, user_id: &UserId, device_id: &str) {
-        self.cache().retain(|_, s| !(s.user_id == user_id && s.device_id == device_id));
+        let mut cache = self.cache();
+        cache.removals += 1;
+        cache.sessions.retain(|_, s| !(s.user_id == user_id && s.device_id == device_id));
     }
 
-    #[allow(clippy::disallowed_types)]
-    fn cache(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Session>> {
+    /// Forgets every session of an account, so that the next request reads its restrictions.
+    fn forget_sessions_of_user(&self, user_id: &UserId) {
+        let mut cache = self.cache();
+        cache.removals += 1;
+        cache.sessions.retain(|_, s| s.user_id != user_id);
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, SessionCache> {
         self.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

@@ -1,11 +1,13 @@
-//! Accounts and sessions: registration, login, logout, whoami, password, deactivation.
+//! Accounts and sessions: registration, login, logout, whoami, password, deactivation, and the
+//! (always empty) list of third-party identifiers.
 
 use std::sync::Arc;
 
 use crate::users::PasswordChange;
 use ruma::api::client::{
     account::{
-        change_password, check_registration_token_validity, deactivate, get_username_availability,
+        change_password, check_registration_token_validity, deactivate, get_3pids,
+        get_username_availability,
         register::{self, RegistrationKind},
         whoami,
     },
@@ -15,7 +17,7 @@ use ruma::api::client::{
 
 use crate::{
     Error, Result,
-    api::router::{Anonymous, Router, User},
+    api::router::{Anonymous, EvenIfLocked, Router, User},
     config::RegistrationMode,
     services::Services,
     users::uiaa::UiaaContext,
@@ -32,7 +34,19 @@ pub fn routes(router: &mut Router) {
         .add(logout_all)
         .add(whoami)
         .add(change_password)
-        .add(deactivate);
+        .add(deactivate)
+        .add(get_3pids);
+}
+
+/// Hearth keeps no third-party identifiers (e-mail addresses, phone numbers): it cannot verify
+/// them, as it sends neither mail nor SMS, and `/capabilities` says they cannot be changed. The
+/// list is always empty; the endpoints that would add, bind or remove one are not served.
+async fn get_3pids(
+    _: Arc<Services>,
+    _: User,
+    _: get_3pids::v3::Request,
+) -> Result<get_3pids::v3::Response> {
+    Ok(get_3pids::v3::Response::new(Vec::new()))
 }
 
 /// The UIA flows of registration in the configured mode.
@@ -172,18 +186,20 @@ async fn login(
     Ok(login::v3::Response::new(user_id, session.access_token, session.device_id.into()))
 }
 
+/// Served to locked accounts too, as the spec's account locking allows.
 async fn logout(
     services: Arc<Services>,
-    user: User,
+    EvenIfLocked(user): EvenIfLocked,
     _: logout::v3::Request,
 ) -> Result<logout::v3::Response> {
     services.users.delete_devices(&user.user_id, &[user.device_id.to_string()]).await?;
     Ok(logout::v3::Response::new())
 }
 
+/// Served to locked accounts too, as the spec's account locking allows.
 async fn logout_all(
     services: Arc<Services>,
-    user: User,
+    EvenIfLocked(user): EvenIfLocked,
     _: logout_all::v3::Request,
 ) -> Result<logout_all::v3::Response> {
     services.users.delete_all_devices(&user.user_id, None).await?;

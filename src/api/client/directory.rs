@@ -41,6 +41,7 @@ async fn create_alias(
     user: User,
     request: create_alias::v3::Request,
 ) -> Result<create_alias::v3::Response> {
+    user.require_not_suspended()?;
     services.rooms.create_alias(&user.user_id, &request.room_alias, &request.room_id).await?;
     Ok(create_alias::v3::Response::new())
 }
@@ -60,6 +61,7 @@ async fn delete_alias(
     user: User,
     request: delete_alias::v3::Request,
 ) -> Result<delete_alias::v3::Response> {
+    user.require_not_suspended()?;
     let is_admin = services.users.is_admin(&user.user_id).await?;
     services.rooms.delete_alias(&user.user_id, is_admin, &request.room_alias).await?;
     Ok(delete_alias::v3::Response::new())
@@ -89,6 +91,7 @@ async fn set_room_visibility(
     user: User,
     request: set_room_visibility::v3::Request,
 ) -> Result<set_room_visibility::v3::Response> {
+    user.require_not_suspended()?;
     let published = match request.visibility {
         Visibility::Public => true,
         Visibility::Private => false,

@@ -1,8 +1,10 @@
-//! Discovery: `/versions`, `/capabilities`, `/.well-known/matrix/*`.
+//! Discovery: `/versions`, `/capabilities`, `/.well-known/matrix/*` (client, server and support).
 
 use std::sync::Arc;
 
-use ruma::api::client::discovery::{discover_homeserver, get_capabilities, get_supported_versions};
+use ruma::api::client::discovery::{
+    discover_homeserver, discover_support, get_capabilities, get_supported_versions,
+};
 
 use crate::{
     Error, Result,
@@ -15,7 +17,8 @@ pub fn routes(router: &mut Router) {
         .add(get_supported_versions)
         .add(get_capabilities)
         .add(discover_homeserver)
-        .add(discover_federation_server);
+        .add(discover_federation_server)
+        .add(discover_support);
 }
 
 /// The spec versions Hearth advertises. Clients refuse a server that advertises nothing newer
@@ -43,12 +46,13 @@ async fn get_supported_versions(
 }
 
 async fn get_capabilities(
-    _: Arc<Services>,
-    _: User,
+    services: Arc<Services>,
+    user: User,
     _: get_capabilities::v3::Request,
 ) -> Result<get_capabilities::v3::Response> {
     use ruma::api::client::discovery::get_capabilities::v3::{
-        Capabilities, RoomVersionStability, RoomVersionsCapability, ThirdPartyIdChangesCapability,
+        AccountModerationCapability, Capabilities, ProfileFieldsCapability, RoomVersionStability,
+        RoomVersionsCapability, ThirdPartyIdChangesCapability,
     };
     let available = crate::rooms::create::CREATABLE_VERSIONS
         .iter()
@@ -62,6 +66,12 @@ async fn get_capabilities(
     capabilities.room_versions = RoomVersionsCapability::new(default, available);
     // Third-party identifiers (e-mail, phone) are not served.
     capabilities.thirdparty_id_changes = ThirdPartyIdChangesCapability::new(false);
+    // Every field of the profile may be set (a suspended account is refused when it tries).
+    capabilities.profile_fields = Some(ProfileFieldsCapability::new(true));
+    // Only an administrator may lock and suspend other accounts.
+    if services.users.is_admin(&user.user_id).await? {
+        capabilities.account_moderation = AccountModerationCapability::new(true, true);
+    }
     Ok(get_capabilities::v3::Response::new(capabilities))
 }
 
@@ -92,4 +102,37 @@ async fn discover_federation_server(
     let server = ruma::OwnedServerName::try_from(server.as_str())
         .map_err(|e| anyhow::anyhow!("[well_known] server is not a server name: {e}"))?;
     Ok(ruma::api::federation::discovery::discover_homeserver::Response::new(server))
+}
+
+/// `/.well-known/matrix/support`: the administrators' contacts and support page of
+/// `[well_known]`, or 404 when neither is configured, as the spec says.
+async fn discover_support(
+    services: Arc<Services>,
+    _: Anonymous,
+    _: discover_support::Request,
+) -> Result<discover_support::Response> {
+    let config = &services.config.well_known;
+    if config.contacts.is_empty() && config.support_page.is_empty() {
+        return Err(Error::not_found("No support information is configured"));
+    }
+    let contacts = config.contacts.iter().map(support_contact).collect::<Result<Vec<_>>>()?;
+    let mut response = discover_support::Response::with_contacts(contacts);
+    response.support_page = (!config.support_page.is_empty()).then(|| config.support_page.clone());
+    Ok(response)
+}
+
+/// A contact of `[well_known] contacts`, which the configuration's validation already checked.
+fn support_contact(contact: &crate::config::SupportContact) -> Result<discover_support::Contact> {
+    use discover_support::{Contact, ContactRole};
+    let role = ContactRole::from(contact.role.as_str());
+    let mut answer = match &contact.matrix_id {
+        Some(matrix_id) => {
+            let user_id = ruma::OwnedUserId::try_from(matrix_id.as_str())
+                .map_err(|e| anyhow::anyhow!("[well_known] contact {matrix_id:?}: {e}"))?;
+            Contact::with_matrix_id(role, user_id)
+        }
+        None => Contact::with_email_address(role, String::new()),
+    };
+    answer.email_address = contact.email_address.clone();
+    Ok(answer)
 }

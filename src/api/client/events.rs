@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use ruma::{
-    OwnedEventId, OwnedRoomId, UInt,
+    EventId, OwnedEventId, OwnedRoomId, UInt,
     api::{
         Direction as RumaDirection,
         client::{
@@ -80,6 +80,7 @@ async fn send_message_event(
     user: User,
     request: send_message_event::v3::Request,
 ) -> Result<send_message_event::v3::Response> {
+    user.require_not_suspended()?;
     require_room(&services, &request.room_id).await?;
     let event_type = request.event_type.to_string();
     if event_type.is_empty() || event_type.len() > 255 {
@@ -111,6 +112,7 @@ async fn send_state_event(
     user: User,
     request: send_state_event::v3::Request,
 ) -> Result<send_state_event::v3::Response> {
+    user.require_not_suspended()?;
     require_room(&services, &request.room_id).await?;
     let event_type = request.event_type.to_string();
     let content = content_json(&request.body)?;
@@ -473,11 +475,26 @@ async fn get_context(
     Ok(response)
 }
 
+/// A suspended account may still redact its own events, as the spec's account suspension asks,
+/// but not other users' (as a room moderator would).
+async fn require_may_redact(services: &Services, user: &User, event_id: &EventId) -> Result<()> {
+    if !user.suspended {
+        return Ok(());
+    }
+    let event = services.store.event(event_id).await?;
+    if event.is_some_and(|event| event.sender == user.user_id) {
+        Ok(())
+    } else {
+        Err(Error::user_suspended())
+    }
+}
+
 async fn redact_event(
     services: Arc<Services>,
     user: User,
     request: redact_event::v3::Request,
 ) -> Result<redact_event::v3::Response> {
+    require_may_redact(&services, &user, &request.event_id).await?;
     require_room(&services, &request.room_id).await?;
     let target: OwnedEventId = request.event_id;
     let mut content = serde_json::json!({});

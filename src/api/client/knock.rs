@@ -22,6 +22,7 @@ async fn knock_room(
     user: User,
     request: knock_room::v3::Request,
 ) -> Result<knock_room::v3::Response> {
+    user.require_not_suspended()?;
     let room_id = match OwnedRoomId::try_from(request.room_id_or_alias) {
         Ok(room_id) => room_id,
         Err(alias) => services.rooms.resolve_alias(&alias).await?,

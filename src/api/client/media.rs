@@ -55,6 +55,7 @@ async fn create_content(
     user: User,
     request: media::create_content::v3::Request,
 ) -> Result<media::create_content::v3::Response> {
+    user.require_not_suspended()?;
     let upload = Upload {
         content_type: request.content_type,
         file_name: request.filename,
@@ -69,6 +70,7 @@ async fn create_mxc_uri(
     user: User,
     _: media::create_mxc_uri::v1::Request,
 ) -> Result<media::create_mxc_uri::v1::Response> {
+    user.require_not_suspended()?;
     let (uri, expires_ts) = services.media.reserve(&user.user_id).await?;
     let mut response = media::create_mxc_uri::v1::Response::new(uri);
     response.unused_expires_at =
@@ -126,6 +128,7 @@ async fn create_content_async(
     user: User,
     request: create_content_async::v3::Request,
 ) -> Result<create_content_async::v3::Response> {
+    user.require_not_suspended()?;
     let upload = Upload {
         content_type: request.content_type,
         file_name: request.filename,

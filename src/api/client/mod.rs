@@ -3,6 +3,7 @@
 
 mod account;
 mod account_data;
+mod admin;
 mod backup;
 mod dehydrated_device;
 mod devices;
@@ -26,11 +27,13 @@ mod search;
 mod sliding_sync;
 mod sync;
 mod tags;
+mod thirdparty;
 mod timestamp;
 mod to_device;
 mod typing;
 mod upgrade;
 mod user_directory;
+mod voip;
 
 use ruma::api::client::uiaa::{AuthData, AuthType};
 
@@ -41,6 +44,7 @@ use crate::{Result, services::Services, users::uiaa::UiaaContext};
 pub fn register(router: &mut Router) {
     account::routes(router);
     account_data::routes(router);
+    admin::routes(router);
     backup::routes(router);
     dehydrated_device::routes(router);
     devices::routes(router);
@@ -64,11 +68,13 @@ pub fn register(router: &mut Router) {
     search::routes(router);
     sync::routes(router);
     tags::routes(router);
+    thirdparty::routes(router);
     timestamp::routes(router);
     to_device::routes(router);
     typing::routes(router);
     upgrade::routes(router);
     user_directory::routes(router);
+    voip::routes(router);
 }
 
 /// Asks the user to confirm with their password (user-interactive authentication) before an

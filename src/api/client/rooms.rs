@@ -45,6 +45,7 @@ async fn create_room(
     user: User,
     request: create_room::v3::Request,
 ) -> Result<create_room::v3::Response> {
+    user.require_not_suspended()?;
     let spec = create_room_spec(&services, &user, request)?;
     for invitee in &spec.invite {
         check_invitee(&services, invitee).await?;
@@ -162,6 +163,7 @@ async fn join(
     room_id: OwnedRoomId,
     reason: Option<String>,
 ) -> Result<OwnedRoomId> {
+    user.require_not_suspended()?;
     if !services.rooms.exists(&room_id).await? {
         // FIXME: joining a room of another server needs the federation make_join/send_join dance.
         return Err(Error::not_found(
@@ -239,6 +241,7 @@ async fn invite_user(
     user: User,
     request: invite_user::v3::Request,
 ) -> Result<invite_user::v3::Response> {
+    user.require_not_suspended()?;
     let invite_user::v3::InvitationRecipient::UserId(recipient) = request.recipient else {
         return Err(Error::client(
             http::StatusCode::BAD_REQUEST,
@@ -313,6 +316,7 @@ async fn kick_user(
     user: User,
     request: kick_user::v3::Request,
 ) -> Result<kick_user::v3::Response> {
+    user.require_not_suspended()?;
     let membership = services.store.membership(&request.room_id, &request.user_id, None).await?;
     if !membership.is_some_and(|m| matches!(m.membership.as_str(), "join" | "invite" | "knock")) {
         return Err(Error::forbidden("The user is not in the room"));
@@ -326,6 +330,7 @@ async fn ban_user(
     user: User,
     request: ban_user::v3::Request,
 ) -> Result<ban_user::v3::Response> {
+    user.require_not_suspended()?;
     change(&services, &user, request.room_id, request.user_id, "ban", request.reason).await?;
     Ok(ban_user::v3::Response::new())
 }
@@ -335,6 +340,7 @@ async fn unban_user(
     user: User,
     request: unban_user::v3::Request,
 ) -> Result<unban_user::v3::Response> {
+    user.require_not_suspended()?;
     let membership = services.store.membership(&request.room_id, &request.user_id, None).await?;
     if membership.is_none_or(|m| m.membership != "ban") {
         return Err(Error::forbidden("The user is not banned"));

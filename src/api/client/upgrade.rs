@@ -21,6 +21,7 @@ async fn upgrade_room(
     user: User,
     request: upgrade_room::v3::Request,
 ) -> Result<upgrade_room::v3::Response> {
+    user.require_not_suspended()?;
     let upgrade = UpgradeRequest {
         room_id: request.room_id,
         user_id: user.user_id,

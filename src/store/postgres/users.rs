@@ -11,8 +11,8 @@ use tokio_postgres::Row;
 
 use super::{Conn, PostgresStore, execute, flag, next_stream_position, query, query_opt};
 use crate::store::{
-    AccountDataRecord, DeviceRecord, NewSession, NewUser, Session, StoreResult, UserRecord,
-    UserStore,
+    AccountDataRecord, AccountRestrictions, DeviceRecord, DeviceSeen, NewSession, NewUser, Session,
+    StoreResult, UserRecord, UserStore,
 };
 
 #[async_trait]
@@ -39,8 +39,8 @@ impl UserStore for PostgresStore {
         let c = self.conn().await?;
         let row = query_opt(
             &c,
-            "SELECT password_hash, is_admin, deactivated, displayname, avatar_url
-             FROM users WHERE user_id = $1",
+            "SELECT password_hash, is_admin, deactivated, displayname, avatar_url, locked,
+             suspended FROM users WHERE user_id = $1",
             &[&user_id.as_str()],
         )
         .await?;
@@ -106,13 +106,23 @@ impl UserStore for PostgresStore {
         let c = self.conn().await?;
         let row = query_opt(
             &c,
-            "SELECT user_id, device_id FROM access_tokens WHERE token_hash = $1",
+            "SELECT t.user_id, t.device_id, u.locked, u.suspended
+             FROM access_tokens t JOIN users u ON u.user_id = t.user_id
+             WHERE t.token_hash = $1",
             &[&token_hash],
         )
         .await?;
         row.map(|row| {
             let user_id: String = row.try_get(0)?;
-            Ok(Session { user_id: OwnedUserId::try_from(user_id)?, device_id: row.try_get(1)? })
+            let restrictions = AccountRestrictions {
+                locked: row.try_get::<_, i32>(2)? != 0,
+                suspended: row.try_get::<_, i32>(3)? != 0,
+            };
+            Ok(Session {
+                user_id: OwnedUserId::try_from(user_id)?,
+                device_id: row.try_get(1)?,
+                restrictions,
+            })
         })
         .transpose()
     }
@@ -123,7 +133,8 @@ impl UserStore for PostgresStore {
         // database's own collation may sort by language rules instead.
         let rows = query(
             &c,
-            "SELECT device_id, display_name, last_seen_ip, last_seen_ts FROM devices
+            "SELECT device_id, display_name, last_seen_ip, last_seen_ts, last_seen_user_agent
+             FROM devices
              WHERE user_id = $1 ORDER BY device_id COLLATE \"C\"",
             &[&user_id.as_str()],
         )
@@ -135,7 +146,8 @@ impl UserStore for PostgresStore {
         let c = self.conn().await?;
         let row = query_opt(
             &c,
-            "SELECT device_id, display_name, last_seen_ip, last_seen_ts FROM devices
+            "SELECT device_id, display_name, last_seen_ip, last_seen_ts, last_seen_user_agent
+             FROM devices
              WHERE user_id = $1 AND device_id = $2",
             &[&user_id.as_str(), &device_id],
         )
@@ -185,16 +197,86 @@ impl UserStore for PostgresStore {
         &self,
         user_id: &UserId,
         device_id: &str,
-        ip: &str,
-        ts: i64,
+        seen: DeviceSeen,
     ) -> StoreResult<()> {
-        let (user_id, device_id, ip) = (user_id.to_owned(), device_id.to_owned(), ip.to_owned());
+        let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
         self.write(move |w| {
             w.block_on(execute(
                 w.conn(),
-                "UPDATE devices SET last_seen_ip = $3, last_seen_ts = $4
+                "UPDATE devices SET last_seen_ip = $3, last_seen_ts = $4, last_seen_user_agent = $5
                  WHERE user_id = $1 AND device_id = $2",
-                &[&user_id.as_str(), &device_id, &ip, &ts],
+                &[&user_id.as_str(), &device_id, &seen.ip, &seen.ts, &seen.user_agent],
+            ))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_locked(&self, user_id: &UserId, locked: bool) -> StoreResult<()> {
+        let user_id = user_id.to_owned();
+        self.write(move |w| {
+            w.block_on(execute(
+                w.conn(),
+                "UPDATE users SET locked = $2 WHERE user_id = $1",
+                &[&user_id.as_str(), &flag(locked)],
+            ))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_suspended(&self, user_id: &UserId, suspended: bool) -> StoreResult<()> {
+        let user_id = user_id.to_owned();
+        self.write(move |w| {
+            w.block_on(execute(
+                w.conn(),
+                "UPDATE users SET suspended = $2 WHERE user_id = $1",
+                &[&user_id.as_str(), &flag(suspended)],
+            ))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn profile_fields(&self, user_id: &UserId) -> StoreResult<Vec<(String, String)>> {
+        let c = self.conn().await?;
+        // `COLLATE "C"`: code point order, as SQLite's BINARY collation sorts.
+        let rows = query(
+            &c,
+            "SELECT field, value FROM profile_fields WHERE user_id = $1
+             ORDER BY field COLLATE \"C\"",
+            &[&user_id.as_str()],
+        )
+        .await?;
+        rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
+    }
+
+    async fn set_profile_field(
+        &self,
+        user_id: &UserId,
+        field: &str,
+        value: &str,
+    ) -> StoreResult<()> {
+        let (user_id, field, value) = (user_id.to_owned(), field.to_owned(), value.to_owned());
+        self.write(move |w| {
+            w.block_on(execute(
+                w.conn(),
+                "INSERT INTO profile_fields (user_id, field, value) VALUES ($1, $2, $3)
+                 ON CONFLICT (user_id, field) DO UPDATE SET value = excluded.value",
+                &[&user_id.as_str(), &field, &value],
+            ))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_profile_field(&self, user_id: &UserId, field: &str) -> StoreResult<()> {
+        let (user_id, field) = (user_id.to_owned(), field.to_owned());
+        self.write(move |w| {
+            w.block_on(execute(
+                w.conn(),
+                "DELETE FROM profile_fields WHERE user_id = $1 AND field = $2",
+                &[&user_id.as_str(), &field],
             ))?;
             Ok(())
         })
@@ -305,6 +387,7 @@ async fn deactivate(c: &Conn, user_id: &str) -> StoreResult<()> {
     .await?;
     execute(c, "DELETE FROM access_tokens WHERE user_id = $1", &[&user_id]).await?;
     execute(c, "DELETE FROM devices WHERE user_id = $1", &[&user_id]).await?;
+    execute(c, "DELETE FROM profile_fields WHERE user_id = $1", &[&user_id]).await?;
     Ok(())
 }
 
@@ -400,6 +483,8 @@ fn user_from_row(user_id: &UserId, row: &Row) -> StoreResult<UserRecord> {
         deactivated: row.try_get::<_, i32>(2)? != 0,
         displayname: row.try_get(3)?,
         avatar_url: row.try_get(4)?,
+        locked: row.try_get::<_, i32>(5)? != 0,
+        suspended: row.try_get::<_, i32>(6)? != 0,
     })
 }
 
@@ -409,6 +494,7 @@ fn device_from_row(row: &Row) -> StoreResult<DeviceRecord> {
         display_name: row.try_get(1)?,
         last_seen_ip: row.try_get(2)?,
         last_seen_ts: row.try_get(3)?,
+        last_seen_user_agent: row.try_get(4)?,
     })
 }
 

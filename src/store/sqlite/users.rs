@@ -7,8 +7,8 @@ use serde_json::value::RawValue;
 
 use super::{SqliteStore, next_stream_position, placeholders};
 use crate::store::{
-    AccountDataRecord, DeviceRecord, NewSession, NewUser, Session, StoreResult, UserRecord,
-    UserStore,
+    AccountDataRecord, AccountRestrictions, DeviceRecord, DeviceSeen, NewSession, NewUser, Session,
+    StoreResult, UserRecord, UserStore,
 };
 
 #[async_trait]
@@ -30,8 +30,8 @@ impl UserStore for SqliteStore {
         self.read(move |c| {
             let row = c
                 .query_row(
-                    "SELECT password_hash, is_admin, deactivated, displayname, avatar_url
-                     FROM users WHERE user_id = ?1",
+                    "SELECT password_hash, is_admin, deactivated, displayname, avatar_url,
+                     locked, suspended FROM users WHERE user_id = ?1",
                     [user_id.as_str()],
                     |row| {
                         Ok(UserRecord {
@@ -41,6 +41,8 @@ impl UserStore for SqliteStore {
                             deactivated: row.get(2)?,
                             displayname: row.get(3)?,
                             avatar_url: row.get(4)?,
+                            locked: row.get(5)?,
+                            suspended: row.get(6)?,
                         })
                     },
                 )
@@ -80,6 +82,7 @@ impl UserStore for SqliteStore {
             )?;
             c.execute("DELETE FROM access_tokens WHERE user_id = ?1", [user_id.as_str()])?;
             c.execute("DELETE FROM devices WHERE user_id = ?1", [user_id.as_str()])?;
+            c.execute("DELETE FROM profile_fields WHERE user_id = ?1", [user_id.as_str()])?;
             Ok(())
         })
         .await
@@ -118,13 +121,19 @@ impl UserStore for SqliteStore {
         self.read(move |c| {
             let row = c
                 .query_row(
-                    "SELECT user_id, device_id FROM access_tokens WHERE token_hash = ?1",
+                    "SELECT t.user_id, t.device_id, u.locked, u.suspended
+                     FROM access_tokens t JOIN users u ON u.user_id = t.user_id
+                     WHERE t.token_hash = ?1",
                     [token_hash],
-                    |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)),
+                    |row| {
+                        let restrictions =
+                            AccountRestrictions { locked: row.get(2)?, suspended: row.get(3)? };
+                        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, restrictions))
+                    },
                 )
                 .optional()?;
-            row.map(|(user_id, device_id)| {
-                Ok(Session { user_id: OwnedUserId::try_from(user_id)?, device_id })
+            row.map(|(user_id, device_id, restrictions)| {
+                Ok(Session { user_id: OwnedUserId::try_from(user_id)?, device_id, restrictions })
             })
             .transpose()
         })
@@ -135,7 +144,8 @@ impl UserStore for SqliteStore {
         let user_id = user_id.to_owned();
         self.read(move |c| {
             let mut statement = c.prepare(
-                "SELECT device_id, display_name, last_seen_ip, last_seen_ts FROM devices
+                "SELECT device_id, display_name, last_seen_ip, last_seen_ts, last_seen_user_agent
+                 FROM devices
                  WHERE user_id = ?1 ORDER BY device_id",
             )?;
             let rows = statement.query_map([user_id.as_str()], device_from_row)?;
@@ -148,7 +158,8 @@ impl UserStore for SqliteStore {
         let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
         self.read(move |c| {
             Ok(c.query_row(
-                "SELECT device_id, display_name, last_seen_ip, last_seen_ts FROM devices
+                "SELECT device_id, display_name, last_seen_ip, last_seen_ts, last_seen_user_agent
+                 FROM devices
                  WHERE user_id = ?1 AND device_id = ?2",
                 params![user_id.as_str(), device_id],
                 device_from_row,
@@ -219,15 +230,81 @@ impl UserStore for SqliteStore {
         &self,
         user_id: &UserId,
         device_id: &str,
-        ip: &str,
-        ts: i64,
+        seen: DeviceSeen,
     ) -> StoreResult<()> {
-        let (user_id, device_id, ip) = (user_id.to_owned(), device_id.to_owned(), ip.to_owned());
+        let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
         self.write(move |c| {
             c.execute(
-                "UPDATE devices SET last_seen_ip = ?3, last_seen_ts = ?4
+                "UPDATE devices SET last_seen_ip = ?3, last_seen_ts = ?4, last_seen_user_agent = ?5
                  WHERE user_id = ?1 AND device_id = ?2",
-                params![user_id.as_str(), device_id, ip, ts],
+                params![user_id.as_str(), device_id, seen.ip, seen.ts, seen.user_agent],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_locked(&self, user_id: &UserId, locked: bool) -> StoreResult<()> {
+        let user_id = user_id.to_owned();
+        self.write(move |c| {
+            c.execute(
+                "UPDATE users SET locked = ?2 WHERE user_id = ?1",
+                params![user_id.as_str(), locked],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_suspended(&self, user_id: &UserId, suspended: bool) -> StoreResult<()> {
+        let user_id = user_id.to_owned();
+        self.write(move |c| {
+            c.execute(
+                "UPDATE users SET suspended = ?2 WHERE user_id = ?1",
+                params![user_id.as_str(), suspended],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn profile_fields(&self, user_id: &UserId) -> StoreResult<Vec<(String, String)>> {
+        let user_id = user_id.to_owned();
+        self.read(move |c| {
+            let mut statement = c.prepare(
+                "SELECT field, value FROM profile_fields WHERE user_id = ?1 ORDER BY field",
+            )?;
+            let rows =
+                statement.query_map([user_id.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn set_profile_field(
+        &self,
+        user_id: &UserId,
+        field: &str,
+        value: &str,
+    ) -> StoreResult<()> {
+        let (user_id, field, value) = (user_id.to_owned(), field.to_owned(), value.to_owned());
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO profile_fields (user_id, field, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (user_id, field) DO UPDATE SET value = excluded.value",
+                params![user_id.as_str(), field, value],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_profile_field(&self, user_id: &UserId, field: &str) -> StoreResult<()> {
+        let (user_id, field) = (user_id.to_owned(), field.to_owned());
+        self.write(move |c| {
+            c.execute(
+                "DELETE FROM profile_fields WHERE user_id = ?1 AND field = ?2",
+                params![user_id.as_str(), field],
             )?;
             Ok(())
         })
@@ -391,5 +468,6 @@ fn device_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRecord> {
         display_name: row.get(1)?,
         last_seen_ip: row.get(2)?,
         last_seen_ts: row.get(3)?,
+        last_seen_user_agent: row.get(4)?,
     })
 }
