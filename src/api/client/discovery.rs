@@ -48,7 +48,8 @@ async fn get_capabilities(
     _: get_capabilities::v3::Request,
 ) -> Result<get_capabilities::v3::Response> {
     use ruma::api::client::discovery::get_capabilities::v3::{
-        Capabilities, RoomVersionStability, RoomVersionsCapability, ThirdPartyIdChangesCapability,
+        Capabilities, GetLoginTokenCapability, RoomVersionStability, RoomVersionsCapability,
+        ThirdPartyIdChangesCapability,
     };
     let available = crate::rooms::create::CREATABLE_VERSIONS
         .iter()
@@ -62,6 +63,8 @@ async fn get_capabilities(
     capabilities.room_versions = RoomVersionsCapability::new(default, available);
     // Third-party identifiers (e-mail, phone) are not served.
     capabilities.thirdparty_id_changes = ThirdPartyIdChangesCapability::new(false);
+    // `POST /login/get_token` is served to every user (each has a password to confirm with).
+    capabilities.get_login_token = GetLoginTokenCapability::new(true);
     Ok(get_capabilities::v3::Response::new(capabilities))
 }
 

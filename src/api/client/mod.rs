@@ -27,6 +27,7 @@ mod sync;
 mod tags;
 mod timestamp;
 mod to_device;
+mod tokens;
 mod typing;
 mod upgrade;
 mod user_directory;
@@ -64,6 +65,7 @@ pub fn register(router: &mut Router) {
     tags::routes(router);
     timestamp::routes(router);
     to_device::routes(router);
+    tokens::routes(router);
     typing::routes(router);
     upgrade::routes(router);
     user_directory::routes(router);

@@ -78,7 +78,9 @@ impl UserStore for SqliteStore {
                  avatar_url = NULL WHERE user_id = ?1",
                 [user_id.as_str()],
             )?;
-            c.execute("DELETE FROM access_tokens WHERE user_id = ?1", [user_id.as_str()])?;
+            for table in ["access_tokens", "refresh_tokens", "login_tokens", "openid_tokens"] {
+                c.execute(&format!("DELETE FROM {table} WHERE user_id = ?1"), [user_id.as_str()])?;
+            }
             c.execute("DELETE FROM devices WHERE user_id = ?1", [user_id.as_str()])?;
             Ok(())
         })
@@ -116,15 +118,19 @@ impl UserStore for SqliteStore {
     async fn session_by_token(&self, token_hash: &str) -> StoreResult<Option<Session>> {
         let token_hash = token_hash.to_owned();
         self.read(move |c| {
-            let row = c
+            let row: Option<(String, String, Option<i64>, bool)> = c
                 .query_row(
-                    "SELECT user_id, device_id FROM access_tokens WHERE token_hash = ?1",
+                    "SELECT a.user_id, a.device_id, a.expires_ts,
+                            EXISTS (SELECT 1 FROM refresh_tokens r
+                                    WHERE r.next_token_hash = a.refresh_token_hash)
+                     FROM access_tokens a WHERE a.token_hash = ?1",
                     [token_hash],
-                    |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)),
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
                 )
                 .optional()?;
-            row.map(|(user_id, device_id)| {
-                Ok(Session { user_id: OwnedUserId::try_from(user_id)?, device_id })
+            row.map(|(user_id, device_id, expires_ts, first_use_revokes)| {
+                let user_id = OwnedUserId::try_from(user_id)?;
+                Ok(Session { user_id, device_id, expires_ts, first_use_revokes })
             })
             .transpose()
         })
@@ -344,18 +350,35 @@ fn insert_session(c: &Connection, session: &NewSession) -> StoreResult<()> {
         params![session.user_id.as_str(), session.device_id, session.display_name],
     )?;
     // Logging in again with an existing device ID replaces that device's tokens.
+    for table in ["access_tokens", "refresh_tokens"] {
+        c.execute(
+            &format!("DELETE FROM {table} WHERE user_id = ?1 AND device_id = ?2"),
+            params![session.user_id.as_str(), session.device_id],
+        )?;
+    }
+    if let Some(refresh_token_hash) = &session.refresh_token_hash {
+        c.execute(
+            "INSERT INTO refresh_tokens (token_hash, user_id, device_id, created_ts)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![
+                refresh_token_hash,
+                session.user_id.as_str(),
+                session.device_id,
+                session.created_ts
+            ],
+        )?;
+    }
     c.execute(
-        "DELETE FROM access_tokens WHERE user_id = ?1 AND device_id = ?2",
-        params![session.user_id.as_str(), session.device_id],
-    )?;
-    c.execute(
-        "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts)
-         VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts, expires_ts,
+                                    refresh_token_hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![
             session.token_hash,
             session.user_id.as_str(),
             session.device_id,
-            session.created_ts
+            session.created_ts,
+            session.expires_ts,
+            session.refresh_token_hash,
         ],
     )?;
     Ok(())
