@@ -107,7 +107,7 @@ async fn run_round(client: &Client, rooms: &[BusyRoom], round: usize) -> anyhow:
             let event_id = client.send_text(first, &room.room_id, &txn_id, &text).await?;
             client.read_receipt(first, &room.room_id, &event_id).await?;
             client.read_receipt(second, &room.room_id, &event_id).await?;
-            client.typing(second, &room.room_id, round % 2 == 0).await
+            client.typing(second, &room.room_id, round.is_multiple_of(2)).await
         })
         .buffer_unordered(SETUP_CONCURRENCY)
         .try_collect::<()>()
