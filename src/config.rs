@@ -65,6 +65,7 @@ pub struct Config {
     pub presence: PresenceConfig,
     #[serde(default)]
     pub voip: VoipConfig,
+    pub auth: AuthConfig,
 }
 
 /// `[registration]`: who may sign up.
@@ -193,6 +194,39 @@ impl PresenceConfig {
             if !(1..=86_400).contains(&value) {
                 bail!("[presence] {key} must be between 1 and 86400");
             }
+        }
+        Ok(())
+    }
+}
+
+/// `[auth]`: how long the access tokens of clients that can refresh them work.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Seconds an access token works when the client asked for a refresh token at login or
+    /// registration (`refresh_token: true`); it then refreshes it. Clients that did not ask get
+    /// access tokens that never expire.
+    #[serde(default = "default_access_token_lifetime_seconds")]
+    pub access_token_lifetime_seconds: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { access_token_lifetime_seconds: default_access_token_lifetime_seconds() }
+    }
+}
+
+impl AuthConfig {
+    /// [`Self::access_token_lifetime_seconds`] as a duration.
+    pub fn access_token_lifetime(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.access_token_lifetime_seconds)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        // A year at most: beyond that, a token that expires is no different from one that never
+        // does, and a typo of many digits is not a wish.
+        if !(1..=365 * 86_400).contains(&self.access_token_lifetime_seconds) {
+            bail!("[auth] access_token_lifetime_seconds must be between 1 and 31536000");
         }
         Ok(())
     }
@@ -425,6 +459,11 @@ fn default_turn_ttl_seconds() -> u64 {
     86_400
 }
 
+/// Five minutes, as Synapse's default for clients that use refresh tokens.
+fn default_access_token_lifetime_seconds() -> u64 {
+    5 * 60
+}
+
 /// Why a PostgreSQL URL that asks for TLS is refused.
 pub const NO_TLS: &str = "TLS connections to PostgreSQL are not supported yet; use a server on \
                           this machine or sslmode=disable";
@@ -506,7 +545,8 @@ impl Config {
         self.media.validate()?;
         self.presence.validate()?;
         self.well_known.validate()?;
-        self.voip.validate()
+        self.voip.validate()?;
+        self.auth.validate()
     }
 
     /// Loads the configuration from `data_dir`, writing the commented template first if the
@@ -649,6 +689,13 @@ idle_after_seconds = 300
 # Seconds after a user's last sync after which they show as offline.
 offline_after_seconds = 30
 
+[auth]
+# Seconds an access token works when the client asked for a refresh token
+# (clients such as Element X do): it then gets a new one with the refresh
+# token, without signing in again. Clients that do not ask for one get access
+# tokens that work until they log out.
+access_token_lifetime_seconds = 300
+
 [well_known]
 # The base URL advertised at /.well-known/matrix/client, e.g.
 # "https://matrix.example.org". Empty: that document is not served.
@@ -761,6 +808,23 @@ mod tests {
         assert!(config.presence.enabled);
         assert_eq!(config.presence.idle_after_seconds, presence.idle_after_seconds);
         assert_eq!(config.presence.offline_after_seconds, presence.offline_after_seconds);
+        assert_eq!(
+            config.auth.access_token_lifetime_seconds,
+            AuthConfig::default().access_token_lifetime_seconds
+        );
+    }
+
+    #[test]
+    fn access_token_lifetimes_out_of_range_are_refused() {
+        for value in ["0", "31536001"] {
+            let text = format!(
+                "server_name = \"localhost\"\n[auth]\naccess_token_lifetime_seconds = {value}\n"
+            );
+            let error = format!("{:#}", Config::parse(&text).unwrap_err());
+            assert!(error.contains("access_token_lifetime_seconds"), "{error}");
+        }
+        let text = "server_name = \"localhost\"\n[auth]\naccess_token_lifetime_seconds = 2\n";
+        assert_eq!(Config::parse(text).unwrap().auth.access_token_lifetime_seconds, 2);
     }
 
     #[test]

@@ -85,6 +85,15 @@ impl Error {
         Self::client(StatusCode::UNAUTHORIZED, ErrorKind::UnknownToken(Default::default()), message)
     }
 
+    /// 401 `M_UNKNOWN_TOKEN` with `soft_logout: true`: the token expired or must be refreshed,
+    /// and the device may log in again (or refresh) without losing its data. See the spec's
+    /// "Soft logout".
+    pub fn soft_logout(message: impl Into<String>) -> Self {
+        let mut data = ruma::api::error::UnknownTokenErrorData::new();
+        data.soft_logout = true;
+        Self::client(StatusCode::UNAUTHORIZED, ErrorKind::UnknownToken(data), message)
+    }
+
     /// 401 `M_MISSING_TOKEN`.
     pub fn missing_token() -> Self {
         Self::client(StatusCode::UNAUTHORIZED, ErrorKind::MissingToken, "Missing access token")
@@ -247,6 +256,16 @@ mod tests {
         assert_eq!(body["soft_logout"], true);
         assert_eq!(Error::user_locked().status(), StatusCode::UNAUTHORIZED);
         assert_eq!(body_of(&Error::user_suspended())["errcode"], "M_USER_SUSPENDED");
+    }
+
+    #[test]
+    fn a_soft_logout_says_so_and_a_plain_unknown_token_does_not() {
+        let body = body_of(&Error::soft_logout("expired"));
+        assert_eq!(body["errcode"], "M_UNKNOWN_TOKEN");
+        assert_eq!(body["soft_logout"], true);
+        let body = body_of(&Error::unknown_token("unknown"));
+        assert_eq!(body["errcode"], "M_UNKNOWN_TOKEN");
+        assert_ne!(body["soft_logout"], true);
     }
 
     #[test]

@@ -70,7 +70,8 @@ impl Services {
         let admin = crate::admin::Admin::new(data_dir, switchable.clone());
         let store: Store = switchable;
         let bus = Bus::new(store.clone());
-        let users = Users::new(store.clone(), config.server_name.clone(), Some(bus.clone()));
+        let users = Users::new(store.clone(), config.server_name.clone(), Some(bus.clone()))
+            .with_access_token_lifetime(config.auth.access_token_lifetime());
         let device_activity = DeviceActivity::new(store.clone());
         let rooms = Rooms::new(store.clone(), bus.clone(), keys.clone());
         let key_backups = KeyBackups::new(store.clone());

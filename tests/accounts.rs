@@ -259,7 +259,7 @@ async fn username_availability_reports_taken_and_invalid_names() {
 // Login, logout, whoami
 
 #[tokio::test]
-async fn login_lists_password_flow_and_accepts_each_identifier_form() {
+async fn login_lists_password_and_token_flows_and_accepts_each_identifier_form() {
     let server = TestServer::start().await;
     let alice = server.register("alice").await;
 
@@ -267,7 +267,7 @@ async fn login_lists_password_flow_and_accepts_each_identifier_form() {
     assert_eq!(status, StatusCode::OK, "{flows}");
     let types: Vec<&str> =
         flows["flows"].as_array().unwrap().iter().filter_map(|f| f["type"].as_str()).collect();
-    assert_eq!(types, ["m.login.password"]);
+    assert_eq!(types, ["m.login.password", "m.login.token"]);
 
     // Localpart, full user ID, and the deprecated top-level `user`.
     let by_name = server.login_ok("alice", &password_of("alice"), None).await;
@@ -343,9 +343,13 @@ async fn login_refuses_wrong_credentials() {
     // A user of another server.
     let got = server.login("@alice:elsewhere.example", &password_of("alice")).await;
     assert_error(&got, StatusCode::FORBIDDEN, "M_FORBIDDEN");
-    // Login types Hearth does not offer.
+    // A login token that was never issued (tests/tokens.rs has those that were).
     let token_login = json!({ "type": "m.login.token", "token": "abc" });
     let got = server.call(Method::POST, &path, None, Some(token_login)).await;
+    assert_error(&got, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    // Login types Hearth does not offer.
+    let sso_login = json!({ "type": "m.login.sso" });
+    let got = server.call(Method::POST, &path, None, Some(sso_login)).await;
     assert_error(&got, StatusCode::BAD_REQUEST, "M_UNKNOWN");
 }
 

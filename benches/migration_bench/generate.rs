@@ -146,6 +146,8 @@ async fn create_users(store: &Store) -> anyhow::Result<Vec<OwnedUserId>> {
                 display_name: Some(format!("{name}'s phone {device}")),
                 token_hash: random_b64(32),
                 created_ts: FIRST_TS,
+                expires_ts: None,
+                refresh_token_hash: None,
             };
             store.create_session(session).await?;
         }

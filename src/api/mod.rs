@@ -8,6 +8,7 @@
 #[cfg(feature = "postgres")]
 pub mod admin;
 pub mod client;
+pub mod federation;
 pub mod listener;
 pub mod ratelimit;
 pub mod router;
@@ -62,6 +63,7 @@ pub async fn serve(
 pub fn routes() -> Router {
     let mut router = Router::default();
     client::register(&mut router);
+    federation::register(&mut router);
     #[cfg(feature = "postgres")]
     admin::register(&mut router);
     router

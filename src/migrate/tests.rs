@@ -42,6 +42,8 @@ pub(super) async fn source(dir: &Path, messages: usize) -> Store {
         display_name: Some("phone".into()),
         token_hash: "hash".into(),
         created_ts: 2,
+        expires_ts: Some(i64::MAX),
+        refresh_token_hash: Some("refresh-hash".into()),
     };
     store.create_session(session).await.unwrap();
     let content = serde_json::value::to_raw_value(&serde_json::json!({"theme": "dark"})).unwrap();
@@ -52,10 +54,24 @@ pub(super) async fn source(dir: &Path, messages: usize) -> Store {
         store::DeviceSeen { ip: "10.0.0.2".into(), user_agent: Some("Element".into()), ts: 3 };
     store.touch_device(&alice, "PHONE", seen).await.unwrap();
     store.set_profile_field(&alice, "m.tz", r#""Europe/Paris""#).await.unwrap();
+    add_other_tokens(&store, &alice).await;
     add_encryption_keys(&store, &alice).await;
     append_messages(&store, 0, messages).await;
     backup_and_report(&store, &alice).await;
     store
+}
+
+/// A login token and an OpenID token, so that the move copies and proves their tables too (the
+/// session above has a refresh token).
+async fn add_other_tokens(store: &Store, alice: &OwnedUserId) {
+    let token = |hash: &str| store::NewExpiringToken {
+        token_hash: hash.into(),
+        user_id: alice.clone(),
+        expires_ts: i64::MAX,
+        now: 3,
+    };
+    store.create_login_token(token("login-hash")).await.unwrap();
+    store.create_openid_token(token("openid-hash")).await.unwrap();
 }
 
 /// A key backup version with a key (a table whose foreign key has two columns) and a report.

@@ -4,7 +4,7 @@
 //! Nothing outside this module sees SQL or a database driver type. Operations are grouped by area
 //! ([`UserStore`], [`RoomStore`], [`RoomSummaryStore`], [`ReceiptStore`], [`KeyStore`],
 //! [`BackupStore`], [`UserDirectoryStore`], [`ReportStore`], [`MediaStore`], [`PushStore`],
-//! [`SearchStore`], [`BusStore`]); [`Store`] is the handle the
+//! [`SearchStore`], [`TokenStore`], [`BusStore`]); [`Store`] is the handle the
 //! rest of the server holds. Writes that must see a consistent room (building and persisting an
 //! event) run as one closure against a [`RoomTxn`] inside the backend's single writer, so
 //! concurrent sends to one room are serialized without an async lock and still commit together.
@@ -28,6 +28,7 @@ pub mod switch;
 pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
+pub mod tokens;
 #[cfg(feature = "postgres")]
 pub mod transfer;
 pub mod types;
@@ -46,6 +47,7 @@ pub use self::{
     media::*,
     search::{NewSearchText, SearchHit, SearchOrder, SearchPage, SearchQuery, SearchStore},
     summaries::{MemberSummary, RoomSummaryStore},
+    tokens::{NewExpiringToken, RefreshSession, RefreshedSession, TokenStore},
     types::*,
 };
 
@@ -90,6 +92,7 @@ pub trait Storage:
     + MediaStore
     + PushStore
     + SearchStore
+    + TokenStore
     + BusStore
     + Send
     + Sync
@@ -109,6 +112,7 @@ impl<T> Storage for T where
         + MediaStore
         + PushStore
         + SearchStore
+        + TokenStore
         + BusStore
         + Send
         + Sync
@@ -124,14 +128,14 @@ pub trait UserStore {
     async fn user(&self, user_id: &UserId) -> StoreResult<Option<UserRecord>>;
     async fn count_users(&self) -> StoreResult<u64>;
     async fn set_password_hash(&self, user_id: &UserId, password_hash: &str) -> StoreResult<()>;
-    /// Marks the account deactivated and removes its devices, tokens and profile (custom fields
-    /// included).
+    /// Marks the account deactivated and removes its devices, tokens (access, refresh, login and
+    /// OpenID) and profile (custom fields included).
     async fn deactivate_user(&self, user_id: &UserId) -> StoreResult<()>;
     async fn set_displayname(&self, user_id: &UserId, name: Option<&str>) -> StoreResult<()>;
     async fn set_avatar_url(&self, user_id: &UserId, url: Option<&str>) -> StoreResult<()>;
 
-    /// Creates (or reuses) a device and gives it a new access token; a reused device's older
-    /// tokens are revoked.
+    /// Creates (or reuses) a device and gives it a new access token, and a refresh token if the
+    /// session has one; a reused device's older access and refresh tokens are revoked.
     async fn create_session(&self, session: NewSession) -> StoreResult<()>;
     async fn session_by_token(&self, token_hash: &str) -> StoreResult<Option<Session>>;
     async fn devices(&self, user_id: &UserId) -> StoreResult<Vec<DeviceRecord>>;

@@ -39,13 +39,14 @@ use super::{
     AccountDataRecord, AliasRecord, AppendedEvent, BackupDeletion, BackupKeyRecord,
     BackupKeysChange, BackupKeysScope, BackupStore, BackupVersionRecord, BusMessage, BusStore,
     DeviceKeysRecord, DeviceRecord, DeviceSeen, DirectoryUser, EventRecord, KeySignature, KeyStore,
-    MediaRecord, MediaReservation, MediaStore, MembershipRecord, NewBackupKey, NewMedia,
-    NewNotification, NewReceipt, NewReport, NewSession, NewToDevice, NewUser, NotificationCount,
-    NotificationRecord, NotificationsQuery, OneTimeKeyRecord, PushStore, PusherCleanup,
-    PusherRecord, ReceiptRecord, ReceiptStore, RelationSummary, ReportRecord, ReportStore,
-    RoomEventsQuery, RoomJob, RoomStore, Session, Store, StoreResult, ThreadRoot, ThreadsQuery,
-    ThumbnailKey, ThumbnailRecord, TimestampQuery, ToDeviceRecord, ToDeviceTxn, TransactionKey,
-    UserDirectoryQuery, UserDirectoryStore, UserRecord, UserStore,
+    MediaRecord, MediaReservation, MediaStore, MembershipRecord, NewBackupKey, NewExpiringToken,
+    NewMedia, NewNotification, NewReceipt, NewReport, NewSession, NewToDevice, NewUser,
+    NotificationCount, NotificationRecord, NotificationsQuery, OneTimeKeyRecord, PushStore,
+    PusherCleanup, PusherRecord, ReceiptRecord, ReceiptStore, RefreshSession, RefreshedSession,
+    RelationSummary, ReportRecord, ReportStore, RoomEventsQuery, RoomJob, RoomStore, Session,
+    Store, StoreResult, ThreadRoot, ThreadsQuery, ThumbnailKey, ThumbnailRecord, TimestampQuery,
+    ToDeviceRecord, ToDeviceTxn, TokenStore, TransactionKey, UserDirectoryQuery,
+    UserDirectoryStore, UserRecord, UserStore,
 };
 
 /// The store the rest of the server holds (as a [`Store`]) while the migrator keeps an
@@ -846,6 +847,49 @@ impl MediaStore for SwitchableStore {
 
     async fn insert_thumbnail(&self, thumbnail: ThumbnailRecord) -> StoreResult<()> {
         self.write(|s| async move { s.insert_thumbnail(thumbnail).await }).await
+    }
+}
+
+#[async_trait]
+impl TokenStore for SwitchableStore {
+    async fn refresh_session(
+        &self,
+        refresh: RefreshSession,
+    ) -> StoreResult<Option<RefreshedSession>> {
+        self.write(|s| async move { s.refresh_session(refresh).await }).await
+    }
+
+    async fn first_use_of_access_token(
+        &self,
+        token_hash: &str,
+    ) -> StoreResult<Option<Vec<String>>> {
+        let token_hash = token_hash.to_owned();
+        self.write(|s| async move { s.first_use_of_access_token(&token_hash).await }).await
+    }
+
+    async fn create_login_token(&self, token: NewExpiringToken) -> StoreResult<()> {
+        self.write(|s| async move { s.create_login_token(token).await }).await
+    }
+
+    async fn take_login_token(
+        &self,
+        token_hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<OwnedUserId>> {
+        let token_hash = token_hash.to_owned();
+        self.write(|s| async move { s.take_login_token(&token_hash, now).await }).await
+    }
+
+    async fn create_openid_token(&self, token: NewExpiringToken) -> StoreResult<()> {
+        self.write(|s| async move { s.create_openid_token(token).await }).await
+    }
+
+    async fn openid_token_user(
+        &self,
+        token_hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<OwnedUserId>> {
+        self.current().openid_token_user(token_hash, now).await
     }
 }
 

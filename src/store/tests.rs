@@ -302,6 +302,8 @@ async fn accounts_sessions_and_account_data_survive_a_restart() {
         display_name: Some("phone".into()),
         token_hash: "t".into(),
         created_ts: 2,
+        expires_ts: None,
+        refresh_token_hash: None,
     };
     store.create_session(session).await.unwrap();
     let content = to_raw_value(&serde_json::json!({"a": 1})).unwrap();
@@ -341,6 +343,8 @@ async fn restrictions_last_requests_and_custom_profile_fields_are_kept_until_dea
         display_name: None,
         token_hash: "t".into(),
         created_ts: 2,
+        expires_ts: None,
+        refresh_token_hash: None,
     };
     store.create_session(session).await.unwrap();
     let fresh = store.session_by_token("t").await.unwrap().unwrap();
@@ -1130,6 +1134,8 @@ async fn user_with_devices(store: &Store, name: &str, devices: &[&str]) -> Owned
             display_name: Some(format!("{device} name")),
             token_hash: format!("t-{name}-{device}"),
             created_ts: 2,
+            expires_ts: None,
+            refresh_token_hash: None,
         };
         store.create_session(session).await.unwrap();
     }
@@ -1489,6 +1495,8 @@ async fn pushers_are_replaced_taken_over_and_deleted_with_their_devices() {
                 display_name: None,
                 token_hash: format!("token-{device}"),
                 created_ts: 2,
+                expires_ts: None,
+                refresh_token_hash: None,
             };
             store.create_session(session).await.unwrap();
         }
@@ -1741,4 +1749,133 @@ async fn the_search_migration_indexes_the_events_stored_before_it() {
     query.keys.push("content.topic".into());
     let page = store.search_events(query).await.unwrap();
     assert_eq!(hit_ids(&page), [event_id(2), event_id(1), event_id(0)]);
+}
+
+/// A refreshable login of `user_id` on `device`: access token `a-<device>`, refresh token
+/// `r-<device>`.
+async fn refreshable_session(store: &Store, user_id: &OwnedUserId, device: &str) {
+    let session = NewSession {
+        user_id: user_id.clone(),
+        device_id: device.into(),
+        display_name: None,
+        token_hash: format!("a-{device}"),
+        created_ts: 2,
+        expires_ts: Some(1_000),
+        refresh_token_hash: Some(format!("r-{device}")),
+    };
+    store.create_session(session).await.unwrap();
+}
+
+/// Refreshes `from` into access token `a-<to>` and refresh token `r-<to>`.
+async fn refresh(store: &Store, from: &str, to: &str) -> Option<super::RefreshedSession> {
+    let refresh = super::RefreshSession {
+        refresh_token_hash: format!("r-{from}"),
+        new_refresh_token_hash: format!("r-{to}"),
+        new_access_token_hash: format!("a-{to}"),
+        expires_ts: 2_000,
+        created_ts: 3,
+    };
+    store.refresh_session(refresh).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_refresh_token_works_until_its_successor_is_used() {
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
+    let alice = user_with_devices(&store, "alice", &[]).await;
+    refreshable_session(&store, &alice, "D").await;
+    let session = store.session_by_token("a-D").await.unwrap().unwrap();
+    assert_eq!((session.expires_ts, session.first_use_revokes), (Some(1_000), false));
+
+    // A refresh adds a generation; the old one stays until the new one is used.
+    let first = refresh(&store, "D", "1").await.unwrap();
+    assert_eq!((first.user_id.clone(), first.device_id.as_str()), (alice.clone(), "D"));
+    assert!(first.revoked.is_empty(), "{first:?}");
+    let new = store.session_by_token("a-1").await.unwrap().unwrap();
+    assert_eq!((new.device_id.as_str(), new.expires_ts), ("D", Some(2_000)));
+    assert!(new.first_use_revokes);
+    assert!(store.session_by_token("a-D").await.unwrap().is_some());
+
+    // Refreshing with the old token again replaces the unused successor.
+    let again = refresh(&store, "D", "2").await.unwrap();
+    assert_eq!(again.revoked, ["a-1"]);
+    assert!(store.session_by_token("a-1").await.unwrap().is_none());
+    assert!(refresh(&store, "1", "x").await.is_none(), "the replaced successor is gone");
+
+    // The first use of the new access token retires the old generation.
+    assert_eq!(store.first_use_of_access_token("a-2").await.unwrap(), Some(vec!["a-D".into()]));
+    assert!(store.session_by_token("a-D").await.unwrap().is_none());
+    assert!(!store.session_by_token("a-2").await.unwrap().unwrap().first_use_revokes);
+    assert!(refresh(&store, "D", "y").await.is_none(), "the old refresh token is used up");
+    assert_eq!(store.first_use_of_access_token("a-2").await.unwrap(), Some(Vec::new()));
+    assert_eq!(store.first_use_of_access_token("unknown").await.unwrap(), None);
+
+    // Using the new refresh token retires its predecessor too.
+    refresh(&store, "2", "3").await.unwrap();
+    assert_eq!(refresh(&store, "3", "4").await.unwrap().revoked, ["a-2"]);
+    assert!(refresh(&store, "2", "z").await.is_none());
+}
+
+#[tokio::test]
+async fn refresh_tokens_go_with_their_device_and_a_new_login_on_it() {
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
+    let alice = user_with_devices(&store, "alice", &[]).await;
+    for device in ["A", "B", "C"] {
+        refreshable_session(&store, &alice, device).await;
+    }
+    refresh(&store, "A", "A2").await.unwrap();
+
+    assert_eq!(store.delete_devices(&alice, &["A".into()]).await.unwrap().len(), 2);
+    assert!(refresh(&store, "A", "x").await.is_none(), "a deleted device's refresh token");
+    assert!(refresh(&store, "A2", "x").await.is_none(), "and its successor");
+
+    // Logging in again on B replaces its refresh token with the new login's (none here).
+    let login = NewSession {
+        user_id: alice.clone(),
+        device_id: "B".into(),
+        display_name: None,
+        token_hash: "plain-B".into(),
+        created_ts: 5,
+        expires_ts: None,
+        refresh_token_hash: None,
+    };
+    store.create_session(login).await.unwrap();
+    assert!(refresh(&store, "B", "x").await.is_none());
+
+    store.deactivate_user(&alice).await.unwrap();
+    assert!(refresh(&store, "C", "x").await.is_none());
+}
+
+#[tokio::test]
+async fn login_tokens_are_taken_once_and_openid_tokens_until_they_expire() {
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
+    let alice = user_with_devices(&store, "alice", &[]).await;
+    let token = |hash: &str, expires_ts: i64, now: i64| super::NewExpiringToken {
+        token_hash: hash.into(),
+        user_id: alice.clone(),
+        expires_ts,
+        now,
+    };
+    store.create_login_token(token("fresh", 100, 0)).await.unwrap();
+    store.create_login_token(token("stale", 10, 0)).await.unwrap();
+    assert_eq!(store.take_login_token("stale", 10).await.unwrap(), None, "expired");
+    assert_eq!(store.take_login_token("fresh", 50).await.unwrap(), Some(alice.clone()));
+    assert_eq!(store.take_login_token("fresh", 50).await.unwrap(), None, "used");
+    assert_eq!(store.take_login_token("unknown", 50).await.unwrap(), None);
+
+    store.create_openid_token(token("id", 100, 0)).await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(store.openid_token_user("id", 99).await.unwrap(), Some(alice.clone()));
+    }
+    assert_eq!(store.openid_token_user("id", 100).await.unwrap(), None, "expired");
+    // A new token sweeps the expired ones away.
+    store.create_openid_token(token("id2", 300, 200)).await.unwrap();
+    assert_eq!(store.openid_token_user("id", 0).await.unwrap(), None);
+
+    store.create_login_token(token("again", 1_000, 0)).await.unwrap();
+    store.deactivate_user(&alice).await.unwrap();
+    assert_eq!(store.take_login_token("again", 1).await.unwrap(), None);
+    assert_eq!(store.openid_token_user("id2", 201).await.unwrap(), None);
 }

@@ -45,6 +45,10 @@ pub struct NewSession {
     pub display_name: Option<String>,
     pub token_hash: String,
     pub created_ts: i64,
+    /// When the access token stops working (ms since the epoch); `None`: never.
+    pub expires_ts: Option<i64>,
+    /// The hash of a refresh token to store with it (the client asked for one).
+    pub refresh_token_hash: Option<String>,
 }
 
 /// Who an access token belongs to.
@@ -54,6 +58,11 @@ pub struct Session {
     pub device_id: String,
     /// The account's restrictions when the token was resolved.
     pub restrictions: AccountRestrictions,
+    /// When the token stops working (ms since the epoch); `None`: never.
+    pub expires_ts: Option<i64>,
+    /// The token came from a refresh whose refresh token still works: its first use revokes that
+    /// one (`TokenStore::first_use_of_access_token`).
+    pub first_use_revokes: bool,
 }
 
 /// A stored device.

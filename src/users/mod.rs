@@ -4,7 +4,9 @@
 //! Resolving a token is on every authenticated request's path, so resolved sessions (with the
 //! account's lock and suspension) are cached in memory and the cache is cleared of every token
 //! this process revokes and of every session of an account whose restrictions change (this
-//! process is the only writer of the database).
+//! process is the only writer of the database). An access token issued with a refresh token
+//! expires (its expiry is checked on every use, cached or not); refresh, login and OpenID tokens
+//! are in [`tokens`].
 
 pub mod activity;
 pub mod directory;
@@ -13,11 +15,13 @@ pub mod moderation;
 pub mod password;
 pub mod profile;
 pub mod tags;
+pub mod tokens;
 pub mod uiaa;
 
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use rand::{Rng as _, distributions::Alphanumeric};
@@ -93,6 +97,8 @@ pub struct Users {
     /// Serializes the changes of a profile's custom fields, whose total size is checked against
     /// what is stored.
     profile_lock: Arc<tokio::sync::Mutex<()>>,
+    /// How long an access token issued with a refresh token works (`[auth]` of the config).
+    access_token_lifetime: Duration,
 }
 
 /// Resolved sessions, and a count of the removals from them.
@@ -112,6 +118,10 @@ pub struct IssuedSession {
     pub user_id: OwnedUserId,
     pub device_id: String,
     pub access_token: String,
+    /// Given when the client asked for one; the access token then expires.
+    pub refresh_token: Option<String>,
+    /// How long the access token works; `None`: until logout.
+    pub expires_in: Option<Duration>,
 }
 
 impl Users {
@@ -123,7 +133,14 @@ impl Users {
             sessions: Arc::default(),
             account_data_lock: Arc::default(),
             profile_lock: Arc::default(),
+            access_token_lifetime: crate::config::AuthConfig::default().access_token_lifetime(),
         }
+    }
+
+    /// Sets how long access tokens issued with a refresh token work.
+    pub fn with_access_token_lifetime(mut self, lifetime: Duration) -> Self {
+        self.access_token_lifetime = lifetime;
+        self
     }
 
     /// Holds back the other changes of account data that read what is stored first, until the
@@ -286,36 +303,46 @@ impl Users {
     }
 
     /// Logs a user in on a device (a new one unless `device_id` is given); `M_INVALID_PARAM`
-    /// unless [`check_new_device`] accepts the client's device ID and name.
+    /// unless [`check_new_device`] accepts the client's device ID and name. With `refreshable`
+    /// (the client sent `refresh_token: true`) the session gets a refresh token and its access
+    /// token expires.
     pub async fn issue_session(
         &self,
         user_id: &UserId,
-        device_id: Option<String>,
-        display_name: Option<String>,
+        device: NewDevice,
+        refreshable: bool,
     ) -> Result<IssuedSession> {
-        check_new_device(device_id.as_deref(), display_name.as_deref())?;
-        let device_id = device_id.unwrap_or_else(|| random_string(10).to_uppercase());
-        let access_token = format!("hth_{}", random_string(40));
+        check_new_device(device.device_id.as_deref(), device.display_name.as_deref())?;
+        let device_id = device.device_id.unwrap_or_else(|| random_string(10).to_uppercase());
+        let access_token = new_access_token();
+        let refresh_token = refreshable.then(tokens::new_refresh_token);
+        let created_ts = now_millis();
+        let expires_in = refreshable.then_some(self.access_token_lifetime);
         let session = NewSession {
             user_id: user_id.to_owned(),
             device_id: device_id.clone(),
-            display_name,
+            display_name: device.display_name,
             token_hash: hash_token(&access_token),
-            created_ts: now_millis(),
+            created_ts,
+            expires_ts: expires_in.map(|lifetime| created_ts + millis(lifetime)),
+            refresh_token_hash: refresh_token.as_deref().map(hash_token),
         };
         self.store.create_session(session).await?;
         // A reused device ID lost its older tokens: forget them.
         self.forget_sessions_of_device(user_id, &device_id);
-        Ok(IssuedSession { user_id: user_id.to_owned(), device_id, access_token })
+        let user_id = user_id.to_owned();
+        Ok(IssuedSession { user_id, device_id, access_token, refresh_token, expires_in })
     }
 
-    /// Resolves an access token; `M_UNKNOWN_TOKEN` if it is not valid.
+    /// Resolves an access token; `M_UNKNOWN_TOKEN` if it is not valid, with `soft_logout` if it
+    /// expired (the client may refresh it).
     pub async fn authenticate(&self, access_token: &str) -> Result<Session> {
         let token_hash = hash_token(access_token);
         let removals = {
             let cache = self.cache();
-            if let Some(session) = cache.sessions.get(&token_hash) {
-                return Ok(session.clone());
+            if let Some(session) = cache.sessions.get(&token_hash).cloned() {
+                drop(cache);
+                return self.unexpired(&token_hash, session);
             }
             cache.removals
         };
@@ -324,10 +351,39 @@ impl Users {
             .session_by_token(&token_hash)
             .await?
             .ok_or_else(|| Error::unknown_token("Unknown access token"))?;
+        let session = self.unexpired(&token_hash, session)?;
+        let session = self.first_use(&token_hash, session).await?;
         let mut cache = self.cache();
         if cache.removals == removals {
             cache.sessions.insert(token_hash, session.clone());
         }
+        Ok(session)
+    }
+
+    /// The session, unless its access token expired: then a soft logout, and the token leaves
+    /// the cache.
+    fn unexpired(&self, token_hash: &str, session: Session) -> Result<Session> {
+        if session.expires_ts.is_some_and(|expires_ts| expires_ts <= now_millis()) {
+            self.forget_tokens(&[token_hash.to_owned()]);
+            return Err(Error::soft_logout("The access token has expired; refresh it"));
+        }
+        Ok(session)
+    }
+
+    /// The first use of an access token from a refresh revokes the refresh token it replaced
+    /// (the spec's "Refreshing access tokens"). The store checks that the token still exists,
+    /// so one revoked meanwhile (a logout, another refresh) is not cached as valid.
+    async fn first_use(&self, token_hash: &str, mut session: Session) -> Result<Session> {
+        if !session.first_use_revokes {
+            return Ok(session);
+        }
+        let revoked = self
+            .store
+            .first_use_of_access_token(token_hash)
+            .await?
+            .ok_or_else(|| Error::unknown_token("Unknown access token"))?;
+        self.forget_tokens(&revoked);
+        session.first_use_revokes = false;
         Ok(session)
     }
 
@@ -438,7 +494,26 @@ impl Users {
     }
 }
 
-/// The stored form of an access token.
+/// The device a login or registration asks for.
+#[derive(Clone, Debug, Default)]
+pub struct NewDevice {
+    /// `None`: a new device with a random ID.
+    pub device_id: Option<String>,
+    /// For a new device, or to rename a reused one.
+    pub display_name: Option<String>,
+}
+
+/// A new random access token.
+fn new_access_token() -> String {
+    format!("hth_{}", random_string(40))
+}
+
+/// A duration in milliseconds, as timestamps count them.
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The stored form of an access token (and of refresh, login and OpenID tokens).
 pub fn hash_token(token: &str) -> String {
     Sha256::digest(token.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect()
 }

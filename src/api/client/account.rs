@@ -1,9 +1,10 @@
-//! Accounts and sessions: registration, login, logout, whoami, password, deactivation, and the
-//! (always empty) list of third-party identifiers.
+//! Accounts and sessions: registration, login (with a password or a login token), logout,
+//! whoami, password, deactivation, and the (always empty) list of third-party identifiers.
+//! Refreshing and the other tokens are in `tokens.rs`.
 
 use std::sync::Arc;
 
-use crate::users::PasswordChange;
+use crate::users::{NewDevice, PasswordChange};
 use ruma::api::client::{
     account::{
         change_password, check_registration_token_validity, deactivate, get_3pids,
@@ -102,13 +103,15 @@ async fn register(
     };
     let mut response = register::v3::Response::new(user_id.clone());
     if !request.inhibit_login {
-        let device_id = request.device_id.map(|d| d.to_string());
-        let session = services
-            .users
-            .issue_session(&user_id, device_id, request.initial_device_display_name)
-            .await?;
+        let device = NewDevice {
+            device_id: request.device_id.map(|d| d.to_string()),
+            display_name: request.initial_device_display_name,
+        };
+        let session = services.users.issue_session(&user_id, device, request.refresh_token).await?;
         response.access_token = Some(session.access_token);
         response.device_id = Some(session.device_id.into());
+        response.refresh_token = session.refresh_token;
+        response.expires_in = session.expires_in;
     }
     Ok(response)
 }
@@ -153,8 +156,15 @@ async fn get_login_types(
     _: Anonymous,
     _: get_login_types::v3::Request,
 ) -> Result<get_login_types::v3::Response> {
-    use get_login_types::v3::{LoginType, PasswordLoginType};
-    Ok(get_login_types::v3::Response::new(vec![LoginType::Password(PasswordLoginType::new())]))
+    use get_login_types::v3::{LoginType, PasswordLoginType, TokenLoginType};
+    // `get_login_token`: `POST /login/get_token` is served, so a signed-in device can let
+    // another one in with `m.login.token`.
+    let mut token = TokenLoginType::new();
+    token.get_login_token = true;
+    Ok(get_login_types::v3::Response::new(vec![
+        LoginType::Password(PasswordLoginType::new()),
+        LoginType::Token(token),
+    ]))
 }
 
 async fn login(
@@ -163,13 +173,34 @@ async fn login(
     request: login::v3::Request,
 ) -> Result<login::v3::Response> {
     services.login_limiter.check(client.origin)?;
-    let login::v3::LoginInfo::Password(password) = &request.login_info else {
-        return Err(Error::client(
-            http::StatusCode::BAD_REQUEST,
-            ruma::api::error::ErrorKind::Unknown,
-            "Only password login is supported",
-        ));
+    let user_id = match &request.login_info {
+        login::v3::LoginInfo::Password(password) => password_login(&services, password).await?,
+        login::v3::LoginInfo::Token(token) => services.users.take_login_token(&token.token).await?,
+        _ => {
+            return Err(Error::client(
+                http::StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::Unknown,
+                "Only password and token login are supported",
+            ));
+        }
     };
+    let device = NewDevice {
+        device_id: request.device_id.map(|d| d.to_string()),
+        display_name: request.initial_device_display_name,
+    };
+    let session = services.users.issue_session(&user_id, device, request.refresh_token).await?;
+    let mut response =
+        login::v3::Response::new(user_id, session.access_token, session.device_id.into());
+    response.refresh_token = session.refresh_token;
+    response.expires_in = session.expires_in;
+    Ok(response)
+}
+
+/// The user an `m.login.password` login names, once its password matched.
+async fn password_login(
+    services: &Services,
+    password: &login::v3::Password,
+) -> Result<ruma::OwnedUserId> {
     #[allow(deprecated)] // `user` is the pre-identifier form some clients still send
     let name = match (&password.identifier, &password.user) {
         (Some(UserIdentifier::Matrix(identifier)), _) => identifier.user.clone(),
@@ -178,12 +209,7 @@ async fn login(
     };
     let user_id = services.users.local_user_id(&name)?;
     services.users.check_password(&user_id, &password.password).await?;
-    let device_id = request.device_id.map(|d| d.to_string());
-    let session = services
-        .users
-        .issue_session(&user_id, device_id, request.initial_device_display_name)
-        .await?;
-    Ok(login::v3::Response::new(user_id, session.access_token, session.device_id.into()))
+    Ok(user_id)
 }
 
 /// Served to locked accounts too, as the spec's account locking allows.

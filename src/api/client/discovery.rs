@@ -51,8 +51,9 @@ async fn get_capabilities(
     _: get_capabilities::v3::Request,
 ) -> Result<get_capabilities::v3::Response> {
     use ruma::api::client::discovery::get_capabilities::v3::{
-        AccountModerationCapability, Capabilities, ProfileFieldsCapability, RoomVersionStability,
-        RoomVersionsCapability, ThirdPartyIdChangesCapability,
+        AccountModerationCapability, Capabilities, GetLoginTokenCapability,
+        ProfileFieldsCapability, RoomVersionStability, RoomVersionsCapability,
+        ThirdPartyIdChangesCapability,
     };
     let available = crate::rooms::create::CREATABLE_VERSIONS
         .iter()
@@ -72,6 +73,8 @@ async fn get_capabilities(
     if services.users.is_admin(&user.user_id).await? {
         capabilities.account_moderation = AccountModerationCapability::new(true, true);
     }
+    // `POST /login/get_token` is served to every user (each has a password to confirm with).
+    capabilities.get_login_token = GetLoginTokenCapability::new(true);
     Ok(get_capabilities::v3::Response::new(capabilities))
 }
 

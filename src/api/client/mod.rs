@@ -30,6 +30,7 @@ mod tags;
 mod thirdparty;
 mod timestamp;
 mod to_device;
+mod tokens;
 mod typing;
 mod upgrade;
 mod user_directory;
@@ -71,6 +72,7 @@ pub fn register(router: &mut Router) {
     thirdparty::routes(router);
     timestamp::routes(router);
     to_device::routes(router);
+    tokens::routes(router);
     typing::routes(router);
     upgrade::routes(router);
     user_directory::routes(router);

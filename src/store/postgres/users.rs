@@ -106,21 +106,26 @@ impl UserStore for PostgresStore {
         let c = self.conn().await?;
         let row = query_opt(
             &c,
-            "SELECT t.user_id, t.device_id, u.locked, u.suspended
-             FROM access_tokens t JOIN users u ON u.user_id = t.user_id
-             WHERE t.token_hash = $1",
+            "SELECT a.user_id, a.device_id, a.expires_ts,
+                    EXISTS (SELECT 1 FROM refresh_tokens r
+                            WHERE r.next_token_hash = a.refresh_token_hash),
+                    u.locked, u.suspended
+             FROM access_tokens a JOIN users u ON u.user_id = a.user_id
+             WHERE a.token_hash = $1",
             &[&token_hash],
         )
         .await?;
         row.map(|row| {
             let user_id: String = row.try_get(0)?;
             let restrictions = AccountRestrictions {
-                locked: row.try_get::<_, i32>(2)? != 0,
-                suspended: row.try_get::<_, i32>(3)? != 0,
+                locked: row.try_get::<_, i32>(4)? != 0,
+                suspended: row.try_get::<_, i32>(5)? != 0,
             };
             Ok(Session {
                 user_id: OwnedUserId::try_from(user_id)?,
                 device_id: row.try_get(1)?,
+                expires_ts: row.try_get(2)?,
+                first_use_revokes: row.try_get(3)?,
                 restrictions,
             })
         })
@@ -385,7 +390,9 @@ async fn deactivate(c: &Conn, user_id: &str) -> StoreResult<()> {
         &[&user_id],
     )
     .await?;
-    execute(c, "DELETE FROM access_tokens WHERE user_id = $1", &[&user_id]).await?;
+    for table in ["access_tokens", "refresh_tokens", "login_tokens", "openid_tokens"] {
+        execute(c, &format!("DELETE FROM {table} WHERE user_id = $1"), &[&user_id]).await?;
+    }
     execute(c, "DELETE FROM devices WHERE user_id = $1", &[&user_id]).await?;
     execute(c, "DELETE FROM profile_fields WHERE user_id = $1", &[&user_id]).await?;
     Ok(())
@@ -402,17 +409,36 @@ async fn insert_session(c: &Conn, session: &NewSession) -> StoreResult<()> {
     )
     .await?;
     // Logging in again with an existing device ID replaces that device's tokens.
+    for table in ["access_tokens", "refresh_tokens"] {
+        execute(
+            c,
+            &format!("DELETE FROM {table} WHERE user_id = $1 AND device_id = $2"),
+            &[&user_id, &session.device_id],
+        )
+        .await?;
+    }
+    if let Some(refresh_token_hash) = &session.refresh_token_hash {
+        execute(
+            c,
+            "INSERT INTO refresh_tokens (token_hash, user_id, device_id, created_ts)
+             VALUES ($1, $2, $3, $4)",
+            &[refresh_token_hash, &user_id, &session.device_id, &session.created_ts],
+        )
+        .await?;
+    }
     execute(
         c,
-        "DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2",
-        &[&user_id, &session.device_id],
-    )
-    .await?;
-    execute(
-        c,
-        "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts)
-         VALUES ($1, $2, $3, $4)",
-        &[&session.token_hash, &user_id, &session.device_id, &session.created_ts],
+        "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts, expires_ts,
+                                    refresh_token_hash)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[
+            &session.token_hash,
+            &user_id,
+            &session.device_id,
+            &session.created_ts,
+            &session.expires_ts,
+            &session.refresh_token_hash,
+        ],
     )
     .await?;
     Ok(())

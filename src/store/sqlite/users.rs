@@ -80,7 +80,9 @@ impl UserStore for SqliteStore {
                  avatar_url = NULL WHERE user_id = ?1",
                 [user_id.as_str()],
             )?;
-            c.execute("DELETE FROM access_tokens WHERE user_id = ?1", [user_id.as_str()])?;
+            for table in ["access_tokens", "refresh_tokens", "login_tokens", "openid_tokens"] {
+                c.execute(&format!("DELETE FROM {table} WHERE user_id = ?1"), [user_id.as_str()])?;
+            }
             c.execute("DELETE FROM devices WHERE user_id = ?1", [user_id.as_str()])?;
             c.execute("DELETE FROM profile_fields WHERE user_id = ?1", [user_id.as_str()])?;
             Ok(())
@@ -119,21 +121,25 @@ impl UserStore for SqliteStore {
     async fn session_by_token(&self, token_hash: &str) -> StoreResult<Option<Session>> {
         let token_hash = token_hash.to_owned();
         self.read(move |c| {
-            let row = c
+            let row: Option<(String, String, Option<i64>, bool, AccountRestrictions)> = c
                 .query_row(
-                    "SELECT t.user_id, t.device_id, u.locked, u.suspended
-                     FROM access_tokens t JOIN users u ON u.user_id = t.user_id
-                     WHERE t.token_hash = ?1",
+                    "SELECT a.user_id, a.device_id, a.expires_ts,
+                            EXISTS (SELECT 1 FROM refresh_tokens r
+                                    WHERE r.next_token_hash = a.refresh_token_hash),
+                            u.locked, u.suspended
+                     FROM access_tokens a JOIN users u ON u.user_id = a.user_id
+                     WHERE a.token_hash = ?1",
                     [token_hash],
                     |row| {
                         let restrictions =
-                            AccountRestrictions { locked: row.get(2)?, suspended: row.get(3)? };
-                        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, restrictions))
+                            AccountRestrictions { locked: row.get(4)?, suspended: row.get(5)? };
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, restrictions))
                     },
                 )
                 .optional()?;
-            row.map(|(user_id, device_id, restrictions)| {
-                Ok(Session { user_id: OwnedUserId::try_from(user_id)?, device_id, restrictions })
+            row.map(|(user_id, device_id, expires_ts, first_use_revokes, restrictions)| {
+                let user_id = OwnedUserId::try_from(user_id)?;
+                Ok(Session { user_id, device_id, expires_ts, first_use_revokes, restrictions })
             })
             .transpose()
         })
@@ -421,18 +427,35 @@ fn insert_session(c: &Connection, session: &NewSession) -> StoreResult<()> {
         params![session.user_id.as_str(), session.device_id, session.display_name],
     )?;
     // Logging in again with an existing device ID replaces that device's tokens.
+    for table in ["access_tokens", "refresh_tokens"] {
+        c.execute(
+            &format!("DELETE FROM {table} WHERE user_id = ?1 AND device_id = ?2"),
+            params![session.user_id.as_str(), session.device_id],
+        )?;
+    }
+    if let Some(refresh_token_hash) = &session.refresh_token_hash {
+        c.execute(
+            "INSERT INTO refresh_tokens (token_hash, user_id, device_id, created_ts)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![
+                refresh_token_hash,
+                session.user_id.as_str(),
+                session.device_id,
+                session.created_ts
+            ],
+        )?;
+    }
     c.execute(
-        "DELETE FROM access_tokens WHERE user_id = ?1 AND device_id = ?2",
-        params![session.user_id.as_str(), session.device_id],
-    )?;
-    c.execute(
-        "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts)
-         VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts, expires_ts,
+                                    refresh_token_hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![
             session.token_hash,
             session.user_id.as_str(),
             session.device_id,
-            session.created_ts
+            session.created_ts,
+            session.expires_ts,
+            session.refresh_token_hash,
         ],
     )?;
     Ok(())
