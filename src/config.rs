@@ -65,6 +65,7 @@ pub struct Config {
     pub presence: PresenceConfig,
     #[serde(default)]
     pub voip: VoipConfig,
+    #[serde(default)]
     pub auth: AuthConfig,
 }
 
