@@ -2,7 +2,8 @@
 //! `GET /_matrix/media/v3/preview_url`) against a tiny web server inside the test, on 127.0.0.1,
 //! which the server's `[media] url_preview_ip_allowlist` lets previews reach: Open Graph tags,
 //! a page with only a `<title>`, pages in other charsets, an image, redirects, bodies over the
-//! limit, a server too slow to answer, the cache (the web server counts its hits), the refusal
+//! limit, a server too slow to answer, the cache, also across a restart (the web server counts its
+//! hits), the refusal
 //! of private addresses, previews switched off, and a table of bad requests.
 
 mod common;
@@ -199,7 +200,7 @@ async fn open_graph_tags_are_previewed_with_the_image_stored_here() {
 #[tokio::test]
 async fn a_preview_is_cached_and_the_legacy_path_answers_the_same() {
     let web = Web::start().await;
-    let (server, alice) = allowing_localhost().await;
+    let (mut server, alice) = allowing_localhost().await;
 
     let first = preview(&server, &alice, &web.url("/og")).await;
     let again = preview(&server, &alice, &web.url("/og#fragment")).await;
@@ -211,6 +212,12 @@ async fn a_preview_is_cached_and_the_legacy_path_answers_the_same() {
     assert_eq!(legacy, first);
     assert_eq!(web.hits("/og"), 1, "the page is fetched once");
     assert_eq!(web.hits("/image.png"), 1, "the image is fetched once");
+
+    // The cache is in the database: a restarted server still has it.
+    server.kill().await;
+    server.restart().await;
+    assert_eq!(preview(&server, &alice, &web.url("/og")).await, first);
+    assert_eq!(web.hits("/og"), 1, "the page is not fetched again after a restart");
 }
 
 #[tokio::test]

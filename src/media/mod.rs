@@ -91,9 +91,9 @@ impl Media {
         server_name: OwnedServerName,
     ) -> Self {
         Self {
+            previews: preview::Previews::new(&config, store.clone()),
             store,
             files: Files::new(data_dir),
-            previews: preview::Previews::new(&config),
             config,
             server_name,
             uploaded: Notify::new(),
@@ -107,7 +107,7 @@ impl Media {
     }
 
     /// The preview of `url` (`GET /preview_url`); its image is stored as an upload of `user`.
-    pub async fn preview_url(&self, user: &UserId, url: &str) -> Result<Arc<preview::Preview>> {
+    pub async fn preview_url(&self, user: &UserId, url: &str) -> Result<preview::Preview> {
         self.previews.preview(self, user, url).await
     }
 

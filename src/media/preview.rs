@@ -10,10 +10,10 @@
 //! point it elsewhere. Redirects are followed by hand, each hop checked the same way. A fetch
 //! takes at most [`FETCH_TIMEOUT`] and `[media] url_preview_max_bytes`.
 //!
-//! Previews are cached in memory per URL for [`CACHE_FOR`]; failures are not cached. FIXME: the
-//! cache is lost on restart and not shared with a second process; a table of its own (migration
-//! V12) would keep it. The `ts` parameter of the request is ignored: the spec lets a server answer
-//! its latest preview. This module never knows HTTP routing; it returns previews and `Error`s,
+//! Previews are cached per URL (without fragment) in the database (`url_previews`, migration V12)
+//! for [`CACHE_FOR`]; failures are not cached, so a page that was down is tried again at the next
+//! request. The `ts` parameter of the request is ignored: the spec lets a server answer its
+//! latest preview. This module never knows HTTP routing; it returns previews and `Error`s,
 //! and never logs a URL (which may carry tokens in its query), only the host at debug level.
 
 use std::{
@@ -21,8 +21,7 @@ use std::{
     collections::BTreeMap,
     io::Cursor,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::Context as _;
@@ -33,12 +32,17 @@ use ruma::{UserId, api::error::ErrorKind};
 use serde_json::Value;
 
 use super::{Media, Upload};
-use crate::{Error, Result, config::MediaConfig};
+use crate::{
+    Error, Result,
+    config::MediaConfig,
+    store::{Store, media::UrlPreviewRecord},
+    users::now_millis,
+};
 
 /// The longest one fetch (a page with its redirects, or an image) may take.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long a preview is answered from memory before the page is fetched again.
+/// How long a preview is answered from the cache before the page is fetched again.
 pub const CACHE_FOR: Duration = Duration::from_secs(60 * 60);
 
 /// Redirects followed before giving up.
@@ -46,9 +50,6 @@ const MAX_REDIRECTS: usize = 5;
 
 /// The longest URL previewed, in bytes; browsers and Synapse stop around there too.
 const MAX_URL_BYTES: usize = 2048;
-
-/// Previews kept in memory; past it the expired ones go, then the oldest.
-const MAX_CACHED: usize = 1000;
 
 /// Descriptions are cut to this many characters, as a preview shows only a line or two.
 const MAX_DESCRIPTION_CHARS: usize = 500;
@@ -58,14 +59,12 @@ const USER_AGENT: &str = concat!("Hearth/", env!("CARGO_PKG_VERSION"), " (URL pr
 /// A preview: Open Graph keys (`og:title`, `og:image`, ...) and `matrix:image:size`.
 pub type Preview = BTreeMap<String, Value>;
 
-/// The previews of this server: its settings and its cache.
+/// The previews of this server: its settings, and the store that caches them.
 pub struct Previews {
     enabled: bool,
     max_bytes: u64,
     allowlist: Vec<IpNet>,
-    /// Previews by URL (without fragment), with when they were made.
-    #[allow(clippy::disallowed_types)] // in-memory only
-    cache: Mutex<BTreeMap<String, (Instant, Arc<Preview>)>>,
+    store: Store,
 }
 
 /// A body fetched, and the URL it came from after redirects.
@@ -76,48 +75,35 @@ struct Fetched {
 }
 
 impl Previews {
-    pub fn new(config: &MediaConfig) -> Self {
+    pub fn new(config: &MediaConfig, store: Store) -> Self {
         Self {
             enabled: config.url_previews,
             max_bytes: config.url_preview_max_bytes,
             allowlist: config.url_preview_ip_allowlist.clone(),
-            cache: Mutex::default(),
+            store,
         }
     }
 
     /// The preview of `url` for `user`, from the cache or fetched now. Images are stored in
     /// `media` as uploads of `user`.
-    pub async fn preview(&self, media: &Media, user: &UserId, url: &str) -> Result<Arc<Preview>> {
+    pub async fn preview(&self, media: &Media, user: &UserId, url: &str) -> Result<Preview> {
         if !self.enabled {
             return Err(Error::forbidden("URL previews are disabled on this server"));
         }
         let url = parse_url(url)?;
-        if let Some(preview) = self.cached(url.as_str()) {
+        let cache_for = i64::try_from(CACHE_FOR.as_millis()).unwrap_or(i64::MAX);
+        let cached = self.store.url_preview(url.as_str(), now_millis() - cache_for).await?;
+        if let Some(preview) = cached.and_then(|json| serde_json::from_str(&json).ok()) {
             return Ok(preview);
         }
         tracing::debug!(host = url.host_str(), "previewing a URL");
         let page = self.fetch(url.clone()).await?;
-        let preview = Arc::new(self.build(media, user, page).await?);
-        self.remember(url.as_str(), preview.clone());
+        let preview = self.build(media, user, page).await?;
+        let json = serde_json::to_string(&preview).context("serialize a URL preview")?;
+        let fetched_ts = now_millis();
+        let record = UrlPreviewRecord { url: url.into(), fetched_ts, preview: json };
+        self.store.insert_url_preview(record, fetched_ts - cache_for).await?;
         Ok(preview)
-    }
-
-    fn cached(&self, url: &str) -> Option<Arc<Preview>> {
-        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let (made, preview) = cache.get(url)?;
-        (made.elapsed() < CACHE_FOR).then(|| preview.clone())
-    }
-
-    fn remember(&self, url: &str, preview: Arc<Preview>) {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= MAX_CACHED {
-            cache.retain(|_, (made, _)| made.elapsed() < CACHE_FOR);
-        }
-        if cache.len() >= MAX_CACHED {
-            let oldest = cache.iter().min_by_key(|(_, (made, _))| *made).map(|(k, _)| k.clone());
-            oldest.map(|key| cache.remove(&key));
-        }
-        cache.insert(url.to_owned(), (Instant::now(), preview));
     }
 
     /// The preview of a fetched body: an image is its own preview, an HTML page its tags, and

@@ -240,7 +240,7 @@ async fn get_media_preview(
 ) -> Result<get_media_preview::v1::Response> {
     services.preview_limiter.check(user.user_id.clone())?;
     let preview = services.media.preview_url(&user.user_id, &request.url).await?;
-    let response = get_media_preview::v1::Response::from_serialize(&*preview);
+    let response = get_media_preview::v1::Response::from_serialize(&preview);
     Ok(response.map_err(anyhow::Error::from)?)
 }
 
@@ -251,7 +251,7 @@ async fn get_media_preview_legacy(
 ) -> Result<media::get_media_preview::v3::Response> {
     services.preview_limiter.check(user.user_id.clone())?;
     let preview = services.media.preview_url(&user.user_id, &request.url).await?;
-    let response = media::get_media_preview::v3::Response::from_serialize(&*preview);
+    let response = media::get_media_preview::v3::Response::from_serialize(&preview);
     Ok(response.map_err(anyhow::Error::from)?)
 }
 
