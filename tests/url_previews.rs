@@ -150,11 +150,11 @@ fn config(extra: &str) -> String {
     format!("server_name = \"localhost\"\n[media]\n{extra}")
 }
 
-/// A server with previews on and 127.0.0.1 allowed, and a user of it.
+/// A server with previews on and 127.0.0.1 and ::1 allowed, and a user of it.
 async fn allowing_localhost() -> (TestServer, TestUser) {
     let toml = config(&format!(
         "url_previews = true\nurl_preview_max_bytes = {MAX_BYTES}\n\
-         url_preview_ip_allowlist = [\"127.0.0.1/32\"]\n"
+         url_preview_ip_allowlist = [\"127.0.0.1/32\", \"::1/128\"]\n"
     ));
     let server = TestServer::start_with_config(&toml, &["--registration", "open"]).await;
     let user = server.register("alice").await;
@@ -237,6 +237,13 @@ async fn pages_without_open_graph_fall_back_to_their_title_in_their_charset() {
         assert!(body.get("og:image").is_none(), "{path}: {body}");
     }
     assert_eq!(web.hits("/redirect/1"), 1, "each hop of the chain is fetched once");
+
+    // A host name is resolved by the server, checked, and connected to at what it checked.
+    let port = web.base.rsplit(':').next().unwrap();
+    let (status, body) =
+        preview(&server, &alice, &format!("http://localhost:{port}/meta-charset")).await;
+    assert_eq!((status, &body["og:title"]), (StatusCode::OK, &Value::from("Na\u{ef}ve")), "{body}");
+    assert_eq!(web.hits("/meta-charset"), 2, "fetched again through the name");
 }
 
 #[tokio::test]

@@ -191,14 +191,15 @@ impl Previews {
     async fn get_once(&self, url: &Url) -> Result<reqwest::Response> {
         let host = url.host_str().ok_or_else(|| bad_gateway("A URL without a host"))?;
         let port = url.port_or_known_default().unwrap_or(80);
-        let (address, is_name) = self.checked_address(host, port).await?;
+        let (addresses, is_name) = self.checked_addresses(host, port).await?;
         let mut builder = reqwest::Client::builder()
             .redirect(Policy::none())
             .no_proxy()
             .user_agent(USER_AGENT)
             .connect_timeout(FETCH_TIMEOUT);
         if is_name {
-            builder = builder.resolve(host, address);
+            // reqwest tries these (IPv6 and IPv4 alike) and looks nothing else up for `host`.
+            builder = builder.resolve_to_addrs(host, &addresses);
         }
         let client = builder.build().context("build the URL preview client")?;
         client.get(url.clone()).send().await.map_err(|error| {
@@ -207,10 +208,10 @@ impl Previews {
         })
     }
 
-    /// The address to connect to for `host`, and whether `host` is a name (not an IP literal).
+    /// The addresses to connect to for `host`, and whether `host` is a name (not an IP literal).
     /// Refused when any address the name resolves to is reserved: a name with one public and one
     /// private address is likely a rebinding attempt.
-    async fn checked_address(&self, host: &str, port: u16) -> Result<(SocketAddr, bool)> {
+    async fn checked_addresses(&self, host: &str, port: u16) -> Result<(Vec<SocketAddr>, bool)> {
         let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>();
         let (addresses, is_name) = match literal {
             Ok(ip) => (vec![SocketAddr::new(ip, port)], false),
@@ -220,12 +221,14 @@ impl Previews {
                 (found.collect::<Vec<_>>(), true)
             }
         };
-        let first = *addresses.first().ok_or_else(|| bad_gateway("The host has no address"))?;
+        if addresses.is_empty() {
+            return Err(bad_gateway("The page's host has no address"));
+        }
         if addresses.iter().any(|a| !self.may_fetch_from(a.ip())) {
             tracing::debug!(host, "refused to preview from a reserved address");
             return Err(Error::forbidden("Previews may not fetch from this host's address"));
         }
-        Ok((first, is_name))
+        Ok((addresses, is_name))
     }
 
     fn may_fetch_from(&self, ip: IpAddr) -> bool {
