@@ -2,9 +2,9 @@
 //! `GET /_matrix/media/v3/preview_url`) against a tiny web server inside the test, on 127.0.0.1,
 //! which the server's `[media] url_preview_ip_allowlist` lets previews reach: Open Graph tags,
 //! a page with only a `<title>`, pages in other charsets, an image, redirects, bodies over the
-//! limit, a server too slow to answer, the cache, also across a restart (the web server counts its
-//! hits), the refusal
-//! of private addresses, previews switched off, and a table of bad requests.
+//! limit, a server too slow to answer, the cache, also across a restart (the web server counts
+//! its hits), the refusal of private addresses, previews switched off, the limit per user, and a
+//! table of bad requests.
 
 mod common;
 
@@ -356,4 +356,20 @@ async fn bad_preview_requests_get_exact_errors() {
             .expect(StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN"),
     ];
     run_table(&server, rows).await;
+}
+
+#[tokio::test]
+async fn a_user_asking_for_too_many_previews_is_limited() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let path = format!("{AUTHED}?url=https%3A%2F%2Fexample.com%2F");
+    for _ in 0..60 {
+        let got = server.get(&path, &alice.access_token).await;
+        assert_error(&got, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    }
+    let got = server.get(&path, &alice.access_token).await;
+    assert_error(&got, StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED");
+    let other = server.get(&path, &bob.access_token).await;
+    assert_error(&other, StatusCode::FORBIDDEN, "M_FORBIDDEN");
 }
