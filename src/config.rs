@@ -146,6 +146,17 @@ pub struct MediaConfig {
     /// decoded image takes four bytes a pixel.
     #[serde(default = "default_max_thumbnail_source_pixels")]
     pub max_thumbnail_source_pixels: u64,
+    /// Whether `GET /preview_url` fetches the pages users link to. Off by default: the server
+    /// then makes requests to addresses its users choose.
+    #[serde(default)]
+    pub url_previews: bool,
+    /// The largest page or image a preview downloads, in bytes.
+    #[serde(default = "default_url_preview_max_bytes")]
+    pub url_preview_max_bytes: u64,
+    /// Addresses a preview may fetch from although they are private, loopback or otherwise
+    /// reserved (all such addresses are refused by default).
+    #[serde(default)]
+    pub url_preview_ip_allowlist: Vec<ipnet::IpNet>,
 }
 
 impl Default for MediaConfig {
@@ -155,6 +166,9 @@ impl Default for MediaConfig {
             max_pending_uploads: default_max_pending_uploads(),
             pending_upload_expiry_seconds: default_pending_upload_expiry_seconds(),
             max_thumbnail_source_pixels: default_max_thumbnail_source_pixels(),
+            url_previews: false,
+            url_preview_max_bytes: default_url_preview_max_bytes(),
+            url_preview_ip_allowlist: Vec::new(),
         }
     }
 }
@@ -440,6 +454,10 @@ fn default_max_thumbnail_source_pixels() -> u64 {
     32 * 1024 * 1024
 }
 
+fn default_url_preview_max_bytes() -> u64 {
+    10 * 1024 * 1024
+}
+
 fn default_true() -> bool {
     true
 }
@@ -583,6 +601,9 @@ impl MediaConfig {
         if !(1..=1 << 40).contains(&self.max_thumbnail_source_pixels) {
             bail!("[media] max_thumbnail_source_pixels must be between 1 and 2^40");
         }
+        if self.url_preview_max_bytes == 0 {
+            bail!("[media] url_preview_max_bytes must be at least 1");
+        }
         Ok(())
     }
 }
@@ -679,6 +700,14 @@ pending_upload_expiry_seconds = 86400
 # The largest image (width times height, in pixels) thumbnails are made from.
 # Decoding takes four bytes a pixel: 33554432 pixels is 128 MiB.
 max_thumbnail_source_pixels = 33554432
+# Whether links in messages get previews: the server fetches the page a user
+# links to and answers its title, description and image. Off by default.
+url_previews = false
+# The largest page or image a preview downloads, in bytes (10 MiB).
+url_preview_max_bytes = 10485760
+# Previews never fetch from private, loopback, link-local or other reserved
+# addresses, except from these networks (CIDRs such as "192.168.1.0/24").
+url_preview_ip_allowlist = []
 
 [presence]
 # Whether users see who is online ("presence"). When false, everyone shows as
@@ -805,6 +834,9 @@ mod tests {
             defaults.pending_upload_expiry_seconds
         );
         assert_eq!(config.media.max_thumbnail_source_pixels, defaults.max_thumbnail_source_pixels);
+        assert!(!config.media.url_previews);
+        assert_eq!(config.media.url_preview_max_bytes, defaults.url_preview_max_bytes);
+        assert!(config.media.url_preview_ip_allowlist.is_empty());
         let presence = PresenceConfig::default();
         assert!(config.presence.enabled);
         assert_eq!(config.presence.idle_after_seconds, presence.idle_after_seconds);

@@ -22,6 +22,9 @@ use crate::{
     users::{Users, activity::DeviceActivity, uiaa::Uiaa},
 };
 
+/// URL previews a user may ask for per minute (and at once): enough for a busy room's links.
+const PREVIEWS_PER_MINUTE: u32 = 60;
+
 /// Every component of a running server.
 pub struct Services {
     pub config: Config,
@@ -51,6 +54,8 @@ pub struct Services {
     /// Limits password confirmations (user-interactive authentication) per account, so that a
     /// stolen access token cannot be used to guess the account's password.
     pub password_limiter: RateLimiter<ruma::OwnedUserId>,
+    /// Limits URL previews per user: each may make the server fetch a page and an image.
+    pub preview_limiter: RateLimiter<ruma::OwnedUserId>,
     /// User-interactive authentication sessions in progress.
     pub uiaa: Uiaa,
     /// Uploads, downloads and thumbnails; the files under `<data_dir>/media`.
@@ -83,6 +88,7 @@ impl Services {
             Push::start(store.clone(), &bus, users.clone(), rooms.clone(), RetryPolicy::default());
         let login_limiter = RateLimiter::per_minute(config.limits.login_attempts_per_minute);
         let password_limiter = RateLimiter::per_minute(config.limits.login_attempts_per_minute);
+        let preview_limiter = RateLimiter::per_minute(PREVIEWS_PER_MINUTE);
         let uiaa = Uiaa::default();
         let media =
             Media::new(store.clone(), data_dir, config.media.clone(), config.server_name.clone());
@@ -103,6 +109,7 @@ impl Services {
             push,
             login_limiter,
             password_limiter,
+            preview_limiter,
             uiaa,
             media,
             #[cfg(feature = "postgres")]

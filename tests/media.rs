@@ -559,13 +559,13 @@ async fn bad_media_requests_get_the_spec_errors() {
         )
         .expect(S::NOT_FOUND, "M_NOT_FOUND"),
         row(
-            "URL previews are not served",
+            "URL previews are off by default",
             M::GET,
             format!("{AUTHED}/preview_url?url=https%3A%2F%2Fexample.org"),
             a,
             None,
         )
-        .expect(S::NOT_FOUND, "M_UNRECOGNIZED"),
+        .expect(S::FORBIDDEN, "M_FORBIDDEN"),
     ];
     run_table(&server, rows).await;
 

@@ -10,6 +10,7 @@
 //! media download, which does not exist yet; it is answered as unknown (404).
 
 pub mod files;
+pub mod preview;
 pub mod thumbnail;
 
 use std::{path::Path, sync::Arc, time::Duration};
@@ -77,6 +78,8 @@ pub struct Media {
     uploaded: Notify,
     /// Bounds the thumbnails made at once.
     thumbnailing: Arc<Semaphore>,
+    /// URL previews and their cache.
+    previews: preview::Previews,
 }
 
 impl Media {
@@ -88,6 +91,7 @@ impl Media {
         server_name: OwnedServerName,
     ) -> Self {
         Self {
+            previews: preview::Previews::new(&config, store.clone()),
             store,
             files: Files::new(data_dir),
             config,
@@ -100,6 +104,11 @@ impl Media {
     /// The largest upload accepted, in bytes.
     pub fn max_upload_bytes(&self) -> u64 {
         self.config.max_upload_bytes
+    }
+
+    /// The preview of `url` (`GET /preview_url`); its image is stored as an upload of `user`.
+    pub async fn preview_url(&self, user: &UserId, url: &str) -> Result<preview::Preview> {
+        self.previews.preview(self, user, url).await
     }
 
     /// Stores a direct upload (`POST /upload`) under a new media ID.

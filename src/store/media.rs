@@ -1,5 +1,6 @@
 //! The media repository's metadata: which media IDs exist, who uploaded them, what their content
-//! is (type, file name, size, SHA-256 of the bytes) and which thumbnails were generated.
+//! is (type, file name, size, SHA-256 of the bytes), which thumbnails were generated, and the URL
+//! previews cached.
 //!
 //! Only rows live here; the bytes are files in the data directory that `crate::media` writes
 //! before it records them, so no row ever names a file that is not on disk.
@@ -37,6 +38,28 @@ pub trait MediaStore {
     /// Records a generated thumbnail; one already recorded for the same key is kept (two requests
     /// that generated it at once stored the same bytes).
     async fn insert_thumbnail(&self, thumbnail: ThumbnailRecord) -> StoreResult<()>;
+
+    /// The cached preview (its JSON) of `url` if it was fetched at or after `since_ts`.
+    async fn url_preview(&self, url: &str, since_ts: i64) -> StoreResult<Option<String>>;
+
+    /// Caches a URL preview, replacing an earlier one of the same URL, and removes the previews
+    /// fetched before `expired_before`.
+    async fn insert_url_preview(
+        &self,
+        preview: UrlPreviewRecord,
+        expired_before: i64,
+    ) -> StoreResult<()>;
+}
+
+/// A URL preview as it is cached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UrlPreviewRecord {
+    /// The URL without its fragment.
+    pub url: String,
+    /// When the page was fetched (ms since the epoch).
+    pub fetched_ts: i64,
+    /// The preview's JSON object.
+    pub preview: String,
 }
 
 /// Content to record for a media ID.

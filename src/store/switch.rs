@@ -848,6 +848,18 @@ impl MediaStore for SwitchableStore {
     async fn insert_thumbnail(&self, thumbnail: ThumbnailRecord) -> StoreResult<()> {
         self.write(|s| async move { s.insert_thumbnail(thumbnail).await }).await
     }
+
+    async fn url_preview(&self, url: &str, since_ts: i64) -> StoreResult<Option<String>> {
+        self.current().url_preview(url, since_ts).await
+    }
+
+    async fn insert_url_preview(
+        &self,
+        preview: crate::store::media::UrlPreviewRecord,
+        expired_before: i64,
+    ) -> StoreResult<()> {
+        self.write(|s| async move { s.insert_url_preview(preview, expired_before).await }).await
+    }
 }
 
 #[async_trait]

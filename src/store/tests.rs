@@ -1879,3 +1879,28 @@ async fn login_tokens_are_taken_once_and_openid_tokens_until_they_expire() {
     assert_eq!(store.take_login_token("again", 1).await.unwrap(), None);
     assert_eq!(store.openid_token_user("id2", 201).await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn url_previews_are_cached_replaced_and_expired() {
+    let db = TestDatabase::new().await;
+    let store = db.open().await;
+    let preview = |url: &str, fetched_ts: i64, title: &str| super::media::UrlPreviewRecord {
+        url: url.into(),
+        fetched_ts,
+        preview: format!("{{\"og:title\":\"{title}\"}}"),
+    };
+    let (a, b) = ("https://a.example/", "https://b.example/");
+    assert_eq!(store.url_preview(a, 0).await.unwrap(), None);
+
+    store.insert_url_preview(preview(a, 1_000, "first"), 0).await.unwrap();
+    assert_eq!(store.url_preview(a, 1_000).await.unwrap(), Some(preview(a, 0, "first").preview));
+    assert_eq!(store.url_preview(a, 1_001).await.unwrap(), None, "too old for the caller");
+
+    store.insert_url_preview(preview(a, 2_000, "second"), 0).await.unwrap();
+    assert_eq!(store.url_preview(a, 0).await.unwrap(), Some(preview(a, 0, "second").preview));
+
+    // Writing another removes the previews fetched before the expiry given.
+    store.insert_url_preview(preview(b, 5_000, "b"), 2_001).await.unwrap();
+    assert_eq!(store.url_preview(a, 0).await.unwrap(), None);
+    assert_eq!(store.url_preview(b, 0).await.unwrap(), Some(preview(b, 0, "b").preview));
+}

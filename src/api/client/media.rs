@@ -8,8 +8,9 @@
 //! The `Content-Disposition` is `inline` only for types a browser shows without running anything
 //! (`crate::media::is_safe_inline`), with the file name encoded by ruma's `ContentDisposition`.
 //!
-//! `GET /_matrix/client/v1/media/preview_url` is not served (`M_UNRECOGNIZED`). FIXME: URL
-//! previews need an HTTP client with protection against requests to private addresses.
+//! URL previews (`GET /_matrix/client/v1/media/preview_url` and the deprecated
+//! `GET /_matrix/media/v3/preview_url`) are made by `crate::media::preview`, limited per user
+//! here; with `[media] url_previews = false` (the default) they answer 403.
 // The unauthenticated `/_matrix/media/v3/` download endpoints are deprecated since v1.11 and
 // still served, as the spec allows, for clients that have not moved on.
 #![allow(deprecated)]
@@ -21,6 +22,7 @@ use ruma::{
     api::client::{
         authenticated_media::{
             get_content, get_content_as_filename, get_content_thumbnail, get_media_config,
+            get_media_preview,
         },
         media,
     },
@@ -47,7 +49,9 @@ pub fn routes(router: &mut Router) {
         .add_media(get_content_legacy)
         .add_media(get_content_as_filename_legacy)
         .add_media(get_content_thumbnail_legacy)
-        .add_media(get_media_config_legacy);
+        .add_media(get_media_config_legacy)
+        .add_media(get_media_preview)
+        .add_media(get_media_preview_legacy);
 }
 
 async fn create_content(
@@ -227,6 +231,28 @@ async fn get_media_config_legacy(
     _: media::get_media_config::v3::Request,
 ) -> Result<media::get_media_config::v3::Response> {
     Ok(media::get_media_config::v3::Response::new(upload_size(&services)))
+}
+
+async fn get_media_preview(
+    services: Arc<Services>,
+    user: User,
+    request: get_media_preview::v1::Request,
+) -> Result<get_media_preview::v1::Response> {
+    services.preview_limiter.check(user.user_id.clone())?;
+    let preview = services.media.preview_url(&user.user_id, &request.url).await?;
+    let response = get_media_preview::v1::Response::from_serialize(&preview);
+    Ok(response.map_err(anyhow::Error::from)?)
+}
+
+async fn get_media_preview_legacy(
+    services: Arc<Services>,
+    user: User,
+    request: media::get_media_preview::v3::Request,
+) -> Result<media::get_media_preview::v3::Response> {
+    services.preview_limiter.check(user.user_id.clone())?;
+    let preview = services.media.preview_url(&user.user_id, &request.url).await?;
+    let response = media::get_media_preview::v3::Response::from_serialize(&preview);
+    Ok(response.map_err(anyhow::Error::from)?)
 }
 
 fn upload_size(services: &Services) -> UInt {

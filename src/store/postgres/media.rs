@@ -6,7 +6,7 @@ use super::{Conn, PostgresStore, execute, query_opt};
 use crate::store::{
     MediaRecord, MediaReservation, MediaStore, NewMedia, StoreResult, ThumbnailKey,
     ThumbnailRecord,
-    media::{MEDIA_COLUMNS, MediaRow},
+    media::{MEDIA_COLUMNS, MediaRow, UrlPreviewRecord},
 };
 
 #[async_trait]
@@ -66,6 +66,43 @@ impl MediaStore for PostgresStore {
     async fn insert_thumbnail(&self, thumbnail: ThumbnailRecord) -> StoreResult<()> {
         self.write(move |w| w.block_on(insert_thumbnail(w.conn(), &thumbnail))).await
     }
+
+    async fn url_preview(&self, url: &str, since_ts: i64) -> StoreResult<Option<String>> {
+        let row = query_opt(
+            &*self.conn().await?,
+            "SELECT preview FROM url_previews WHERE url = $1 AND fetched_ts >= $2",
+            &[&url, &since_ts],
+        )
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(row.try_get(0)?))
+    }
+
+    async fn insert_url_preview(
+        &self,
+        preview: UrlPreviewRecord,
+        expired_before: i64,
+    ) -> StoreResult<()> {
+        self.write(move |w| w.block_on(insert_url_preview(w.conn(), &preview, expired_before)))
+            .await
+    }
+}
+
+async fn insert_url_preview(
+    c: &Conn,
+    preview: &UrlPreviewRecord,
+    expired_before: i64,
+) -> StoreResult<()> {
+    execute(c, "DELETE FROM url_previews WHERE fetched_ts < $1", &[&expired_before]).await?;
+    execute(
+        c,
+        "INSERT INTO url_previews (url, fetched_ts, preview) VALUES ($1, $2, $3)
+         ON CONFLICT (url) DO UPDATE SET fetched_ts = excluded.fetched_ts,
+                                         preview = excluded.preview",
+        &[&preview.url, &preview.fetched_ts, &preview.preview],
+    )
+    .await?;
+    Ok(())
 }
 
 async fn insert_media(c: &Conn, media: &NewMedia) -> StoreResult<()> {

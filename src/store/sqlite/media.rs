@@ -7,7 +7,7 @@ use super::SqliteStore;
 use crate::store::{
     MediaRecord, MediaReservation, MediaStore, NewMedia, StoreResult, ThumbnailKey,
     ThumbnailRecord,
-    media::{MEDIA_COLUMNS, MediaRow},
+    media::{MEDIA_COLUMNS, MediaRow, UrlPreviewRecord},
 };
 
 #[async_trait]
@@ -148,6 +148,39 @@ impl MediaStore for SqliteStore {
                     thumbnail.size,
                     thumbnail.sha256
                 ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn url_preview(&self, url: &str, since_ts: i64) -> StoreResult<Option<String>> {
+        let url = url.to_owned();
+        self.read(move |c| {
+            let found = c
+                .query_row(
+                    "SELECT preview FROM url_previews WHERE url = ?1 AND fetched_ts >= ?2",
+                    params![url, since_ts],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn insert_url_preview(
+        &self,
+        preview: UrlPreviewRecord,
+        expired_before: i64,
+    ) -> StoreResult<()> {
+        self.write(move |c| {
+            c.execute("DELETE FROM url_previews WHERE fetched_ts < ?1", params![expired_before])?;
+            c.execute(
+                "INSERT INTO url_previews (url, fetched_ts, preview) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (url) DO UPDATE SET fetched_ts = excluded.fetched_ts,
+                                                 preview = excluded.preview",
+                params![preview.url, preview.fetched_ts, preview.preview],
             )?;
             Ok(())
         })
