@@ -424,3 +424,47 @@ async fn capabilities_offer_account_moderation_to_admins_only() {
 async fn capabilities(server: &TestServer, user: &TestUser) -> Value {
     server.get(&format!("{V3}/capabilities"), &user.access_token).await.1["capabilities"].clone()
 }
+
+/// A lock also stops the ways to new tokens that need no password: a login token asked for
+/// before the lock, and a refresh token. The refresh token works again once the account is
+/// unlocked (the tokens refused meanwhile were never used).
+#[tokio::test]
+async fn a_locked_account_gets_no_tokens_from_a_login_token_or_a_refresh() {
+    let server = TestServer::start().await;
+    let parent = admin(&server, "parent").await;
+    let bob = server.register("bob").await;
+    let login = json!({
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": "bob"},
+        "password": "password-bob",
+        "refresh_token": true,
+    });
+    let (status, session) =
+        server.call(Method::POST, &format!("{V3}/login"), None, Some(login)).await;
+    assert_eq!(status, StatusCode::OK, "{session}");
+    let refresh = json!({"refresh_token": session["refresh_token"]});
+    let auth = json!({"auth": {
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": bob.user_id},
+        "password": "password-bob",
+    }});
+    let (status, issued) =
+        server.post(&format!("{V1}/login/get_token"), &bob.access_token, auth).await;
+    assert_eq!(status, StatusCode::OK, "{issued}");
+
+    let token = &parent.access_token;
+    server.put(&lock_path(&bob.user_id), token, json!({"locked": true})).await;
+    let token_login = json!({"type": "m.login.token", "token": issued["login_token"]});
+    let got = server.call(Method::POST, &format!("{V3}/login"), None, Some(token_login)).await;
+    assert_error(&got, StatusCode::UNAUTHORIZED, "M_USER_LOCKED");
+    let refresh_path = format!("{V3}/refresh");
+    let got = server.call(Method::POST, &refresh_path, None, Some(refresh.clone())).await;
+    assert_error(&got, StatusCode::UNAUTHORIZED, "M_USER_LOCKED");
+
+    server.put(&lock_path(&bob.user_id), token, json!({"locked": false})).await;
+    let (status, renewed) = server.call(Method::POST, &refresh_path, None, Some(refresh)).await;
+    assert_eq!(status, StatusCode::OK, "{renewed}");
+    let access = renewed["access_token"].as_str().unwrap();
+    let (status, me) = server.get(&format!("{V3}/account/whoami"), access).await;
+    assert_eq!((status, me["user_id"].as_str()), (StatusCode::OK, Some(bob.user_id.as_str())));
+}

@@ -284,3 +284,32 @@ async fn bad_peeking_requests_get_the_spec_errors() {
     ];
     run_table(&server, rows).await;
 }
+
+/// The spec's `/forget`: "a user will no longer be able to retrieve history for this room".
+#[tokio::test]
+async fn a_forgotten_room_is_seen_as_by_someone_who_was_never_in_it() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let room = server.create_room(&alice, json!({"preset": "public_chat"})).await;
+    server.join(&bob, &room).await;
+    server.send_text(&alice, &room, "seen while bob was here").await;
+    for action in ["leave", "forget"] {
+        let path = format!("{V3}/rooms/{}/{action}", enc(&room));
+        let (status, json) = server.post(&path, &bob.access_token, json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{action}: {json}");
+    }
+
+    let forbidden = |got: (StatusCode, Value)| {
+        common::assert_error(&got, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    };
+    forbidden(server.get(&initial_sync_path(&room), &bob.access_token).await);
+    let path = format!("{V3}/events?room_id={}&from=s0&timeout=0", enc(&room));
+    forbidden(server.get(&path, &bob.access_token).await);
+    let path = format!("{V3}/rooms/{}/messages?dir=b", enc(&room));
+    forbidden(server.get(&path, &bob.access_token).await);
+
+    // Joining again gives the room back, as to any new member.
+    server.join(&bob, &room).await;
+    assert_eq!(initial_sync(&server, &bob, &room).await["membership"], "join");
+}

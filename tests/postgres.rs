@@ -747,7 +747,9 @@ async fn a_stopped_server_moves_back_to_sqlite_from_the_command_line() {
     server.kill().await;
     let (ok, stdout, stderr) = hearth_command(&server, &["db", "migrate", "--to", "sqlite"]);
     assert!(ok, "{stdout}\n{stderr}");
-    assert!(stdout.contains("Copying events") && stdout.contains("now uses SQLite"), "{stdout}");
+    // Progress is sampled, so which tables' lines show depends on timing; that some do is
+    // what matters.
+    assert!(stdout.contains("Copying ") && stdout.contains("now uses SQLite"), "{stdout}");
     assert!(config_names(&server, "sqlite"));
     let (ok, _, stderr) = hearth_command(&server, &["db", "migrate", "--to", "sqlite"]);
     assert!(!ok && stderr.contains("in SQLite already"), "{stderr}");

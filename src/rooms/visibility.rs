@@ -36,9 +36,14 @@ struct MemberContent {
 }
 
 impl HistoryView {
-    /// Loads the user's view of a room.
+    /// Loads the user's view of a room. A room the user forgot is seen as by someone who was
+    /// never in it: the spec's `/forget` ends the user's access to its history.
     pub async fn load(store: &Store, room_id: &RoomId, user_id: &UserId) -> Result<Self> {
-        let members = store.state_key_history(room_id, "m.room.member", user_id.as_str()).await?;
+        let forgotten = store.forgotten_rooms(user_id).await?.iter().any(|room| room == room_id);
+        let members = match forgotten {
+            true => Vec::new(),
+            false => store.state_key_history(room_id, "m.room.member", user_id.as_str()).await?,
+        };
         let visibility = store.state_key_history(room_id, "m.room.history_visibility", "").await?;
         Ok(Self {
             memberships: timeline(&members, |pdu| {

@@ -63,6 +63,11 @@ impl Users {
             .await?
             .ok_or_else(|| Error::soft_logout("Unknown or already used refresh token"))?;
         self.forget_tokens(&refreshed.revoked);
+        // A locked account gets no working tokens. Its new ones stay unused, so the refresh
+        // token it sent works again once the account is unlocked.
+        if self.get(&refreshed.user_id).await?.is_some_and(|user| user.locked) {
+            return Err(Error::user_locked());
+        }
         Ok(RefreshedTokens {
             access_token,
             refresh_token: new_refresh_token,
@@ -79,7 +84,8 @@ impl Users {
     }
 
     /// Takes a login token: the user it logs in, once. `M_FORBIDDEN` if it is unknown, used or
-    /// expired; `M_USER_DEACTIVATED` if the account was deactivated since.
+    /// expired; `M_USER_DEACTIVATED` if the account was deactivated since, `M_USER_LOCKED` if it
+    /// is locked (as a password login is refused).
     pub async fn take_login_token(&self, token: &str) -> Result<OwnedUserId> {
         let user_id = self
             .store
@@ -93,6 +99,9 @@ impl Users {
                 ruma::api::error::ErrorKind::UserDeactivated,
                 "This account has been deactivated",
             ));
+        }
+        if user.locked {
+            return Err(Error::user_locked());
         }
         Ok(user_id)
     }
