@@ -109,6 +109,13 @@ pub struct LimitsConfig {
     /// in seconds; also how long an idle kept-alive connection stays open.
     #[serde(default = "default_request_timeout_seconds")]
     pub request_timeout_seconds: u64,
+    /// Connections open at once, in all; past it new ones wait until one closes.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Connections open at once from one IP address; more are closed at once. A reverse proxy
+    /// on the same machine counts as one address.
+    #[serde(default = "default_connections_per_address")]
+    pub connections_per_address: usize,
 }
 
 impl LimitsConfig {
@@ -124,6 +131,8 @@ impl Default for LimitsConfig {
             max_request_bytes: default_max_request_bytes(),
             login_attempts_per_minute: default_login_per_minute(),
             request_timeout_seconds: default_request_timeout_seconds(),
+            max_connections: default_max_connections(),
+            connections_per_address: default_connections_per_address(),
         }
     }
 }
@@ -438,6 +447,14 @@ fn default_request_timeout_seconds() -> u64 {
     30
 }
 
+fn default_max_connections() -> usize {
+    1024
+}
+
+fn default_connections_per_address() -> usize {
+    256
+}
+
 fn default_max_upload_bytes() -> u64 {
     50 * 1024 * 1024
 }
@@ -688,6 +705,10 @@ login_attempts_per_minute = 30
 # How long a client may take to send a request's headers, or pause while it
 # sends a body, in seconds; also how long an idle connection stays open.
 request_timeout_seconds = 30
+# Connections open at once, in all; past it new ones wait until one closes.
+max_connections = 1024
+# Connections open at once from one address (a reverse proxy counts as one).
+connections_per_address = 256
 
 [media]
 # The largest file a user may upload, in bytes (50 MiB). Uploads may be this

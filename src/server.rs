@@ -51,6 +51,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let mut config = Config::load_or_create(data_dir, &first_run)?;
     apply_overrides(&mut config, &options)?;
     let _log_guard = init_logging(data_dir, &config.log.level)?;
+    fit_connections_to_file_limit(&mut config.limits);
 
     let Some(services) = open_services_when_reachable(data_dir, config).await? else {
         tracing::info!("stopped while waiting for the database");
@@ -67,6 +68,30 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     crate::api::serve(services, listener, shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// File descriptors kept for everything but client connections: the database, logs, media
+/// files, outgoing requests.
+const FILES_BESIDES_CONNECTIONS: u64 = 256;
+
+/// Raises the process's open-file limit where the platform has one (launchd starts programs
+/// at 256, systemd services at 1024) so that `[limits] max_connections` fits under it; when the
+/// hard limit is lower, serves fewer connections rather than failing to accept them.
+fn fit_connections_to_file_limit(limits: &mut crate::config::LimitsConfig) {
+    let wanted = limits.max_connections as u64 + FILES_BESIDES_CONNECTIONS;
+    match rlimit::increase_nofile_limit(wanted) {
+        Ok(available) if available < wanted => {
+            let fitting = available.saturating_sub(FILES_BESIDES_CONNECTIONS).max(16);
+            tracing::warn!(
+                open_file_limit = available,
+                max_connections = fitting,
+                "the open-file limit is low: serving fewer connections at once"
+            );
+            limits.max_connections = usize::try_from(fitting).unwrap_or(usize::MAX);
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot read or raise the open-file limit"),
+    }
 }
 
 /// Builds every component on the database the configuration names.

@@ -111,7 +111,13 @@ async fn first_run_creates_a_commented_config_the_signing_key_and_the_database()
     assert_eq!(keys("log"), ["level"]);
     assert_eq!(
         keys("limits"),
-        ["login_attempts_per_minute", "max_request_bytes", "request_timeout_seconds"]
+        [
+            "connections_per_address",
+            "login_attempts_per_minute",
+            "max_connections",
+            "max_request_bytes",
+            "request_timeout_seconds"
+        ]
     );
     assert_eq!(keys("well_known"), ["client", "contacts", "server", "support_page"]);
     assert_eq!(

@@ -1,6 +1,8 @@
 //! Clients that send slowly, against the real server with `[limits] request_timeout_seconds = 1`:
-//! one that never finishes its headers is disconnected, one whose body stalls gets 408, and one
-//! that sends a body slowly but steadily is served.
+//! one that sends nothing or never finishes its headers is disconnected, one whose body stalls
+//! gets 408, and one that sends a body slowly but steadily is served. And the connection limits:
+//! past `connections_per_address` a connection is closed at once, past `max_connections` it
+//! waits until another closes.
 
 mod common;
 
@@ -42,6 +44,16 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
 }
 
 #[tokio::test]
+async fn a_client_that_sends_nothing_is_disconnected() {
+    let server = server().await;
+    let mut stream = connect(&server).await;
+    let started = Instant::now();
+    let answer = read_to_close(&mut stream).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
+    assert!(answer.is_empty(), "nothing to answer: {answer}");
+}
+
+#[tokio::test]
 async fn an_idle_kept_alive_connection_is_closed() {
     let server = server().await;
     let mut stream = connect(&server).await;
@@ -78,4 +90,61 @@ async fn a_stalled_body_gets_408_and_a_slow_steady_one_is_served() {
     }
     let answer = read_to_close(&mut steady).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "1.6 s in all, never 1 s idle: {answer}");
+}
+
+/// A server whose connections may sit idle for 30 s, with the given `[limits]` lines.
+async fn server_with_limits(limits: &str) -> TestServer {
+    let config = format!("server_name = \"localhost\"\n[limits]\n{limits}\n");
+    TestServer::start_with_config(&config, &[]).await
+}
+
+/// Asks for `/versions` on `stream` and returns the answer's first line, or `None` when none
+/// comes within `wait`.
+async fn versions(stream: &mut TcpStream, wait: Duration) -> Option<String> {
+    let request = b"GET /_matrix/client/versions HTTP/1.1\r\nHost: x\r\n\r\n";
+    stream.write_all(request).await.ok()?;
+    let mut answer = vec![0_u8; 4096];
+    let read = tokio::time::timeout(wait, stream.read(&mut answer)).await.ok()?.ok()?;
+    let answer = String::from_utf8_lossy(&answer[..read]).into_owned();
+    answer.lines().next().map(str::to_owned)
+}
+
+#[tokio::test]
+async fn connections_past_the_per_address_limit_are_closed_at_once() {
+    let server = server_with_limits("connections_per_address = 3").await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(connect(&server).await);
+    }
+    let mut refused = connect(&server).await;
+    let started = Instant::now();
+    let answer = read_to_close(&mut refused).await;
+    assert!(answer.is_empty(), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(2), "closed after {:?}", started.elapsed());
+
+    let first = versions(&mut held[0], Duration::from_secs(5)).await;
+    assert_eq!(first.as_deref(), Some("HTTP/1.1 200 OK"), "the held ones are served");
+    held.pop();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut later = connect(&server).await;
+    let answer = versions(&mut later, Duration::from_secs(5)).await;
+    assert_eq!(answer.as_deref(), Some("HTTP/1.1 200 OK"), "a freed slot is used again");
+}
+
+#[tokio::test]
+async fn connections_past_the_total_limit_wait_for_one_to_close() {
+    let server = server_with_limits("max_connections = 2").await;
+    let mut held = vec![connect(&server).await, connect(&server).await];
+    let first = versions(&mut held[0], Duration::from_secs(5)).await;
+    assert_eq!(first.as_deref(), Some("HTTP/1.1 200 OK"));
+
+    let mut waiting = connect(&server).await;
+    let early = versions(&mut waiting, Duration::from_millis(1500)).await;
+    assert_eq!(early, None, "a third connection is not served while two are open");
+    held.pop();
+    let mut answer = vec![0_u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(5), waiting.read(&mut answer)).await;
+    let read = read.expect("served once a connection closed").expect("read the answer");
+    let answer = String::from_utf8_lossy(&answer[..read]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
 }

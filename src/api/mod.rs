@@ -32,6 +32,10 @@ pub async fn serve(
 ) {
     let router = Arc::new(routes());
     let timeout = services.config.limits.request_timeout();
+    let limits = listener::ConnectionLimits {
+        total: services.config.limits.max_connections.max(1),
+        per_address: services.config.limits.connections_per_address.max(1),
+    };
     let filter = warp::any()
         .and(warp::method())
         .and(warp::path::full())
@@ -56,7 +60,7 @@ pub async fn serve(
                 handle(services.clone(), router.clone(), incoming, body)
             },
         );
-    listener::run(listener, timeout, warp::service(filter), shutdown).await;
+    listener::run(listener, timeout, limits, warp::service(filter), shutdown).await;
 }
 
 /// Every route Hearth serves.
