@@ -184,6 +184,29 @@ impl Consumer {
         }
     }
 
+    /// The next messages after those already handed out, at most `limit` (at least one), waiting
+    /// until one is published: what queued up while the consumer was busy comes as one batch.
+    pub async fn next_batch(&mut self, limit: usize) -> StoreResult<Vec<DurableMessage>> {
+        loop {
+            let notified = self.notify.notified();
+            let batch = self.store.bus_read(&self.stream, self.delivered, limit.max(1)).await?;
+            if let Some(last) = batch.last() {
+                self.delivered = last.sequence;
+                return Ok(batch
+                    .into_iter()
+                    .map(|stored| DurableMessage {
+                        sequence: stored.sequence,
+                        message: Message {
+                            subject: stored.subject,
+                            payload: stored.payload.into(),
+                        },
+                    })
+                    .collect());
+            }
+            notified.await;
+        }
+    }
+
     /// Records that everything up to `sequence` was processed.
     pub async fn ack(&self, sequence: i64) -> StoreResult<()> {
         self.store.bus_ack(&self.stream, &self.name, sequence).await

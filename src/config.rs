@@ -67,6 +67,18 @@ pub struct Config {
     pub voip: VoipConfig,
     #[serde(default)]
     pub auth: AuthConfig,
+    #[serde(default)]
+    pub appservices: AppservicesConfig,
+}
+
+/// `[appservices]`: the application services (bridges) this server talks to.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppservicesConfig {
+    /// Registration files (the spec's YAML registration), relative to the data directory unless
+    /// absolute. Read at start; a bad file stops the server (see `crate::appservice`).
+    #[serde(default)]
+    pub registration_files: Vec<PathBuf>,
 }
 
 /// `[registration]`: who may sign up.
@@ -794,6 +806,14 @@ backend = "sqlite"
 # (the client gets 503); the URL's options may change either, as in
 # "postgresql://...?options=-c%20statement_timeout%3D60s".
 url = ""
+
+[appservices]
+# Application services (bridges such as mautrix-telegram or heisenbridge): the
+# registration file each bridge generates, in the spec's YAML format, relative
+# to this data directory unless absolute. Read at start; a file that cannot be
+# read or is invalid stops the server with a message naming it, e.g.
+# registration_files = ["telegram-registration.yaml"]
+registration_files = []
 "#,
         server_name = settings.server_name,
         listen = settings.listen,

@@ -8,6 +8,7 @@
 #[cfg(feature = "postgres")]
 pub mod admin;
 pub mod api;
+pub mod appservice;
 pub mod bus;
 pub mod config;
 pub mod error;

@@ -15,6 +15,7 @@ use tracing_subscriber::{
 };
 
 use crate::{
+    appservice::Appservices,
     config::{self, Config, DatabaseBackend, DatabaseConfig, FirstRunSettings, RegistrationMode},
     federation::ServerKeys,
     services::Services,
@@ -96,6 +97,8 @@ fn fit_connections_to_file_limit(limits: &mut crate::config::LimitsConfig) {
 
 /// Builds every component on the database the configuration names.
 pub async fn open_services(data_dir: &Path, config: Config) -> anyhow::Result<Arc<Services>> {
+    let registrations = &config.appservices.registration_files;
+    let appservices = Appservices::load(registrations, data_dir, &config.server_name)?;
     let (key_dir, server_name) = (data_dir.to_owned(), config.server_name.clone());
     // Reading or generating the key is file work: it runs off the async runtime.
     let keys =
@@ -105,7 +108,20 @@ pub async fn open_services(data_dir: &Path, config: Config) -> anyhow::Result<Ar
     let store = open_store(data_dir, &config.database).await?;
     #[cfg(feature = "postgres")]
     take_writes_again(data_dir, &config.database).await?;
-    Ok(Services::start(config, keys, data_dir, store))
+    let services = Services::start(config, keys, data_dir, store, appservices);
+    register_appservice_senders(&services).await?;
+    Ok(services)
+}
+
+/// Creates the own user (`sender_localpart`) of each application service that has none yet.
+async fn register_appservice_senders(services: &Services) -> anyhow::Result<()> {
+    for service in services.appservices.iter() {
+        if !services.users.is_taken(&service.sender).await? {
+            services.users.create(&service.sender, None, false).await?;
+            tracing::info!(appservice = service.id(), "created the application service's user");
+        }
+    }
+    Ok(())
 }
 
 /// Lifts a retirement a move left on the database the configuration names (see

@@ -2,12 +2,14 @@
 //!
 //! `Services` is built by `server::open_services` and shared (in an `Arc`) with every request
 //! handler. Each field is owned here for the life of the process; background tasks spawned at
-//! start (the sync notifier, push evaluation and delivery) end when the runtime shuts down.
+//! start (the sync notifier, push evaluation and delivery, the application services' senders)
+//! end when the runtime shuts down.
 
 use std::{path::Path, sync::Arc};
 
 use crate::{
     api::ratelimit::RateLimiter,
+    appservice::{Appservices, client::AppserviceClient},
     bus::Bus,
     config::Config,
     federation::ServerKeys,
@@ -60,6 +62,10 @@ pub struct Services {
     pub uiaa: Uiaa,
     /// Uploads, downloads and thumbnails; the files under `<data_dir>/media`.
     pub media: Media,
+    /// The registered application services (bridges), read at start.
+    pub appservices: Appservices,
+    /// Calls to application services: transactions, pings, queries.
+    pub appservice_client: AppserviceClient,
     /// Administration: the move to PostgreSQL.
     #[cfg(feature = "postgres")]
     pub admin: crate::admin::Admin,
@@ -69,7 +75,13 @@ impl Services {
     /// Wires the components on the data directory's store and starts their background tasks.
     /// Needs a Tokio runtime. The store is switchable, so that a move to another backend can
     /// swap it while the server runs.
-    pub fn start(config: Config, keys: ServerKeys, data_dir: &Path, store: Store) -> Arc<Self> {
+    pub fn start(
+        config: Config,
+        keys: ServerKeys,
+        data_dir: &Path,
+        store: Store,
+        appservices: Appservices,
+    ) -> Arc<Self> {
         let switchable = Arc::new(SwitchableStore::new(store));
         #[cfg(feature = "postgres")]
         let admin = crate::admin::Admin::new(data_dir, switchable.clone());
@@ -92,6 +104,13 @@ impl Services {
         let uiaa = Uiaa::default();
         let media =
             Media::new(store.clone(), data_dir, config.media.clone(), config.server_name.clone());
+        let appservice_client = AppserviceClient::default();
+        crate::appservice::transactions::start(
+            &appservices,
+            &bus,
+            store.clone(),
+            appservice_client.clone(),
+        );
         Arc::new(Self {
             config,
             keys,
@@ -112,6 +131,8 @@ impl Services {
             preview_limiter,
             uiaa,
             media,
+            appservices,
+            appservice_client,
             #[cfg(feature = "postgres")]
             admin,
         })

@@ -114,6 +114,8 @@ where
                     access_token: access_token(&incoming.headers, &incoming.query),
                     origin: incoming.origin,
                     user_agent: user_agent(&incoming.headers),
+                    asserted_user_id: query_parameter(&incoming.query, "user_id"),
+                    asserted_device_id: query_parameter(&incoming.query, "device_id"),
                 };
                 let request = build_request(&incoming, body)?;
                 std::panic::AssertUnwindSafe(handler(services.clone(), request, path_args, meta))
@@ -214,7 +216,7 @@ fn access_token(headers: &HeaderMap, query: &str) -> Option<String> {
     if let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         return value.strip_prefix("Bearer ").map(|token| token.trim().to_owned());
     }
-    form_urlencoded_token(query)
+    query_parameter(query, "access_token")
 }
 
 /// The `User-Agent` header as text (bytes that are not UTF-8 replaced), if sent.
@@ -223,9 +225,10 @@ fn user_agent(headers: &HeaderMap) -> Option<String> {
     Some(String::from_utf8_lossy(value.as_bytes()).into_owned())
 }
 
-fn form_urlencoded_token(query: &str) -> Option<String> {
+/// The first value of a query parameter, percent-decoded.
+fn query_parameter(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
-        let value = pair.strip_prefix("access_token=")?;
+        let value = pair.strip_prefix(name)?.strip_prefix('=')?;
         Some(percent_encoding::percent_decode_str(value).decode_utf8_lossy().into_owned())
     })
 }

@@ -17,7 +17,7 @@ use ruma::{
     },
 };
 
-use crate::{Error, Result, services::Services};
+use crate::{Error, Result, appservice::Appservice, services::Services};
 
 /// What a handler needs besides the parsed body.
 pub struct RequestMeta {
@@ -25,6 +25,10 @@ pub struct RequestMeta {
     pub origin: IpAddr,
     /// The `User-Agent` header, if the client sent one (recorded for `/admin/whois`).
     pub user_agent: Option<String>,
+    /// The `user_id` query parameter: the user an application service acts as.
+    pub asserted_user_id: Option<String>,
+    /// The `device_id` query parameter: the device of that user it acts as.
+    pub asserted_device_id: Option<String>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -47,6 +51,8 @@ pub struct User {
     pub device_id: OwnedDeviceId,
     /// Whether an administrator suspended the account: see [`User::require_not_suspended`].
     pub suspended: bool,
+    /// The application service acting as this user with its `as_token`, if one is.
+    pub appservice: Option<Arc<Appservice>>,
 }
 
 impl User {
@@ -59,6 +65,12 @@ impl User {
     /// asks.
     pub fn require_not_suspended(&self) -> Result<()> {
         if self.suspended { Err(Error::user_suspended()) } else { Ok(()) }
+    }
+
+    /// Whether the user's requests count against rate limits: an application service with
+    /// `rate_limited: false` acting as its users does not.
+    pub fn is_rate_limited(&self) -> bool {
+        self.appservice.as_ref().is_none_or(|service| service.is_rate_limited())
     }
 }
 
@@ -73,6 +85,26 @@ pub struct EvenIfLocked(pub User);
 #[derive(Clone, Debug)]
 pub struct Anonymous {
     pub origin: IpAddr,
+    /// The application service whose `as_token` the request carries, if any (registration and
+    /// login of its users).
+    pub appservice: Option<Arc<Appservice>>,
+}
+
+/// An application service, authenticated by its `as_token`, for the endpoints only services
+/// may call. A missing token is 401 `M_MISSING_TOKEN`, an unknown one 401 `M_UNKNOWN_TOKEN`,
+/// and a user's access token 403 `M_FORBIDDEN`, as the spec's ping endpoint lists them.
+#[derive(Clone, Debug)]
+pub struct AppserviceToken(pub Arc<Appservice>);
+
+impl Authenticate for AppserviceToken {
+    async fn authenticate(services: Arc<Services>, meta: RequestMeta) -> Result<Self> {
+        let token = meta.access_token.ok_or_else(Error::missing_token)?;
+        if let Some(service) = services.appservices.by_as_token(&token) {
+            return Ok(Self(service));
+        }
+        services.users.authenticate(&token).await?;
+        Err(Error::forbidden("Only an application service may call this endpoint"))
+    }
 }
 
 /// How a handler's first argument is obtained from the request.
@@ -102,8 +134,11 @@ impl Authenticate for EvenIfLocked {
 /// The user of a request's access token and whether the account is locked; notes the device's
 /// activity unless it is.
 async fn session_of(services: &Services, meta: RequestMeta) -> Result<(User, bool)> {
-    let token = meta.access_token.ok_or_else(Error::missing_token)?;
-    let session = services.users.authenticate(&token).await?;
+    let token = meta.access_token.as_deref().ok_or_else(Error::missing_token)?;
+    if let Some(service) = services.appservices.by_as_token(token) {
+        return appservice_session(services, service, &meta).await;
+    }
+    let session = services.users.authenticate(token).await?;
     let restrictions = session.restrictions;
     if !restrictions.locked {
         let user_agent = meta.user_agent.as_deref();
@@ -118,9 +153,49 @@ async fn session_of(services: &Services, meta: RequestMeta) -> Result<(User, boo
         user_id: session.user_id,
         device_id: session.device_id.into(),
         suspended: restrictions.suspended,
+        appservice: None,
     };
     Ok((user, restrictions.locked))
 }
+
+/// The user an application service acts as (the spec's
+/// [identity assertion](https://spec.matrix.org/v1.19/application-service-api/#identity-assertion)):
+/// `user_id` must be in its namespaces and registered, and `device_id`, if given, one of that
+/// user's devices (400 `M_UNKNOWN_DEVICE` otherwise).
+///
+/// FIXME: without `device_id` the request acts on no real device: the user gets the device ID
+/// [`APPSERVICE_DEVICE`], which endpoints that need a device of the user (keys, to-device)
+/// treat as unknown.
+async fn appservice_session(
+    services: &Services,
+    service: Arc<Appservice>,
+    meta: &RequestMeta,
+) -> Result<(User, bool)> {
+    let user_id = service.asserted_user(meta.asserted_user_id.as_deref())?;
+    let account = services.users.get(&user_id).await?.filter(|account| !account.deactivated);
+    let Some(account) = account else {
+        return Err(Error::forbidden("The application service has not registered this user"));
+    };
+    let device_id = match meta.asserted_device_id.as_deref() {
+        Some(device_id) => {
+            let known = services.store.device(&user_id, device_id).await?.is_some();
+            if !known {
+                return Err(Error::client(
+                    http::StatusCode::BAD_REQUEST,
+                    ruma::api::error::ErrorKind::UnknownDevice,
+                    "The user has no such device",
+                ));
+            }
+            device_id.into()
+        }
+        None => APPSERVICE_DEVICE.into(),
+    };
+    let user = User { user_id, device_id, suspended: account.suspended, appservice: Some(service) };
+    Ok((user, account.locked))
+}
+
+/// The device ID of a request an application service makes for a user without `device_id`.
+pub const APPSERVICE_DEVICE: &str = "APPSERVICE";
 
 impl Authenticate for Option<User> {
     async fn authenticate(services: Arc<Services>, meta: RequestMeta) -> Result<Self> {
@@ -132,8 +207,10 @@ impl Authenticate for Option<User> {
 }
 
 impl Authenticate for Anonymous {
-    async fn authenticate(_: Arc<Services>, meta: RequestMeta) -> Result<Self> {
-        Ok(Self { origin: meta.origin })
+    async fn authenticate(services: Arc<Services>, meta: RequestMeta) -> Result<Self> {
+        let appservice =
+            meta.access_token.as_deref().and_then(|token| services.appservices.by_as_token(token));
+        Ok(Self { origin: meta.origin, appservice })
     }
 }
 

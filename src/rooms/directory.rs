@@ -5,14 +5,17 @@
 
 use ruma::{
     OwnedRoomAliasId, OwnedRoomId, RoomAliasId, RoomId, UInt, UserId,
-    directory::PublicRoomsChunk,
+    directory::{PublicRoomsChunk, RoomNetwork},
     events::StateEventType,
     room::{JoinRuleKind, RoomType},
 };
 use serde::Deserialize;
 
 use super::{Rooms, power::content_of};
-use crate::{Error, Result, store::EventRecord};
+use crate::{
+    Error, Result,
+    store::{AppserviceListing, EventRecord},
+};
 
 /// One page of the public room directory.
 #[derive(Debug)]
@@ -183,16 +186,47 @@ impl Rooms {
         Ok(())
     }
 
-    /// A page of this server's public rooms matching a search term, largest rooms first.
+    /// Lists or unlists a room in an application service's directory of a third-party network
+    /// (the service's token is the authorization, as the spec's
+    /// `PUT /directory/list/appservice/{networkId}/{roomId}` has it).
+    pub async fn set_appservice_published(
+        &self,
+        appservice_id: &str,
+        network_id: &str,
+        room_id: &RoomId,
+        published: bool,
+    ) -> Result<()> {
+        if network_id.is_empty()
+            || network_id.len() > 255
+            || network_id.chars().any(char::is_control)
+        {
+            return Err(Error::invalid_param("The network ID must be 1 to 255 printable bytes"));
+        }
+        if !self.exists(room_id).await? {
+            return Err(Error::not_found("Unknown room"));
+        }
+        let listing = AppserviceListing {
+            appservice_id: appservice_id.to_owned(),
+            network_id: network_id.to_owned(),
+            room_id: room_id.to_owned(),
+        };
+        self.store().set_appservice_published(listing, published).await?;
+        Ok(())
+    }
+
+    /// A page of the public rooms of a network matching a search term, largest rooms first:
+    /// this server's directory (`Matrix`), the rooms application services published for one
+    /// third-party network (its network ID as the instance ID), or both (`All`).
     pub async fn public_rooms(
         &self,
+        network: &RoomNetwork,
         search: Option<&str>,
         offset: usize,
         limit: usize,
     ) -> Result<PublicRoomsPage> {
         let needle = search.map(str::to_lowercase).filter(|term| !term.trim().is_empty());
         let mut chunks = Vec::new();
-        for room_id in self.store().published_rooms().await? {
+        for room_id in self.network_rooms(network).await? {
             let chunk = self.public_rooms_chunk(room_id).await?;
             if needle.as_deref().is_none_or(|needle| matches_search(&chunk, needle)) {
                 chunks.push(chunk);
@@ -210,6 +244,24 @@ impl Rooms {
             prev: (offset > 0).then(|| offset.saturating_sub(limit)),
             total,
         })
+    }
+
+    async fn network_rooms(&self, network: &RoomNetwork) -> Result<Vec<OwnedRoomId>> {
+        let store = self.store();
+        let rooms = match network {
+            RoomNetwork::ThirdParty(network_id) => {
+                store.appservice_published_rooms(Some(network_id)).await?
+            }
+            RoomNetwork::All => {
+                let mut rooms = store.published_rooms().await?;
+                rooms.extend(store.appservice_published_rooms(None).await?);
+                rooms.sort();
+                rooms.dedup();
+                rooms
+            }
+            _ => store.published_rooms().await?,
+        };
+        Ok(rooms)
     }
 
     async fn public_rooms_chunk(&self, room_id: OwnedRoomId) -> Result<PublicRoomsChunk> {

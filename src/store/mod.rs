@@ -309,6 +309,25 @@ pub trait RoomStore {
     async fn set_published(&self, room_id: &RoomId, published: bool) -> StoreResult<()>;
     async fn is_published(&self, room_id: &RoomId) -> StoreResult<bool>;
     async fn published_rooms(&self) -> StoreResult<Vec<OwnedRoomId>>;
+    /// Lists or unlists a room in an application service's directory of a network.
+    async fn set_appservice_published(
+        &self,
+        listing: AppserviceListing,
+        published: bool,
+    ) -> StoreResult<()>;
+    /// The rooms application services published, in the directory of one network or of all.
+    async fn appservice_published_rooms(
+        &self,
+        network_id: Option<&str>,
+    ) -> StoreResult<Vec<OwnedRoomId>>;
+}
+
+/// A room in an application service's directory of one third-party network.
+#[derive(Clone, Debug)]
+pub struct AppserviceListing {
+    pub appservice_id: String,
+    pub network_id: String,
+    pub room_id: OwnedRoomId,
 }
 
 /// Read receipts.

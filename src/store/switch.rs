@@ -36,17 +36,17 @@ use serde_json::value::RawValue;
 use tokio::sync::{OwnedRwLockWriteGuard, RwLock as AsyncRwLock};
 
 use super::{
-    AccountDataRecord, AliasRecord, AppendedEvent, BackupDeletion, BackupKeyRecord,
-    BackupKeysChange, BackupKeysScope, BackupStore, BackupVersionRecord, BusMessage, BusStore,
-    DeviceKeysRecord, DeviceRecord, DeviceSeen, DirectoryUser, EventRecord, KeySignature, KeyStore,
-    MediaRecord, MediaReservation, MediaStore, MembershipRecord, NewBackupKey, NewExpiringToken,
-    NewMedia, NewNotification, NewReceipt, NewReport, NewSession, NewToDevice, NewUser,
-    NotificationCount, NotificationRecord, NotificationsQuery, OneTimeKeyRecord, PushStore,
-    PusherCleanup, PusherRecord, ReceiptRecord, ReceiptStore, RefreshSession, RefreshedSession,
-    RelationSummary, ReportRecord, ReportStore, RoomEventsQuery, RoomJob, RoomStore, Session,
-    Store, StoreResult, ThreadRoot, ThreadsQuery, ThumbnailKey, ThumbnailRecord, TimestampQuery,
-    ToDeviceRecord, ToDeviceTxn, TokenStore, TransactionKey, UserDirectoryQuery,
-    UserDirectoryStore, UserRecord, UserStore,
+    AccountDataRecord, AliasRecord, AppendedEvent, AppserviceListing, BackupDeletion,
+    BackupKeyRecord, BackupKeysChange, BackupKeysScope, BackupStore, BackupVersionRecord,
+    BusMessage, BusStore, DeviceKeysRecord, DeviceRecord, DeviceSeen, DirectoryUser, EventRecord,
+    KeySignature, KeyStore, MediaRecord, MediaReservation, MediaStore, MembershipRecord,
+    NewBackupKey, NewExpiringToken, NewMedia, NewNotification, NewReceipt, NewReport, NewSession,
+    NewToDevice, NewUser, NotificationCount, NotificationRecord, NotificationsQuery,
+    OneTimeKeyRecord, PushStore, PusherCleanup, PusherRecord, ReceiptRecord, ReceiptStore,
+    RefreshSession, RefreshedSession, RelationSummary, ReportRecord, ReportStore, RoomEventsQuery,
+    RoomJob, RoomStore, Session, Store, StoreResult, ThreadRoot, ThreadsQuery, ThumbnailKey,
+    ThumbnailRecord, TimestampQuery, ToDeviceRecord, ToDeviceTxn, TokenStore, TransactionKey,
+    UserDirectoryQuery, UserDirectoryStore, UserRecord, UserStore,
 };
 
 /// The store the rest of the server holds (as a [`Store`]) while the migrator keeps an
@@ -447,6 +447,21 @@ impl RoomStore for SwitchableStore {
 
     async fn published_rooms(&self) -> StoreResult<Vec<OwnedRoomId>> {
         self.current().published_rooms().await
+    }
+
+    async fn set_appservice_published(
+        &self,
+        listing: AppserviceListing,
+        published: bool,
+    ) -> StoreResult<()> {
+        self.write(|s| async move { s.set_appservice_published(listing, published).await }).await
+    }
+
+    async fn appservice_published_rooms(
+        &self,
+        network_id: Option<&str>,
+    ) -> StoreResult<Vec<OwnedRoomId>> {
+        self.current().appservice_published_rooms(network_id).await
     }
 }
 

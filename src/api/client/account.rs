@@ -64,6 +64,9 @@ async fn register(
     client: Anonymous,
     request: register::v3::Request,
 ) -> Result<register::v3::Response> {
+    if request.login_type == Some(register::LoginType::ApplicationService) {
+        return register_appservice_user(&services, client, request).await;
+    }
     let config = &services.config.registration;
     if config.mode == RegistrationMode::Closed {
         return Err(Error::forbidden("Registration is closed on this server"));
@@ -76,10 +79,11 @@ async fn register(
         Some(name) => Some(services.users.user_id_for_localpart(&name.to_lowercase())?),
         None => None,
     };
-    if let Some(user_id) = &user_id
-        && services.users.is_taken(user_id).await?
-    {
-        return Err(user_in_use());
+    if let Some(user_id) = &user_id {
+        services.appservices.require_not_claimed(user_id, None)?;
+        if services.users.is_taken(user_id).await? {
+            return Err(user_in_use());
+        }
     }
     let password = request.password.clone().filter(|p| !p.is_empty());
     if password.is_none() {
@@ -101,6 +105,15 @@ async fn register(
         }
         None => services.users.create_random(password).await?,
     };
+    registered(&services, user_id, request).await
+}
+
+/// The answer to a registration: the new user, and a session unless `inhibit_login`.
+async fn registered(
+    services: &Services,
+    user_id: ruma::OwnedUserId,
+    request: register::v3::Request,
+) -> Result<register::v3::Response> {
     let mut response = register::v3::Response::new(user_id.clone());
     if !request.inhibit_login {
         let device = NewDevice {
@@ -114,6 +127,44 @@ async fn register(
         response.expires_in = session.expires_in;
     }
     Ok(response)
+}
+
+/// Registration by an application service of a user in its namespaces (`type:
+/// m.login.application_service` with its `as_token`): no password or user-interactive
+/// authentication, and allowed whatever the registration mode.
+async fn register_appservice_user(
+    services: &Services,
+    client: Anonymous,
+    request: register::v3::Request,
+) -> Result<register::v3::Response> {
+    let Some(service) = client.appservice else {
+        return Err(Error::unknown_token(
+            "m.login.application_service needs an application service's as_token",
+        ));
+    };
+    if service.is_rate_limited() {
+        services.login_limiter.check(client.origin)?;
+    }
+    let name = request
+        .username
+        .as_deref()
+        .ok_or_else(|| Error::missing_param("An application service must give a username"))?;
+    let user_id = services.users.user_id_for_localpart(&name.to_lowercase())?;
+    if !service.is_user_interesting(&user_id) {
+        return Err(crate::appservice::exclusive(
+            "The user ID is not in the application service's namespaces",
+        ));
+    }
+    services.appservices.require_not_claimed(&user_id, Some(&service))?;
+    if services.users.is_taken(&user_id).await? {
+        return Err(user_in_use());
+    }
+    crate::users::check_new_device(
+        request.device_id.as_ref().map(|id| id.as_str()),
+        request.initial_device_display_name.as_deref(),
+    )?;
+    services.users.create(&user_id, None, false).await?;
+    registered(services, user_id, request).await
 }
 
 fn user_in_use() -> Error {
@@ -131,6 +182,7 @@ async fn get_username_availability(
 ) -> Result<get_username_availability::v3::Response> {
     services.login_limiter.check(client.origin)?;
     let user_id = services.users.user_id_for_localpart(&request.username)?;
+    services.appservices.require_not_claimed(&user_id, None)?;
     if services.users.is_taken(&user_id).await? {
         return Err(user_in_use());
     }
@@ -156,7 +208,9 @@ async fn get_login_types(
     _: Anonymous,
     _: get_login_types::v3::Request,
 ) -> Result<get_login_types::v3::Response> {
-    use get_login_types::v3::{LoginType, PasswordLoginType, TokenLoginType};
+    use get_login_types::v3::{
+        ApplicationServiceLoginType, LoginType, PasswordLoginType, TokenLoginType,
+    };
     // `get_login_token`: `POST /login/get_token` is served, so a signed-in device can let
     // another one in with `m.login.token`.
     let mut token = TokenLoginType::new();
@@ -164,6 +218,7 @@ async fn get_login_types(
     Ok(get_login_types::v3::Response::new(vec![
         LoginType::Password(PasswordLoginType::new()),
         LoginType::Token(token),
+        LoginType::ApplicationService(ApplicationServiceLoginType::new()),
     ]))
 }
 
@@ -172,15 +227,20 @@ async fn login(
     client: Anonymous,
     request: login::v3::Request,
 ) -> Result<login::v3::Response> {
-    services.login_limiter.check(client.origin)?;
+    if client.appservice.as_ref().is_none_or(|service| service.is_rate_limited()) {
+        services.login_limiter.check(client.origin)?;
+    }
     let user_id = match &request.login_info {
         login::v3::LoginInfo::Password(password) => password_login(&services, password).await?,
         login::v3::LoginInfo::Token(token) => services.users.take_login_token(&token.token).await?,
+        login::v3::LoginInfo::ApplicationService(info) => {
+            appservice_login(&services, &client, info).await?
+        }
         _ => {
             return Err(Error::client(
                 http::StatusCode::BAD_REQUEST,
                 ruma::api::error::ErrorKind::Unknown,
-                "Only password and token login are supported",
+                "Only password, token and application service login are supported",
             ));
         }
     };
@@ -194,6 +254,35 @@ async fn login(
     response.refresh_token = session.refresh_token;
     response.expires_in = session.expires_in;
     Ok(response)
+}
+
+/// The user an `m.login.application_service` login names: one of the service's users, which
+/// must exist (403 `M_FORBIDDEN` otherwise).
+async fn appservice_login(
+    services: &Services,
+    client: &Anonymous,
+    info: &login::v3::ApplicationService,
+) -> Result<ruma::OwnedUserId> {
+    let Some(service) = &client.appservice else {
+        return Err(Error::unknown_token(
+            "m.login.application_service needs an application service's as_token",
+        ));
+    };
+    #[allow(deprecated)] // `user` is the pre-identifier form
+    let name = match (&info.identifier, &info.user) {
+        (Some(UserIdentifier::Matrix(identifier)), _) => identifier.user.clone(),
+        (None, Some(user)) => user.clone(),
+        _ => return Err(Error::forbidden("Only user identifiers are supported")),
+    };
+    let user_id = services.users.local_user_id(&name)?;
+    if !service.is_user_interesting(&user_id) {
+        return Err(Error::forbidden("The user is not in the application service's namespaces"));
+    }
+    let account = services.users.get(&user_id).await?.filter(|account| !account.deactivated);
+    if account.is_none() {
+        return Err(Error::forbidden("The application service has not registered this user"));
+    }
+    Ok(user_id)
 }
 
 /// The user an `m.login.password` login names, once its password matched.

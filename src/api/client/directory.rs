@@ -108,7 +108,14 @@ async fn get_public_rooms(
     request: get_public_rooms::v3::Request,
 ) -> Result<get_public_rooms::v3::Response> {
     require_this_server(&services, request.server.as_deref())?;
-    let page = public_rooms_page(&services, None, request.since.as_deref(), request.limit).await?;
+    let page = public_rooms_page(
+        &services,
+        &RoomNetwork::Matrix,
+        None,
+        request.since.as_deref(),
+        request.limit,
+    )
+    .await?;
     let (chunk, next_batch, prev_batch, total) = page_parts(page);
     let mut response = get_public_rooms::v3::Response::new(chunk);
     (response.next_batch, response.prev_batch, response.total_room_count_estimate) =
@@ -122,12 +129,10 @@ async fn get_public_rooms_filtered(
     request: get_public_rooms_filtered::v3::Request,
 ) -> Result<get_public_rooms_filtered::v3::Response> {
     require_this_server(&services, request.server.as_deref())?;
-    if !matches!(request.room_network, RoomNetwork::Matrix) {
-        return Err(Error::invalid_param("Hearth has no third-party room networks"));
-    }
     let search = request.filter.generic_search_term.as_deref();
+    let since = request.since.as_deref();
     let page =
-        public_rooms_page(&services, search, request.since.as_deref(), request.limit).await?;
+        public_rooms_page(&services, &request.room_network, search, since, request.limit).await?;
     let mut response = get_public_rooms_filtered::v3::Response::new();
     (
         response.chunk,
@@ -152,6 +157,7 @@ fn require_this_server(services: &Services, server: Option<&ruma::ServerName>) -
 
 async fn public_rooms_page(
     services: &Services,
+    network: &RoomNetwork,
     search: Option<&str>,
     since: Option<&str>,
     limit: Option<UInt>,
@@ -160,7 +166,8 @@ async fn public_rooms_page(
     let limit = limit.map_or(DEFAULT_PUBLIC_ROOMS_LIMIT, |l| {
         usize::try_from(u64::from(l)).unwrap_or(usize::MAX)
     });
-    services.rooms.public_rooms(search, offset, limit.clamp(1, crate::sync::MAX_LIMIT)).await
+    let limit = limit.clamp(1, crate::sync::MAX_LIMIT);
+    services.rooms.public_rooms(network, search, offset, limit).await
 }
 
 type PageParts =

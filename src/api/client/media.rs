@@ -238,7 +238,9 @@ async fn get_media_preview(
     user: User,
     request: get_media_preview::v1::Request,
 ) -> Result<get_media_preview::v1::Response> {
-    services.preview_limiter.check(user.user_id.clone())?;
+    if user.is_rate_limited() {
+        services.preview_limiter.check(user.user_id.clone())?;
+    }
     let preview = services.media.preview_url(&user.user_id, &request.url).await?;
     let response = get_media_preview::v1::Response::from_serialize(&preview);
     Ok(response.map_err(anyhow::Error::from)?)
@@ -249,7 +251,9 @@ async fn get_media_preview_legacy(
     user: User,
     request: media::get_media_preview::v3::Request,
 ) -> Result<media::get_media_preview::v3::Response> {
-    services.preview_limiter.check(user.user_id.clone())?;
+    if user.is_rate_limited() {
+        services.preview_limiter.check(user.user_id.clone())?;
+    }
     let preview = services.media.preview_url(&user.user_id, &request.url).await?;
     let response = media::get_media_preview::v3::Response::from_serialize(&preview);
     Ok(response.map_err(anyhow::Error::from)?)

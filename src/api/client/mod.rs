@@ -4,6 +4,7 @@
 mod account;
 mod account_data;
 mod admin;
+mod appservice;
 mod backup;
 mod dehydrated_device;
 mod devices;
@@ -46,6 +47,7 @@ pub fn register(router: &mut Router) {
     account::routes(router);
     account_data::routes(router);
     admin::routes(router);
+    appservice::routes(router);
     backup::routes(router);
     dehydrated_device::routes(router);
     devices::routes(router);
@@ -86,7 +88,9 @@ async fn confirm_with_password(
     user: &User,
     auth: Option<&AuthData>,
 ) -> Result<()> {
-    if let Some(AuthData::Password(_)) = auth {
+    if let Some(AuthData::Password(_)) = auth
+        && user.is_rate_limited()
+    {
         services.password_limiter.check(user.user_id.clone())?;
     }
     let context = UiaaContext { user_id: Some(&user.user_id), registration_tokens: &[] };

@@ -21,10 +21,10 @@ use super::{
     query, query_opt,
 };
 use crate::store::{
-    AliasRecord, AppendedEvent, CurrentStateChange, Direction, EventRecord, MembershipRecord,
-    NewEvent, NewStateGroup, RelationSummary, RoomEventsQuery, RoomJob, RoomStore, RoomTxn,
-    StateEntry, StateGroupDelta, StateMap, StoreResult, ThreadRoot, ThreadsQuery, TimestampQuery,
-    TransactionKey, job_result, job_verdict,
+    AliasRecord, AppendedEvent, AppserviceListing, CurrentStateChange, Direction, EventRecord,
+    MembershipRecord, NewEvent, NewStateGroup, RelationSummary, RoomEventsQuery, RoomJob,
+    RoomStore, RoomTxn, StateEntry, StateGroupDelta, StateMap, StoreResult, ThreadRoot,
+    ThreadsQuery, TimestampQuery, TransactionKey, job_result, job_verdict,
 };
 
 pub(super) const EVENT_COLUMNS: &str = "e.stream_position, e.event_id, e.room_id, e.event_type, e.state_key, \
@@ -369,6 +369,40 @@ impl RoomStore for PostgresStore {
             &*self.conn().await?,
             "SELECT room_id FROM rooms WHERE published = 1 ORDER BY created_ts",
             &[],
+        )
+        .await?;
+        room_ids_of(&rows)
+    }
+
+    async fn set_appservice_published(
+        &self,
+        listing: AppserviceListing,
+        published: bool,
+    ) -> StoreResult<()> {
+        self.write(move |w| {
+            let sql = if published {
+                "INSERT INTO appservice_room_directory (appservice_id, network_id, room_id)
+                 VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+            } else {
+                "DELETE FROM appservice_room_directory
+                 WHERE appservice_id = $1 AND network_id = $2 AND room_id = $3"
+            };
+            let AppserviceListing { appservice_id, network_id, room_id } = &listing;
+            w.block_on(execute(w.conn(), sql, &[appservice_id, network_id, &room_id.as_str()]))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn appservice_published_rooms(
+        &self,
+        network_id: Option<&str>,
+    ) -> StoreResult<Vec<OwnedRoomId>> {
+        let rows = query(
+            &*self.conn().await?,
+            "SELECT DISTINCT room_id FROM appservice_room_directory
+             WHERE $1::TEXT IS NULL OR network_id = $1 ORDER BY room_id",
+            &[&network_id],
         )
         .await?;
         room_ids_of(&rows)

@@ -17,10 +17,10 @@ use rusqlite::{Connection, OptionalExtension as _, ToSql, params, params_from_it
 
 use super::{MAX_PARAMS, SqliteStore, current_stream_position, next_stream_position, placeholders};
 use crate::store::{
-    AliasRecord, AppendedEvent, CurrentStateChange, Direction, EventRecord, MembershipRecord,
-    NewEvent, NewStateGroup, RelationSummary, RoomEventsQuery, RoomJob, RoomStore, RoomTxn,
-    StateEntry, StateGroupDelta, StateMap, StoreResult, ThreadRoot, ThreadsQuery, TimestampQuery,
-    TransactionKey, job_result, job_verdict,
+    AliasRecord, AppendedEvent, AppserviceListing, CurrentStateChange, Direction, EventRecord,
+    MembershipRecord, NewEvent, NewStateGroup, RelationSummary, RoomEventsQuery, RoomJob,
+    RoomStore, RoomTxn, StateEntry, StateGroupDelta, StateMap, StoreResult, ThreadRoot,
+    ThreadsQuery, TimestampQuery, TransactionKey, job_result, job_verdict,
 };
 
 pub(super) const EVENT_COLUMNS: &str = "e.stream_position, e.event_id, e.room_id, e.event_type, e.state_key, \
@@ -437,6 +437,42 @@ impl RoomStore for SqliteStore {
             let mut statement =
                 c.prepare("SELECT room_id FROM rooms WHERE published = 1 ORDER BY created_ts")?;
             let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
+            rows.map(|room_id| Ok(OwnedRoomId::try_from(room_id?)?)).collect()
+        })
+        .await
+    }
+
+    async fn set_appservice_published(
+        &self,
+        listing: AppserviceListing,
+        published: bool,
+    ) -> StoreResult<()> {
+        self.write(move |c| {
+            let sql = if published {
+                "INSERT INTO appservice_room_directory (appservice_id, network_id, room_id)
+                 VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING"
+            } else {
+                "DELETE FROM appservice_room_directory
+                 WHERE appservice_id = ?1 AND network_id = ?2 AND room_id = ?3"
+            };
+            let AppserviceListing { appservice_id, network_id, room_id } = &listing;
+            c.execute(sql, params![appservice_id, network_id, room_id.as_str()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn appservice_published_rooms(
+        &self,
+        network_id: Option<&str>,
+    ) -> StoreResult<Vec<OwnedRoomId>> {
+        let network_id = network_id.map(str::to_owned);
+        self.read(move |c| {
+            let mut statement = c.prepare(
+                "SELECT DISTINCT room_id FROM appservice_room_directory
+                 WHERE ?1 IS NULL OR network_id = ?1 ORDER BY room_id",
+            )?;
+            let rows = statement.query_map([network_id], |row| row.get::<_, String>(0))?;
             rows.map(|room_id| Ok(OwnedRoomId::try_from(room_id?)?)).collect()
         })
         .await
