@@ -19,6 +19,7 @@ use crate::{
     rooms::{Rooms, typing::Typing},
     store::{Store, switch::SwitchableStore},
     sync::{Notifier, SlidingSyncConnections},
+    threepids::Threepids,
     users::{Users, activity::DeviceActivity, uiaa::Uiaa},
 };
 
@@ -56,8 +57,14 @@ pub struct Services {
     pub password_limiter: RateLimiter<ruma::OwnedUserId>,
     /// Limits URL previews per user: each may make the server fetch a page and an image.
     pub preview_limiter: RateLimiter<ruma::OwnedUserId>,
+    /// Validation mails (`requestToken`) per client address.
+    pub threepid_ip_limiter: RateLimiter,
+    /// Validation mails per e-mail address, so that no one floods another's mailbox.
+    pub threepid_address_limiter: RateLimiter<String>,
     /// User-interactive authentication sessions in progress.
     pub uiaa: Uiaa,
+    /// E-mail addresses on accounts: validation mails, identity servers.
+    pub threepids: Threepids,
     /// Uploads, downloads and thumbnails; the files under `<data_dir>/media`.
     pub media: Media,
     /// Administration: the move to PostgreSQL.
@@ -69,7 +76,12 @@ impl Services {
     /// Wires the components on the data directory's store and starts their background tasks.
     /// Needs a Tokio runtime. The store is switchable, so that a move to another backend can
     /// swap it while the server runs.
-    pub fn start(config: Config, keys: ServerKeys, data_dir: &Path, store: Store) -> Arc<Self> {
+    pub fn start(
+        config: Config,
+        keys: ServerKeys,
+        data_dir: &Path,
+        store: Store,
+    ) -> anyhow::Result<Arc<Self>> {
         let switchable = Arc::new(SwitchableStore::new(store));
         #[cfg(feature = "postgres")]
         let admin = crate::admin::Admin::new(data_dir, switchable.clone());
@@ -90,9 +102,13 @@ impl Services {
         let password_limiter = RateLimiter::per_minute(config.limits.login_attempts_per_minute);
         let preview_limiter = RateLimiter::per_minute(PREVIEWS_PER_MINUTE);
         let uiaa = Uiaa::default();
+        let threepids = Threepids::new(&config, store.clone(), keys.clone())?;
+        let threepid_ip_limiter = RateLimiter::per_minute(config.email.token_requests_per_minute);
+        let threepid_address_limiter =
+            RateLimiter::per_minute(config.email.token_requests_per_minute);
         let media =
             Media::new(store.clone(), data_dir, config.media.clone(), config.server_name.clone());
-        Arc::new(Self {
+        Ok(Arc::new(Self {
             config,
             keys,
             store,
@@ -110,11 +126,14 @@ impl Services {
             login_limiter,
             password_limiter,
             preview_limiter,
+            threepid_ip_limiter,
+            threepid_address_limiter,
             uiaa,
+            threepids,
             media,
             #[cfg(feature = "postgres")]
             admin,
-        })
+        }))
     }
 
     pub fn server_name(&self) -> &ruma::ServerName {
