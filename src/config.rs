@@ -14,6 +14,10 @@ use anyhow::{Context as _, bail};
 use ruma::{OwnedServerName, ServerName};
 use serde::{Deserialize, Serialize};
 
+mod email;
+
+pub use email::{EmailConfig, EmailRegistration, IdentityServerConfig};
+
 /// The name of the configuration file inside the data directory.
 pub const CONFIG_FILE: &str = "hearth.toml";
 
@@ -69,6 +73,10 @@ pub struct Config {
     pub auth: AuthConfig,
     #[serde(default)]
     pub appservices: AppservicesConfig,
+    #[serde(default)]
+    pub email: EmailConfig,
+    #[serde(default)]
+    pub identity_server: IdentityServerConfig,
 }
 
 /// `[appservices]`: the application services (bridges) this server talks to.
@@ -594,6 +602,7 @@ impl Config {
         self.presence.validate()?;
         self.well_known.validate()?;
         self.voip.validate()?;
+        self.email.validate()?;
         self.auth.validate()
     }
 
@@ -794,6 +803,36 @@ turn_username = ""
 turn_password = ""
 # How long the credentials are valid, in seconds (a day).
 turn_ttl_seconds = 86400
+
+[email]
+# Outgoing mail: users add e-mail addresses to their accounts (a mail with a
+# link proves the address is theirs) and reset a forgotten password by mail.
+# Empty: no mail is sent and e-mail addresses cannot be added. The SMTP server:
+#   "smtp://localhost:25" (plain, for a server on this machine),
+#   "smtp://user:password@mail.example.org:587?tls=required" (STARTTLS), or
+#   "smtps://user:password@mail.example.org:465" (TLS).
+smtp_url = ""
+# The sender of the mails, e.g. "Hearth <hearth@example.org>".
+from = ""
+# The URL the links in mails start with, e.g. "https://matrix.example.org".
+# Empty: [well_known] client, or else the address the server listens on.
+public_base_url = ""
+# Whether registration asks for an e-mail address: "off", "optional" (a
+# choice) or "required". Only with mail configured.
+registration = "optional"
+# How long the link in a validation mail works, in seconds (an hour).
+token_lifetime_seconds = 3600
+# Validation mails asked for per client address, and per e-mail address, per
+# minute.
+token_requests_per_minute = 5
+
+[identity_server]
+# /account/3pid/bind and /unbind reach the identity server a client names.
+# Like previews, they never connect to private, loopback, link-local or other
+# reserved addresses, except to these networks (CIDRs).
+ip_allowlist = []
+# Plain HTTP instead of HTTPS to identity servers: for tests only.
+plain_http = false
 
 [database]
 # Where the data lives: "sqlite" (one file, hearth.db, in the data directory) or

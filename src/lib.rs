@@ -25,6 +25,7 @@ pub mod server;
 pub mod services;
 pub mod store;
 pub mod sync;
+pub mod threepids;
 pub mod users;
 pub mod voip;
 

@@ -62,6 +62,9 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", services.config.listen))?;
     let address = listener.local_addr()?;
+    let configured = !services.config.email.public_base_url.is_empty()
+        || !services.config.well_known.client.is_empty();
+    services.threepids.listening_on(address, configured);
     tracing::info!(%address, server_name = %services.config.server_name, elapsed_ms = started.elapsed().as_millis() as u64, "serving");
     // Tests and scripts read this line to learn the port when listening on port 0.
     println!("hearth listening on http://{address}");
@@ -108,7 +111,7 @@ pub async fn open_services(data_dir: &Path, config: Config) -> anyhow::Result<Ar
     let store = open_store(data_dir, &config.database).await?;
     #[cfg(feature = "postgres")]
     take_writes_again(data_dir, &config.database).await?;
-    let services = Services::start(config, keys, data_dir, store, appservices);
+    let services = Services::start(config, keys, data_dir, store, appservices)?;
     register_appservice_senders(&services).await?;
     Ok(services)
 }

@@ -21,6 +21,7 @@ use crate::{
     rooms::{Rooms, typing::Typing},
     store::{Store, switch::SwitchableStore},
     sync::{Notifier, SlidingSyncConnections},
+    threepids::Threepids,
     users::{Users, activity::DeviceActivity, uiaa::Uiaa},
 };
 
@@ -58,8 +59,14 @@ pub struct Services {
     pub password_limiter: RateLimiter<ruma::OwnedUserId>,
     /// Limits URL previews per user: each may make the server fetch a page and an image.
     pub preview_limiter: RateLimiter<ruma::OwnedUserId>,
+    /// Validation mails (`requestToken`) per client address.
+    pub threepid_ip_limiter: RateLimiter,
+    /// Validation mails per e-mail address, so that no one floods another's mailbox.
+    pub threepid_address_limiter: RateLimiter<String>,
     /// User-interactive authentication sessions in progress.
     pub uiaa: Uiaa,
+    /// E-mail addresses on accounts: validation mails, identity servers.
+    pub threepids: Threepids,
     /// Uploads, downloads and thumbnails; the files under `<data_dir>/media`.
     pub media: Media,
     /// The registered application services (bridges), read at start.
@@ -81,7 +88,7 @@ impl Services {
         data_dir: &Path,
         store: Store,
         appservices: Appservices,
-    ) -> Arc<Self> {
+    ) -> anyhow::Result<Arc<Self>> {
         let switchable = Arc::new(SwitchableStore::new(store));
         #[cfg(feature = "postgres")]
         let admin = crate::admin::Admin::new(data_dir, switchable.clone());
@@ -102,6 +109,10 @@ impl Services {
         let password_limiter = RateLimiter::per_minute(config.limits.login_attempts_per_minute);
         let preview_limiter = RateLimiter::per_minute(PREVIEWS_PER_MINUTE);
         let uiaa = Uiaa::default();
+        let threepids = Threepids::new(&config, store.clone(), keys.clone())?;
+        let threepid_ip_limiter = RateLimiter::per_minute(config.email.token_requests_per_minute);
+        let threepid_address_limiter =
+            RateLimiter::per_minute(config.email.token_requests_per_minute);
         let media =
             Media::new(store.clone(), data_dir, config.media.clone(), config.server_name.clone());
         let appservice_client = AppserviceClient::default();
@@ -111,7 +122,7 @@ impl Services {
             store.clone(),
             appservice_client.clone(),
         );
-        Arc::new(Self {
+        Ok(Arc::new(Self {
             config,
             keys,
             store,
@@ -129,13 +140,16 @@ impl Services {
             login_limiter,
             password_limiter,
             preview_limiter,
+            threepid_ip_limiter,
+            threepid_address_limiter,
             uiaa,
+            threepids,
             media,
             appservices,
             appservice_client,
             #[cfg(feature = "postgres")]
             admin,
-        })
+        }))
     }
 
     pub fn server_name(&self) -> &ruma::ServerName {

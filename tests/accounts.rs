@@ -267,7 +267,7 @@ async fn login_lists_password_and_token_flows_and_accepts_each_identifier_form()
     assert_eq!(status, StatusCode::OK, "{flows}");
     let types: Vec<&str> =
         flows["flows"].as_array().unwrap().iter().filter_map(|f| f["type"].as_str()).collect();
-    assert_eq!(types, ["m.login.password", "m.login.token"]);
+    assert_eq!(types, ["m.login.password", "m.login.token", "m.login.application_service"]);
 
     // Localpart, full user ID, and the deprecated top-level `user`.
     let by_name = server.login_ok("alice", &password_of("alice"), None).await;

@@ -456,9 +456,9 @@ async fn rooms_the_service_publishes_are_listed_under_their_network() {
         as_call(&server, Method::PUT, &directory_path("irc", &bridged), Some(publish)).await;
     assert_eq!((status, json), (StatusCode::OK, json!({})));
 
-    assert_eq!(public_rooms(&server, &alice, json!({})).await, [ours.clone()]);
+    assert_eq!(public_rooms(&server, &alice, json!({})).await, vec![ours.clone()]);
     let irc = json!({"third_party_instance_id": "irc"});
-    assert_eq!(public_rooms(&server, &alice, irc.clone()).await, [bridged.clone()]);
+    assert_eq!(public_rooms(&server, &alice, irc.clone()).await, vec![bridged.clone()]);
     let other = json!({"third_party_instance_id": "slack"});
     assert!(public_rooms(&server, &alice, other).await.is_empty());
     let mut all = public_rooms(&server, &alice, json!({"include_all_networks": true})).await;

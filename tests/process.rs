@@ -700,7 +700,7 @@ async fn unknown_endpoints_and_wrong_methods_are_unrecognized() {
         (Method::GET, "/"),
         (Method::GET, "/nothing/here"),
         (Method::GET, "/_matrix/client/v3/no_such_endpoint"),
-        (Method::POST, "/_matrix/client/v3/account/3pid/add"),
+        (Method::GET, "/_matrix/client/v3/login/sso/redirect"),
         (Method::GET, "/_matrix/client/v1/auth_metadata"),
         (Method::GET, "/_matrix/client/v3/account/whoami/extra"),
     ];

@@ -4,7 +4,7 @@
 //! Nothing outside this module sees SQL or a database driver type. Operations are grouped by area
 //! ([`UserStore`], [`RoomStore`], [`RoomSummaryStore`], [`ReceiptStore`], [`KeyStore`],
 //! [`BackupStore`], [`UserDirectoryStore`], [`ReportStore`], [`MediaStore`], [`PushStore`],
-//! [`SearchStore`], [`TokenStore`], [`BusStore`]); [`Store`] is the handle the
+//! [`SearchStore`], [`TokenStore`], [`ThreepidStore`], [`BusStore`]); [`Store`] is the handle the
 //! rest of the server holds. Writes that must see a consistent room (building and persisting an
 //! event) run as one closure against a [`RoomTxn`] inside the backend's single writer, so
 //! concurrent sends to one room are serialized without an async lock and still commit together.
@@ -28,6 +28,7 @@ pub mod switch;
 pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
+pub mod threepids;
 pub mod tokens;
 #[cfg(feature = "postgres")]
 pub mod transfer;
@@ -47,6 +48,10 @@ pub use self::{
     media::*,
     search::{NewSearchText, SearchHit, SearchOrder, SearchPage, SearchQuery, SearchStore},
     summaries::{MemberSummary, RoomSummaryStore},
+    threepids::{
+        NewValidationSession, RequestedSession, ThreepidBind, ThreepidRecord, ThreepidStore,
+        TokenCheck, ValidationSessionRecord,
+    },
     tokens::{NewExpiringToken, RefreshSession, RefreshedSession, TokenStore},
     types::*,
 };
@@ -93,6 +98,7 @@ pub trait Storage:
     + PushStore
     + SearchStore
     + TokenStore
+    + ThreepidStore
     + BusStore
     + Send
     + Sync
@@ -113,6 +119,7 @@ impl<T> Storage for T where
         + PushStore
         + SearchStore
         + TokenStore
+        + ThreepidStore
         + BusStore
         + Send
         + Sync
@@ -129,7 +136,8 @@ pub trait UserStore {
     async fn count_users(&self) -> StoreResult<u64>;
     async fn set_password_hash(&self, user_id: &UserId, password_hash: &str) -> StoreResult<()>;
     /// Marks the account deactivated and removes its devices, tokens (access, refresh, login and
-    /// OpenID) and profile (custom fields included).
+    /// OpenID), profile (custom fields included) and third-party identifiers (with their
+    /// identity server binds).
     async fn deactivate_user(&self, user_id: &UserId) -> StoreResult<()>;
     async fn set_displayname(&self, user_id: &UserId, name: Option<&str>) -> StoreResult<()>;
     async fn set_avatar_url(&self, user_id: &UserId, url: Option<&str>) -> StoreResult<()>;

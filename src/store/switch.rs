@@ -47,6 +47,10 @@ use super::{
     RoomJob, RoomStore, Session, Store, StoreResult, ThreadRoot, ThreadsQuery, ThumbnailKey,
     ThumbnailRecord, TimestampQuery, ToDeviceRecord, ToDeviceTxn, TokenStore, TransactionKey,
     UserDirectoryQuery, UserDirectoryStore, UserRecord, UserStore,
+    threepids::{
+        NewValidationSession, RequestedSession, ThreepidBind, ThreepidRecord, ThreepidStore,
+        TokenCheck, ValidationSessionRecord,
+    },
 };
 
 /// The store the rest of the server holds (as a [`Store`]) while the migrator keeps an
@@ -917,6 +921,78 @@ impl TokenStore for SwitchableStore {
         now: i64,
     ) -> StoreResult<Option<OwnedUserId>> {
         self.current().openid_token_user(token_hash, now).await
+    }
+}
+
+#[async_trait]
+impl ThreepidStore for SwitchableStore {
+    async fn request_validation_session(
+        &self,
+        session: NewValidationSession,
+    ) -> StoreResult<RequestedSession> {
+        self.write(|s| async move { s.request_validation_session(session).await }).await
+    }
+
+    async fn validate_session_token(
+        &self,
+        sid: &str,
+        client_secret_hash: &str,
+        token_hash: &str,
+        now: i64,
+    ) -> StoreResult<TokenCheck> {
+        let (sid, secret, token) =
+            (sid.to_owned(), client_secret_hash.to_owned(), token_hash.to_owned());
+        self.write(|s| async move { s.validate_session_token(&sid, &secret, &token, now).await })
+            .await
+    }
+
+    async fn validation_session(&self, sid: &str) -> StoreResult<Option<ValidationSessionRecord>> {
+        self.current().validation_session(sid).await
+    }
+
+    async fn delete_validation_session(&self, sid: &str) -> StoreResult<()> {
+        let sid = sid.to_owned();
+        self.write(|s| async move { s.delete_validation_session(&sid).await }).await
+    }
+
+    async fn add_threepid(&self, threepid: ThreepidRecord) -> StoreResult<bool> {
+        self.write(|s| async move { s.add_threepid(threepid).await }).await
+    }
+
+    async fn threepids(&self, user_id: &UserId) -> StoreResult<Vec<ThreepidRecord>> {
+        self.current().threepids(user_id).await
+    }
+
+    async fn threepid_user(&self, medium: &str, address: &str) -> StoreResult<Option<OwnedUserId>> {
+        self.current().threepid_user(medium, address).await
+    }
+
+    async fn delete_threepid(
+        &self,
+        user_id: &UserId,
+        medium: &str,
+        address: &str,
+    ) -> StoreResult<bool> {
+        let (user_id, medium, address) =
+            (user_id.to_owned(), medium.to_owned(), address.to_owned());
+        self.write(|s| async move { s.delete_threepid(&user_id, &medium, &address).await }).await
+    }
+
+    async fn add_threepid_bind(&self, bind: ThreepidBind) -> StoreResult<()> {
+        self.write(|s| async move { s.add_threepid_bind(bind).await }).await
+    }
+
+    async fn threepid_binds(
+        &self,
+        user_id: &UserId,
+        medium: &str,
+        address: &str,
+    ) -> StoreResult<Vec<String>> {
+        self.current().threepid_binds(user_id, medium, address).await
+    }
+
+    async fn delete_threepid_bind(&self, bind: ThreepidBind) -> StoreResult<()> {
+        self.write(|s| async move { s.delete_threepid_bind(bind).await }).await
     }
 }
 

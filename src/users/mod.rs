@@ -75,8 +75,8 @@ pub fn check_new_device(device_id: Option<&str>, display_name: Option<&str>) -> 
 pub struct PasswordChange<'a> {
     pub new_password: String,
     /// The device whose access token made the request: it stays logged in, and keeps its
-    /// pushers.
-    pub device_id: &'a str,
+    /// pushers. `None` for a password reset by e-mail, made without an access token.
+    pub device_id: Option<&'a str>,
     /// Whether every other device is logged out.
     pub logout_devices: bool,
 }
@@ -427,9 +427,10 @@ impl Users {
         let hash = password::hash(change.new_password).await?;
         self.store.set_password_hash(user_id, &hash).await?;
         if change.logout_devices {
-            self.delete_all_devices(user_id, Some(change.device_id)).await?;
+            self.delete_all_devices(user_id, change.device_id).await?;
         }
-        let cleanup = PusherCleanup::AllBut(change.device_id.to_owned());
+        // No device has the empty ID: after a reset, no pusher is kept.
+        let cleanup = PusherCleanup::AllBut(change.device_id.unwrap_or_default().to_owned());
         self.store.delete_pushers(user_id, cleanup).await?;
         Ok(())
     }

@@ -20,7 +20,10 @@ use ruma::{
 };
 
 use super::{Users, random_string};
-use crate::{Error, Result};
+use crate::{
+    Error, Result,
+    threepids::{Threepids, Validated},
+};
 
 const SESSION_LIFETIME: Duration = Duration::from_secs(15 * 60);
 const MAX_SESSIONS: usize = 10_000;
@@ -31,6 +34,9 @@ pub struct UiaaContext<'a> {
     pub user_id: Option<&'a ruma::UserId>,
     /// Registration tokens accepted by `m.login.registration_token`.
     pub registration_tokens: &'a [String],
+    /// Where `m.login.email.identity` looks its validation session up; `None`: the stage is not
+    /// accepted.
+    pub threepids: Option<&'a Threepids>,
 }
 
 /// The UIA sessions in progress.
@@ -45,6 +51,8 @@ struct Session {
     started: Instant,
     completed: Vec<AuthType>,
     user_id: Option<OwnedUserId>,
+    /// The identifier an `m.login.email.identity` stage proved.
+    validated: Option<Validated>,
 }
 
 impl Uiaa {
@@ -56,6 +64,18 @@ impl Uiaa {
         auth: Option<&AuthData>,
         context: UiaaContext<'_>,
     ) -> Result<()> {
+        self.check_with_threepid(users, flows, auth, context).await.map(|_| ())
+    }
+
+    /// [`Self::check`], answering also the identifier an `m.login.email.identity` stage of the
+    /// completed flow proved, if it had one.
+    pub async fn check_with_threepid(
+        &self,
+        users: &Users,
+        flows: &[Vec<AuthType>],
+        auth: Option<&AuthData>,
+        context: UiaaContext<'_>,
+    ) -> Result<Option<Validated>> {
         let Some(auth) = auth else {
             return Err(self.challenge(flows, self.start(context.user_id), Vec::new(), None));
         };
@@ -69,25 +89,49 @@ impl Uiaa {
             return Err(Error::forbidden("The authentication session belongs to another user"));
         }
 
-        let stage = match self.run_stage(users, auth, &context).await {
+        let (stage, validated) = match self.run_stage(users, auth, &context).await {
             Ok(stage) => stage,
             Err(error) => {
                 return Err(self.challenge(flows, session_id, session.completed, Some(error)));
             }
         };
+        let validated = validated.or(session.validated);
         let mut completed = session.completed;
         if !completed.contains(&stage) {
             completed.push(stage);
         }
         if flows.iter().any(|flow| flow.iter().all(|stage| completed.contains(stage))) {
             self.lock().remove(&session_id);
-            return Ok(());
+            return Ok(validated);
         }
-        self.update(&session_id, completed.clone());
+        self.update(&session_id, completed.clone(), validated);
         Err(self.challenge(flows, session_id, completed, None))
     }
 
     async fn run_stage(
+        &self,
+        users: &Users,
+        auth: &AuthData,
+        context: &UiaaContext<'_>,
+    ) -> Result<(AuthType, Option<Validated>), StandardErrorBody> {
+        if let AuthData::EmailIdentity(stage) = auth {
+            let creds = &stage.thirdparty_id_creds;
+            let unsupported =
+                || StandardErrorBody::new(ErrorKind::Unrecognized, "E-mail is not offered".into());
+            let threepids = context.threepids.ok_or_else(unsupported)?;
+            let validated = threepids
+                .validated(creds.sid.as_str(), creds.client_secret.as_str())
+                .await
+                .map_err(|error| match error {
+                    Error::Client { kind, message, .. } => StandardErrorBody::new(kind, message),
+                    _ => StandardErrorBody::new(ErrorKind::Unknown, "Internal error".into()),
+                })?;
+            return Ok((AuthType::EmailIdentity, Some(validated)));
+        }
+        self.run_plain_stage(users, auth, context).await.map(|stage| (stage, None))
+    }
+
+    async fn run_plain_stage(
         &self,
         users: &Users,
         auth: &AuthData,
@@ -151,6 +195,7 @@ impl Uiaa {
             started: Instant::now(),
             completed: Vec::new(),
             user_id: user_id.map(ToOwned::to_owned),
+            validated: None,
         };
         sessions.insert(id.clone(), session);
         id
@@ -160,9 +205,10 @@ impl Uiaa {
         self.lock().get(id).filter(|s| s.started.elapsed() < SESSION_LIFETIME).cloned()
     }
 
-    fn update(&self, id: &str, completed: Vec<AuthType>) {
+    fn update(&self, id: &str, completed: Vec<AuthType>, validated: Option<Validated>) {
         if let Some(session) = self.lock().get_mut(id) {
             session.completed = completed;
+            session.validated = validated;
         }
     }
 

@@ -1,14 +1,14 @@
-//! Accounts and sessions: registration, login (with a password or a login token), logout,
-//! whoami, password, deactivation, and the (always empty) list of third-party identifiers.
-//! Refreshing and the other tokens are in `tokens.rs`.
+//! Accounts and sessions: registration (with an e-mail address when `[email]` is configured),
+//! login (with a password, by user name or e-mail address, or with a login token), logout,
+//! whoami, password change and reset by e-mail, and deactivation. Third-party identifiers are in
+//! `threepids.rs`; refreshing and the other tokens are in `tokens.rs`.
 
 use std::sync::Arc;
 
 use crate::users::{NewDevice, PasswordChange};
 use ruma::api::client::{
     account::{
-        change_password, check_registration_token_validity, deactivate, get_3pids,
-        get_username_availability,
+        change_password, check_registration_token_validity, deactivate, get_username_availability,
         register::{self, RegistrationKind},
         whoami,
     },
@@ -19,8 +19,9 @@ use ruma::api::client::{
 use crate::{
     Error, Result,
     api::router::{Anonymous, EvenIfLocked, Router, User},
-    config::RegistrationMode,
+    config::{EmailRegistration, RegistrationMode},
     services::Services,
+    threepids::{EMAIL, Validated},
     users::uiaa::UiaaContext,
 };
 
@@ -35,27 +36,25 @@ pub fn routes(router: &mut Router) {
         .add(logout_all)
         .add(whoami)
         .add(change_password)
-        .add(deactivate)
-        .add(get_3pids);
+        .add(deactivate);
 }
 
-/// Hearth keeps no third-party identifiers (e-mail addresses, phone numbers): it cannot verify
-/// them, as it sends neither mail nor SMS, and `/capabilities` says they cannot be changed. The
-/// list is always empty; the endpoints that would add, bind or remove one are not served.
-async fn get_3pids(
-    _: Arc<Services>,
-    _: User,
-    _: get_3pids::v3::Request,
-) -> Result<get_3pids::v3::Response> {
-    Ok(get_3pids::v3::Response::new(Vec::new()))
-}
-
-/// The UIA flows of registration in the configured mode.
-fn registration_flows(mode: RegistrationMode) -> Vec<Vec<AuthType>> {
-    match mode {
-        RegistrationMode::Open => vec![vec![AuthType::Dummy]],
-        RegistrationMode::Token => vec![vec![AuthType::RegistrationToken]],
-        RegistrationMode::Closed => Vec::new(),
+/// The UIA flows of registration in the configured mode, with e-mail as `[email] registration`
+/// asks (and mail is configured).
+fn registration_flows(mode: RegistrationMode, email: EmailRegistration) -> Vec<Vec<AuthType>> {
+    let first = match mode {
+        RegistrationMode::Open => AuthType::Dummy,
+        RegistrationMode::Token => AuthType::RegistrationToken,
+        RegistrationMode::Closed => return Vec::new(),
+    };
+    let with_email = match mode {
+        RegistrationMode::Token => vec![first.clone(), AuthType::EmailIdentity],
+        _ => vec![AuthType::EmailIdentity],
+    };
+    match email {
+        EmailRegistration::Off => vec![vec![first]],
+        EmailRegistration::Optional => vec![vec![first], with_email],
+        EmailRegistration::Required => vec![with_email],
     }
 }
 
@@ -94,9 +93,17 @@ async fn register(
         request.device_id.as_ref().map(|id| id.as_str()),
         request.initial_device_display_name.as_deref(),
     )?;
-    let context = UiaaContext { user_id: None, registration_tokens: &config.tokens };
-    let flows = registration_flows(config.mode);
-    services.uiaa.check(&services.users, &flows, request.auth.as_ref(), context).await?;
+    let threepids = Some(&services.threepids);
+    let context = UiaaContext { user_id: None, registration_tokens: &config.tokens, threepids };
+    let flows = registration_flows(config.mode, services.threepids.email_at_registration());
+    let auth = request.auth.as_ref();
+    let validated =
+        services.uiaa.check_with_threepid(&services.users, &flows, auth, context).await?;
+    if let Some(validated) = &validated
+        && services.threepids.user_of(&validated.medium, &validated.address).await?.is_some()
+    {
+        return Err(crate::threepids::threepid_in_use());
+    }
 
     let user_id = match user_id {
         Some(user_id) => {
@@ -105,6 +112,9 @@ async fn register(
         }
         None => services.users.create_random(password).await?,
     };
+    if let Some(validated) = validated {
+        services.threepids.add(&user_id, validated).await?;
+    }
     registered(&services, user_id, request).await
 }
 
@@ -285,20 +295,35 @@ async fn appservice_login(
     Ok(user_id)
 }
 
-/// The user an `m.login.password` login names, once its password matched.
+/// The user an `m.login.password` login names (by user name or by an e-mail address on the
+/// account), once its password matched.
 async fn password_login(
     services: &Services,
     password: &login::v3::Password,
 ) -> Result<ruma::OwnedUserId> {
-    #[allow(deprecated)] // `user` is the pre-identifier form some clients still send
-    let name = match (&password.identifier, &password.user) {
-        (Some(UserIdentifier::Matrix(identifier)), _) => identifier.user.clone(),
-        (None, Some(user)) => user.clone(),
-        _ => return Err(Error::forbidden("Only user identifiers are supported")),
+    // `user`, `medium` and `address` are the pre-identifier forms some clients still send.
+    #[allow(deprecated)]
+    let (user, medium, address) = (&password.user, &password.medium, &password.address);
+    let user_id = match (&password.identifier, user, medium.as_deref(), address) {
+        (Some(UserIdentifier::Matrix(identifier)), ..) => {
+            services.users.local_user_id(&identifier.user)?
+        }
+        (Some(UserIdentifier::Email(identifier)), ..) => {
+            user_of_email(services, &identifier.address).await?
+        }
+        (None, Some(user), ..) => services.users.local_user_id(user)?,
+        (None, None, Some(EMAIL), Some(address)) => user_of_email(services, address).await?,
+        _ => return Err(Error::forbidden("Only user names and e-mail addresses can log in")),
     };
-    let user_id = services.users.local_user_id(&name)?;
     services.users.check_password(&user_id, &password.password).await?;
     Ok(user_id)
+}
+
+/// The account with this e-mail address; an unknown address is refused as a wrong password is,
+/// so that a login attempt does not tell which addresses have accounts.
+async fn user_of_email(services: &Services, address: &str) -> Result<ruma::OwnedUserId> {
+    let user_id = services.threepids.user_of(EMAIL, address).await?;
+    user_id.ok_or_else(|| Error::forbidden("Invalid user name or password"))
 }
 
 /// Served to locked accounts too, as the spec's account locking allows.
@@ -331,12 +356,20 @@ async fn whoami(
     Ok(response)
 }
 
+/// With an access token, confirmed with the password; without one, a password reset confirmed
+/// with `m.login.email.identity` (a session validated by mail for an address on the account).
 async fn change_password(
     services: Arc<Services>,
-    user: User,
+    user: Option<User>,
     request: change_password::v3::Request,
 ) -> Result<change_password::v3::Response> {
-    super::confirm_with_password(&services, &user, request.auth.as_ref()).await?;
+    let (user_id, device_id) = match &user {
+        Some(user) => {
+            super::confirm_with_password(&services, user, request.auth.as_ref()).await?;
+            (user.user_id.clone(), Some(user.device_id.as_str()))
+        }
+        None => (reset_password_user(&services, &request).await?, None),
+    };
     if request.new_password.is_empty() {
         return Err(Error::client(
             http::StatusCode::BAD_REQUEST,
@@ -346,11 +379,35 @@ async fn change_password(
     }
     let change = PasswordChange {
         new_password: request.new_password,
-        device_id: user.device_id.as_str(),
+        device_id,
         logout_devices: request.logout_devices,
     };
-    services.users.change_password(&user.user_id, change).await?;
+    services.users.change_password(&user_id, change).await?;
     Ok(change_password::v3::Response::new())
+}
+
+/// The account whose password a reset by e-mail changes, once the UIA stage
+/// `m.login.email.identity` is complete; the session is used up.
+async fn reset_password_user(
+    services: &Services,
+    request: &change_password::v3::Request,
+) -> Result<ruma::OwnedUserId> {
+    if !services.threepids.email_enabled() {
+        return Err(Error::missing_token());
+    }
+    let flows = [vec![AuthType::EmailIdentity]];
+    let threepids = Some(&services.threepids);
+    let context = UiaaContext { user_id: None, registration_tokens: &[], threepids };
+    let auth = request.auth.as_ref();
+    let validated =
+        services.uiaa.check_with_threepid(&services.users, &flows, auth, context).await?;
+    let Some(validated): Option<Validated> = validated else {
+        return Err(Error::forbidden("No e-mail address was validated"));
+    };
+    let user_id = services.threepids.user_of(&validated.medium, &validated.address).await?;
+    let user_id = user_id.ok_or_else(|| Error::forbidden("No account has this e-mail address"))?;
+    services.threepids.use_up(&validated).await?;
+    Ok(user_id)
 }
 
 async fn deactivate(
@@ -361,6 +418,13 @@ async fn deactivate(
     use ruma::api::client::account::ThirdPartyIdRemovalStatus;
     super::confirm_with_password(&services, &user, request.auth.as_ref()).await?;
     services.rooms.leave_all_rooms(&user.user_id).await?;
+    // The account's e-mail addresses go with it (in the store); bound ones are unbound first.
+    let id_server = request.id_server.as_deref();
+    let unbound = services.threepids.unbind_all(&user.user_id, id_server).await?;
     services.users.deactivate(&user.user_id).await?;
-    Ok(deactivate::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport))
+    let status = match unbound {
+        true => ThirdPartyIdRemovalStatus::Success,
+        false => ThirdPartyIdRemovalStatus::NoSupport,
+    };
+    Ok(deactivate::v3::Response::new(status))
 }

@@ -65,8 +65,9 @@ async fn get_capabilities(
         .map_err(|_| anyhow::anyhow!("bad default room version"))?;
     let mut capabilities = Capabilities::new();
     capabilities.room_versions = RoomVersionsCapability::new(default, available);
-    // Third-party identifiers (e-mail, phone) are not served.
-    capabilities.thirdparty_id_changes = ThirdPartyIdChangesCapability::new(false);
+    // E-mail addresses can be added and removed when the server sends mail; phone numbers never.
+    let email = services.threepids.email_enabled();
+    capabilities.thirdparty_id_changes = ThirdPartyIdChangesCapability::new(email);
     // Every field of the profile may be set (a suspended account is refused when it tries).
     capabilities.profile_fields = Some(ProfileFieldsCapability::new(true));
     // Only an administrator may lock and suspend other accounts.

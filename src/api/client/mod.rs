@@ -29,6 +29,7 @@ mod sliding_sync;
 mod sync;
 mod tags;
 mod thirdparty;
+mod threepids;
 mod timestamp;
 mod to_device;
 mod tokens;
@@ -72,6 +73,7 @@ pub fn register(router: &mut Router) {
     sync::routes(router);
     tags::routes(router);
     thirdparty::routes(router);
+    threepids::routes(router);
     timestamp::routes(router);
     to_device::routes(router);
     tokens::routes(router);
@@ -93,6 +95,7 @@ async fn confirm_with_password(
     {
         services.password_limiter.check(user.user_id.clone())?;
     }
-    let context = UiaaContext { user_id: Some(&user.user_id), registration_tokens: &[] };
+    let context =
+        UiaaContext { user_id: Some(&user.user_id), registration_tokens: &[], threepids: None };
     services.uiaa.check(&services.users, &[vec![AuthType::Password]], auth, context).await
 }

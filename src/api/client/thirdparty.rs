@@ -1,11 +1,11 @@
 //! Third-party networks (`/thirdparty/*`): the protocols a homeserver's application services
 //! bridge to (IRC, Slack, ...), and lookups of users and rooms on them.
 //!
-//! Hearth has no application services and so bridges to no network: the protocol list is empty,
-//! every named protocol is unknown (404 `M_NOT_FOUND`, as the spec answers an unknown protocol),
-//! and the reverse lookups by room alias or user ID find nothing (`[]`). These are served rather
-//! than left unrecognized so that clients that ask (Element's room directory does) get the
-//! answer of a server without bridges instead of an error.
+//! These lookups do not reach the application services yet (see the README): the protocol list
+//! is empty, every named protocol is unknown (404 `M_NOT_FOUND`, as the spec answers an unknown
+//! protocol), and the reverse lookups by room alias or user ID find nothing (`[]`). They are
+//! served rather than left unrecognized so that clients that ask (Element's room directory does)
+//! get the answer of a server without bridges instead of an error.
 
 use std::sync::Arc;
 
@@ -30,7 +30,7 @@ pub fn routes(router: &mut Router) {
         .add(get_user_for_user_id);
 }
 
-/// 404 `M_NOT_FOUND` for any protocol: no application service bridges to one.
+/// 404 `M_NOT_FOUND` for any protocol: no lookup reaches an application service yet.
 fn unknown_protocol(protocol: &str) -> Error {
     Error::not_found(format!("No bridge to the protocol {protocol:?} runs on this server"))
 }

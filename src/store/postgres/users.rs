@@ -390,7 +390,14 @@ async fn deactivate(c: &Conn, user_id: &str) -> StoreResult<()> {
         &[&user_id],
     )
     .await?;
-    for table in ["access_tokens", "refresh_tokens", "login_tokens", "openid_tokens"] {
+    for table in [
+        "access_tokens",
+        "refresh_tokens",
+        "login_tokens",
+        "openid_tokens",
+        "user_threepids",
+        "threepid_id_server_binds",
+    ] {
         execute(c, &format!("DELETE FROM {table} WHERE user_id = $1"), &[&user_id]).await?;
     }
     execute(c, "DELETE FROM devices WHERE user_id = $1", &[&user_id]).await?;

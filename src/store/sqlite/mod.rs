@@ -18,6 +18,7 @@ mod relations;
 mod rooms;
 mod search;
 mod summaries;
+mod threepids;
 mod tokens;
 mod users;
 

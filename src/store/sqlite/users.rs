@@ -80,7 +80,14 @@ impl UserStore for SqliteStore {
                  avatar_url = NULL WHERE user_id = ?1",
                 [user_id.as_str()],
             )?;
-            for table in ["access_tokens", "refresh_tokens", "login_tokens", "openid_tokens"] {
+            for table in [
+                "access_tokens",
+                "refresh_tokens",
+                "login_tokens",
+                "openid_tokens",
+                "user_threepids",
+                "threepid_id_server_binds",
+            ] {
                 c.execute(&format!("DELETE FROM {table} WHERE user_id = ?1"), [user_id.as_str()])?;
             }
             c.execute("DELETE FROM devices WHERE user_id = ?1", [user_id.as_str()])?;
