@@ -155,4 +155,30 @@ impl Services {
     pub fn server_name(&self) -> &ruma::ServerName {
         &self.config.server_name
     }
+
+    /// The room a local alias points to. An alias no room has yet is asked of the application
+    /// services whose alias namespaces hold it, one after the other, as the spec's
+    /// [room alias queries](https://spec.matrix.org/v1.19/application-service-api/#get_matrixappv1roomsroomalias)
+    /// say: a service that answers yes has created the room and the alias, which are read
+    /// again. 404 `M_NOT_FOUND` when no one has it.
+    pub async fn resolve_alias(
+        &self,
+        alias: &ruma::RoomAliasId,
+    ) -> crate::Result<ruma::OwnedRoomId> {
+        let not_found = match self.rooms.resolve_alias(alias).await {
+            Err(error)
+                if error.status() == http::StatusCode::NOT_FOUND
+                    && alias.server_name() == self.server_name() =>
+            {
+                error
+            }
+            resolved => return resolved,
+        };
+        for service in self.appservices.iter().filter(|s| s.is_alias_interesting(alias)) {
+            if self.appservice_client.query_room_alias(service, alias).await {
+                return self.rooms.resolve_alias(alias).await;
+            }
+        }
+        Err(not_found)
+    }
 }

@@ -2,7 +2,8 @@
 //! HTTP server of the test's own playing the service. Transactions arrive with the `hs_token`,
 //! in order, are retried after a failure and survive a restart of the service and the server;
 //! the service registers, logs in and acts as users of its namespaces, which others cannot
-//! take; the ping and the service's room directory answer as the spec says.
+//! take; an alias of its namespace that no room has is asked of it; the ping and the service's
+//! room directory answer as the spec says.
 
 mod common;
 
@@ -49,6 +50,37 @@ struct ServiceState {
     refuse_next: AtomicU32,
     /// The status pings are answered with (0: 200).
     ping_status: AtomicU16,
+    /// Room alias queries: the alias asked for and the `Authorization` header.
+    alias_queries: Mutex<Vec<(String, Option<String>)>>,
+    /// The homeserver's URL, once known: the service then answers an alias query for
+    /// `#bridge_lounge:localhost` by creating the room (as its own user) and saying yes.
+    homeserver: Mutex<Option<String>>,
+}
+
+impl ServiceState {
+    /// `GET /_matrix/app/v1/rooms/{roomAlias}`.
+    async fn answer_alias_query(
+        &self,
+        alias: String,
+        authorization: Option<String>,
+    ) -> warp::reply::WithStatus<warp::reply::Json> {
+        let alias = percent_encoding::percent_decode_str(&alias).decode_utf8_lossy().into_owned();
+        self.alias_queries.lock().unwrap().push((alias.clone(), authorization));
+        let homeserver = self.homeserver.lock().unwrap().clone();
+        let (Some(homeserver), "#bridge_lounge:localhost") = (homeserver, alias.as_str()) else {
+            return reply(404, json!({"errcode": "M_NOT_FOUND"}));
+        };
+        let body = json!({"room_alias_name": "bridge_lounge", "preset": "public_chat"});
+        let created = reqwest::Client::new()
+            .post(format!("{homeserver}{V3}/createRoom"))
+            .bearer_auth(AS_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), StatusCode::OK, "{}", created.text().await.unwrap());
+        reply(200, json!({}))
+    }
 }
 
 /// The test's application service: an HTTP server on a port reserved for it, which may be down.
@@ -102,7 +134,15 @@ impl FakeService {
                     status => reply(status, json!({"errcode": "M_UNKNOWN_TOKEN"})),
                 }
             });
-        let server = warp::serve(transactions.or(ping)).incoming(listener);
+        let state = self.state.clone();
+        let alias_query = warp::get()
+            .and(warp::path!("_matrix" / "app" / "v1" / "rooms" / String))
+            .and(warp::header::optional::<String>("authorization"))
+            .then(move |alias, authorization| {
+                let state = state.clone();
+                async move { state.answer_alias_query(alias, authorization).await }
+            });
+        let server = warp::serve(transactions.or(ping).or(alias_query)).incoming(listener);
         self.task = Some(tokio::spawn(server.run()));
     }
 
@@ -431,6 +471,39 @@ async fn a_ping_reaches_the_service_or_says_why_not() {
     let (server, _dir) = server_with_services(&down.url()).await;
     let got = as_call(&server, Method::POST, &ping_path("bridge"), Some(body)).await;
     assert_error(&got, StatusCode::BAD_GATEWAY, "M_CONNECTION_FAILED");
+}
+
+#[tokio::test]
+async fn an_unknown_alias_of_the_service_is_asked_of_it_and_then_resolves() {
+    let service = FakeService::started().await;
+    let (server, _dir) = server_with_services(&service.url()).await;
+    *service.state.homeserver.lock().unwrap() = Some(server.base_url.clone());
+    let alice = server.register("alice").await;
+    let alias_path = |alias: &str| format!("{V3}/directory/room/{}", enc(alias));
+
+    // No room has the alias: the service is asked, creates it and says yes.
+    let (status, json) =
+        server.get(&alias_path("#bridge_lounge:localhost"), &alice.access_token).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    let room_id = json["room_id"].as_str().unwrap().to_owned();
+    let queries = service.state.alias_queries.lock().unwrap().clone();
+    let bearer = format!("Bearer {HS_TOKEN}");
+    assert_eq!(queries, [("#bridge_lounge:localhost".to_owned(), Some(bearer))]);
+
+    // Now it exists: joining by it asks nothing more.
+    let path = format!("{V3}/join/{}", enc("#bridge_lounge:localhost"));
+    let (status, json) = server.post(&path, &alice.access_token, json!({})).await;
+    assert_eq!((status, json["room_id"].as_str()), (StatusCode::OK, Some(room_id.as_str())));
+    assert_eq!(service.state.alias_queries.lock().unwrap().len(), 1);
+
+    // The service says no: 404, after asking. An alias outside its namespaces is not asked.
+    let got = server.get(&alias_path("#bridge_nothing:localhost"), &alice.access_token).await;
+    assert_error(&got, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+    let got = server.get(&alias_path("#elsewhere:localhost"), &alice.access_token).await;
+    assert_error(&got, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+    let asked: Vec<String> =
+        service.state.alias_queries.lock().unwrap().iter().map(|(a, _)| a.clone()).collect();
+    assert_eq!(asked, ["#bridge_lounge:localhost", "#bridge_nothing:localhost"]);
 }
 
 fn directory_path(network: &str, room_id: &str) -> String {

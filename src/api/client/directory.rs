@@ -51,7 +51,7 @@ async fn get_alias(
     _: Option<User>,
     request: get_alias::v3::Request,
 ) -> Result<get_alias::v3::Response> {
-    let room_id = services.rooms.resolve_alias(&request.room_alias).await?;
+    let room_id = services.resolve_alias(&request.room_alias).await?;
     let servers = vec![services.rooms.server_name().to_owned()];
     Ok(get_alias::v3::Response::new(room_id, servers))
 }

@@ -52,7 +52,7 @@ async fn get_summary(
     // FIXME: rooms of other servers (and `via`) need the federation hierarchy API.
     let room_id = match OwnedRoomId::try_from(request.room_id_or_alias) {
         Ok(room_id) => room_id,
-        Err(alias) => services.rooms.resolve_alias(&alias).await?,
+        Err(alias) => services.resolve_alias(&alias).await?,
     };
     let user_id = user.as_ref().map(|user| user.user_id.as_ref());
     let (summary, membership) = services.rooms.room_summary(&room_id, user_id).await?;

@@ -25,7 +25,7 @@ async fn knock_room(
     user.require_not_suspended()?;
     let room_id = match OwnedRoomId::try_from(request.room_id_or_alias) {
         Ok(room_id) => room_id,
-        Err(alias) => services.rooms.resolve_alias(&alias).await?,
+        Err(alias) => services.resolve_alias(&alias).await?,
     };
     if !services.rooms.exists(&room_id).await? {
         // FIXME: knocking on a room of another server needs make_knock/send_knock; `via` is

@@ -198,14 +198,7 @@ async fn join_room_by_id_or_alias(
 ) -> Result<join_room_by_id_or_alias::v3::Response> {
     let room_id = match OwnedRoomId::try_from(request.room_id_or_alias.clone()) {
         Ok(room_id) => room_id,
-        Err(alias) => {
-            let record = services
-                .store
-                .alias(&alias)
-                .await?
-                .ok_or_else(|| Error::not_found("Room alias not found"))?;
-            record.room_id
-        }
+        Err(alias) => services.resolve_alias(&alias).await?,
     };
     let room_id = join(&services, &user, room_id, request.reason).await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id))
