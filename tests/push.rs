@@ -213,6 +213,33 @@ async fn messages_count_mentions_highlight_and_a_receipt_resets_the_counts() {
     assert_eq!(counts(&response, &room), Some((0, 0)), "the receipt shows in the next sync");
 }
 
+/// A long poll woken by a message answers it together with the counts it changed, and the
+/// counts, recorded just after the message, do not wake the next poll for themselves alone.
+#[tokio::test]
+async fn a_long_poll_woken_by_a_message_shows_its_counts_in_the_same_answer() {
+    let (server, alice, bob, room) = family().await;
+    let mut since = server.sync(&bob, "timeout=0").await["next_batch"].as_str().unwrap().to_owned();
+    for round in 1..=5_u64 {
+        let query = format!("since={since}&timeout=10000");
+        let poll = server.sync(&bob, &query);
+        let message = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            send(&server, &alice, &room, json!({"msgtype": "m.text", "body": "hi"})).await
+        };
+        let (answer, event_id) = tokio::join!(poll, message);
+        let timeline = answer.pointer(&format!("{}/timeline/events", room_path(&room)));
+        let ids: Vec<&str> = timeline
+            .and_then(Value::as_array)
+            .map(|events| events.iter().filter_map(|e| e["event_id"].as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(ids, [event_id.as_str()], "round {round}: {answer}");
+        assert_eq!(counts(&answer, &room), Some((round, 0)), "round {round}: {answer}");
+        since = answer["next_batch"].as_str().unwrap().to_owned();
+        let next = server.sync(&bob, &format!("since={since}&timeout=300")).await;
+        assert!(next.pointer(&room_path(&room)).is_none(), "round {round}: woken again: {next}");
+    }
+}
+
 /// Sends of several members at once queue up for the evaluator, which takes them in batches:
 /// every message is still counted for every other member, with its own highlight.
 #[tokio::test]

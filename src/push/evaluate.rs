@@ -8,8 +8,9 @@
 //! last one: each room of a batch is read once (its members, their display names and its power
 //! levels) and each recipient's rules once, and the batch's notifications are written in one
 //! write, so that a busy room's members are kept up with however fast its messages come. The
-//! counts written here take a stream position of their own, so a sync that ran between the event
-//! and its evaluation shows the counts in its next round. What a room and a user are evaluated
+//! counts written here take a stream position of their own; after each batch the evaluator marks
+//! the batch's last event evaluated, which syncs wait for (briefly: see
+//! [`super::Push::wait_for_counts`]) so that they show a message with the counts it changed. What a room and a user are evaluated
 //! with is their state when the batch is read, as it was when each event was evaluated alone.
 //!
 //! FIXME: notifications are kept forever (`GET /notifications` pages through all of them); a
@@ -54,8 +55,13 @@ pub(super) fn start(push: Push, bus: &Bus, rooms: Rooms) {
     let evaluator = Evaluator { push, bus: bus.clone(), rooms };
     tokio::spawn(async move {
         while let Some(batch) = next_batch(&mut events).await {
-            if let Err(error) = evaluator.on_room_events(&batch).await {
+            let outputs = decode(&batch);
+            if let Err(error) = evaluator.on_room_events(&outputs).await {
                 tracing::warn!(error = format!("{error:#}"), "cannot evaluate push rules");
+            }
+            // Also after a failure: syncs waiting for these counts are not kept waiting.
+            if let Some(last) = outputs.iter().map(|output| output.stream_position).max() {
+                evaluator.push.mark_evaluated(last);
             }
         }
     });
@@ -71,6 +77,20 @@ async fn next_batch(events: &mut Subscription) -> Option<Vec<Message>> {
         }
     }
     Some(batch)
+}
+
+/// The room events of a batch; one that cannot be decoded is logged and skipped.
+fn decode(batch: &[Message]) -> Vec<RoomEventOutput> {
+    batch
+        .iter()
+        .filter_map(|message| match message.decode::<RoomEventOutput>() {
+            Ok(output) => Some(output),
+            Err(error) => {
+                tracing::warn!(error = format!("{error:#}"), "skipping a room event");
+                None
+            }
+        })
+        .collect()
 }
 
 /// What the events of one room are evaluated with, read once per batch.
@@ -92,17 +112,7 @@ struct BatchCache {
 impl Evaluator {
     /// Evaluates a batch of room events in stream order and records what notified whom. An
     /// event that cannot be evaluated is logged and skipped; the others are still recorded.
-    async fn on_room_events(&self, batch: &[Message]) -> anyhow::Result<()> {
-        let outputs: Vec<RoomEventOutput> = batch
-            .iter()
-            .filter_map(|message| match message.decode::<RoomEventOutput>() {
-                Ok(output) => Some(output),
-                Err(error) => {
-                    tracing::warn!(error = format!("{error:#}"), "skipping a room event");
-                    None
-                }
-            })
-            .collect();
+    async fn on_room_events(&self, outputs: &[RoomEventOutput]) -> anyhow::Result<()> {
         let ids: Vec<OwnedEventId> = outputs.iter().map(|o| o.event_id.clone()).collect();
         let mut events: BTreeMap<OwnedEventId, EventRecord> = self
             .rooms
@@ -114,7 +124,7 @@ impl Evaluator {
             .collect();
         let mut cache = BatchCache::default();
         let mut notifications = Vec::new();
-        for output in &outputs {
+        for output in outputs {
             let Some(event) = events.remove(&output.event_id) else { continue };
             match self.evaluate(&event, output, &mut cache).await {
                 Ok(mut notified) => notifications.append(&mut notified),

@@ -12,7 +12,7 @@ pub mod evaluate;
 pub mod gateway;
 pub mod rules;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use ruma::{
     OwnedEventId, OwnedRoomId, OwnedUserId, UInt, UserId,
@@ -22,6 +22,7 @@ use ruma::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tokio::sync::watch;
 
 use crate::{
     Error, Result,
@@ -70,6 +71,9 @@ const MAX_LIMIT: usize = 100;
 pub struct Push {
     store: Store,
     users: Users,
+    /// The stream position of the latest room event whose notifications are recorded (see
+    /// [`Self::wait_for_counts`]).
+    evaluated: Arc<watch::Sender<i64>>,
 }
 
 /// How delivery to a gateway retries after a 5xx answer or a connection failure.
@@ -90,10 +94,31 @@ impl Default for RetryPolicy {
 impl Push {
     /// Starts evaluating new room events and delivering notifications. Needs a Tokio runtime.
     pub fn start(store: Store, bus: &Bus, users: Users, rooms: Rooms, retry: RetryPolicy) -> Self {
-        let push = Self { store: store.clone(), users };
+        let evaluated = Arc::new(watch::channel(0).0);
+        let push = Self { store: store.clone(), users, evaluated };
         evaluate::start(push.clone(), bus, rooms);
         gateway::start(store, bus, retry);
         push
+    }
+
+    /// Waits (at most `within`) until the notifications of the room events up to `position`
+    /// are recorded, so that a sync shows a new message together with the counts it changed
+    /// rather than the counts in an answer of their own just after. Returns at once when push
+    /// evaluation has caught up, as it has but for a moment after each event.
+    pub async fn wait_for_counts(&self, position: i64, within: Duration) {
+        let mut evaluated = self.evaluated.subscribe();
+        let caught_up = evaluated.wait_for(|&evaluated| evaluated >= position);
+        // Past the wait, the sync answers now and the counts follow in a later answer.
+        let _ = tokio::time::timeout(within, caught_up).await;
+    }
+
+    /// Records that the events up to `position` are evaluated.
+    fn mark_evaluated(&self, position: i64) {
+        self.evaluated.send_if_modified(|evaluated| {
+            let advanced = position > *evaluated;
+            *evaluated = (*evaluated).max(position);
+            advanced
+        });
     }
 
     /// The user's push rules: what they stored, with today's server-default rules, or only the

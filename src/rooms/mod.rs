@@ -24,6 +24,11 @@ pub mod typing;
 pub mod upgrade;
 pub mod visibility;
 
+use std::sync::{
+    Arc,
+    atomic::{AtomicI64, Ordering},
+};
+
 use ruma::{
     OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId,
     events::room::power_levels::RoomPowerLevels,
@@ -59,6 +64,8 @@ pub struct Rooms {
     store: Store,
     bus: Bus,
     keys: ServerKeys,
+    /// The stream position of the latest event published on [`ROOM_EVENT_SUBJECT`].
+    published: Arc<AtomicI64>,
 }
 
 /// A membership change asked for by a user.
@@ -75,7 +82,7 @@ pub struct MembershipChange {
 
 impl Rooms {
     pub fn new(store: Store, bus: Bus, keys: ServerKeys) -> Self {
-        Self { store, bus, keys }
+        Self { store, bus, keys, published: Arc::default() }
     }
 
     pub fn server_name(&self) -> &ruma::ServerName {
@@ -289,10 +296,17 @@ impl Rooms {
                 state_key: event.state_key.clone(),
                 membership: event.membership.clone(),
             };
+            self.published.fetch_max(event.stream_position, Ordering::SeqCst);
             if let Err(error) = self.bus.publish(ROOM_EVENT_SUBJECT, &output).await {
                 tracing::warn!(%error, "cannot publish a room event");
             }
         }
+    }
+
+    /// The stream position of the latest room event published since start (0 before the
+    /// first): what the bus's followers, such as push evaluation, are to catch up with.
+    pub fn published_position(&self) -> i64 {
+        self.published.load(Ordering::SeqCst)
     }
 
     pub fn keys(&self) -> &ServerKeys {

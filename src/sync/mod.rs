@@ -28,7 +28,21 @@ pub use self::{
     sliding::{Connections as SlidingSyncConnections, sliding_sync},
     v3::{MAX_TIMEOUT, SyncRequest, sync},
 };
-use crate::{Error, Result};
+use crate::{Error, Result, services::Services};
+
+/// How long a sync waits for push evaluation to record the counts of the newest room events
+/// (see [`current_position`]). Past it, the counts come in a later answer.
+const COUNTS_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The stream position a sync answers up to: the current one, once the notification counts of
+/// the room events published so far are recorded (or [`COUNTS_WAIT`] passed). Without the wait a
+/// long poll woken by a message would answer it without the counts it changed, and the counts,
+/// recorded a moment later, would wake the next poll for them alone.
+async fn current_position(services: &Services) -> Result<i64> {
+    let published = services.rooms.published_position();
+    services.push.wait_for_counts(published, COUNTS_WAIT).await;
+    Ok(services.store.current_position().await?)
+}
 
 /// Formats a stream position as a token.
 pub fn token(position: i64) -> String {

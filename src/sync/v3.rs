@@ -87,7 +87,7 @@ pub async fn sync(services: &Services, request: SyncRequest) -> Result<Response>
     let mut wake = services.notifier.watch(&request.user_id);
     let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
     loop {
-        let current = services.store.current_position().await?;
+        let current = super::current_position(services).await?;
         let response = compute(services, &request, current).await?;
         let may_wait = request.since.is_some() && !request.full_state;
         if !may_wait || !is_empty(&response) || tokio::time::Instant::now() >= deadline {

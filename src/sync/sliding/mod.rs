@@ -66,7 +66,7 @@ pub async fn sliding_sync(
         let asker = Asker {
             user_id: &key.user_id,
             device_id: &key.device_id,
-            current: services.store.current_position().await?,
+            current: crate::sync::current_position(services).await?,
             ignored: &ignored,
         };
         let answer = compute(services, asker, &request, previous.as_deref()).await?;
