@@ -34,10 +34,10 @@ impl Message {
 
 /// A durable stream: its name and the subjects it captures.
 ///
-/// FIXME: a stream keeps every message it captured (no retention policy yet, unlike JetStream's
-/// limits or interest retention). No subject is durable yet; before a busy one is, trimming is
-/// needed, and the next sequence must then come from a counter rather than the highest stored
-/// sequence, so that a trimmed stream never reuses a sequence a consumer has acknowledged.
+/// A stream keeps what it captured until its owner trims it ([`Bus::trim`]) once every consumer
+/// it knows of acknowledged it, as JetStream's interest retention does. Trimming always keeps
+/// the last message, after whose sequence the next one is numbered: a sequence is never given
+/// twice, so no consumer's acknowledgement ever covers a message it did not get.
 #[derive(Clone, Debug)]
 pub struct StreamConfig {
     pub name: String,
@@ -129,6 +129,19 @@ impl Bus {
             notify,
             delivered: acked,
         })
+    }
+
+    /// Deletes the messages of `stream` that each of `consumers` acknowledged (a consumer that
+    /// never acknowledged anything keeps the whole stream), but the last. Returns how many.
+    pub async fn trim(&self, stream: &str, consumers: &[String]) -> StoreResult<u64> {
+        let mut through = i64::MAX;
+        for consumer in consumers {
+            through = through.min(self.inner.store.bus_acked(stream, consumer).await?);
+        }
+        if consumers.is_empty() || through == 0 {
+            return Ok(0);
+        }
+        self.inner.store.bus_trim(stream, through).await
     }
 
     fn streams_for(&self, subject: &str) -> Vec<(String, Arc<Notify>)> {
@@ -287,6 +300,41 @@ mod tests {
         bus.add_stream(stream);
         let mut consumer = bus.consumer("out", "worker").await.unwrap();
         assert_eq!(consumer.next().await.unwrap().message.decode::<i32>().unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn trimming_keeps_what_a_consumer_has_not_acknowledged_and_the_last_message() {
+        let (_db, store) = temp_store().await;
+        let bus = Bus::new(store);
+        bus.add_stream(StreamConfig { name: "s".into(), subjects: vec!["s.*".into()] });
+        for n in 1..=5 {
+            bus.publish("s.n", &n).await.unwrap();
+        }
+        let consumers = ["fast".to_owned(), "slow".to_owned()];
+        let (mut fast, mut slow) =
+            (bus.consumer("s", "fast").await.unwrap(), bus.consumer("s", "slow").await.unwrap());
+        let left = |bus: Bus| async move {
+            let mut consumer = bus.consumer("s", "reader").await.unwrap();
+            let messages = consumer.next_batch(100).await.unwrap();
+            messages.iter().map(|m| m.message.decode::<i32>().unwrap()).collect::<Vec<_>>()
+        };
+
+        let read = fast.next_batch(100).await.unwrap();
+        fast.ack(read.last().unwrap().sequence).await.unwrap();
+        assert_eq!(bus.trim("s", &consumers).await.unwrap(), 0, "slow acknowledged nothing");
+        slow.next_batch(3).await.unwrap();
+        slow.ack(3).await.unwrap();
+        assert_eq!(bus.trim("s", &consumers).await.unwrap(), 3);
+        assert_eq!(left(bus.clone()).await, [4, 5]);
+
+        let read = slow.next_batch(100).await.unwrap();
+        slow.ack(read.last().unwrap().sequence).await.unwrap();
+        assert_eq!(bus.trim("s", &consumers).await.unwrap(), 1, "the last message stays");
+        assert_eq!(left(bus.clone()).await, [5]);
+        // The next message is numbered after the kept one, and both consumers get it.
+        bus.publish("s.n", &6).await.unwrap();
+        assert_eq!(fast.next().await.unwrap().sequence, 6);
+        assert_eq!(slow.next().await.unwrap().message.decode::<i32>().unwrap(), 6);
     }
 
     #[tokio::test]

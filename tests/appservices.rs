@@ -350,6 +350,35 @@ async fn a_refused_transaction_is_sent_again_with_the_same_id() {
 }
 
 #[tokio::test]
+async fn a_transaction_refused_before_a_restart_is_sent_again_as_it_was() {
+    let service = FakeService::started().await;
+    let (mut server, _dir) = server_with_services(&service.url()).await;
+    let alice = server.register("alice").await;
+    let room_id = room_with_bridge_user(&server, &alice).await;
+    service.wait_until_joined("@bridge_bob:localhost").await;
+    service.state.refuse_next.store(u32::MAX, Ordering::SeqCst);
+    server.send_text(&alice, &room_id, "refused").await;
+    let refused = loop {
+        let transactions = service.state.transactions.lock().unwrap().clone();
+        if let Some(refused) = transactions.into_iter().find(|t| !t.accepted) {
+            break refused;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    server.send_text(&alice, &room_id, "queued behind it").await;
+
+    server.kill_and_restart().await;
+    service.state.refuse_next.store(0, Ordering::SeqCst);
+    let messages = service.wait_for_messages(&["refused", "queued behind it"]).await;
+    assert_eq!(messages, ["refused", "queued behind it"]);
+    let transactions = service.state.transactions.lock().unwrap().clone();
+    let mut after_refusal = transactions.iter().skip_while(|t| t.txn_id != refused.txn_id);
+    let first_accepted = after_refusal.find(|t| t.accepted).unwrap();
+    assert_eq!(first_accepted.txn_id, refused.txn_id, "the same transaction: {transactions:?}");
+    assert_eq!(first_accepted.events.len(), refused.events.len(), "{transactions:?}");
+}
+
+#[tokio::test]
 async fn events_sent_while_the_service_is_down_arrive_after_a_restart_of_both() {
     let mut service = FakeService::reserve();
     let (mut server, _dir) = server_with_services(&service.url()).await;

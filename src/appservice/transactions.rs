@@ -16,6 +16,9 @@
 //! [pushing events](https://spec.matrix.org/v1.19/application-service-api/#pushing-events) asks.
 //! A service without `url` gets nothing.
 //!
+//! The stream keeps only what some service still has to be sent: after each transaction, what
+//! every service acknowledged is trimmed.
+//!
 //! FIXME: ephemeral events (typing, receipts, presence) are not pushed, even with
 //! `receive_ephemeral`; and an event published in the moment between its commit and its
 //! publication on the bus, when the server stops, is never pushed.
@@ -49,9 +52,16 @@ pub fn start(appservices: &Appservices, bus: &Bus, store: Store, client: Appserv
     }
     let subjects = vec![ROOM_EVENT_SUBJECT.to_owned()];
     bus.add_stream(StreamConfig { name: STREAM.to_owned(), subjects });
-    for service in appservices.iter().filter(|s| s.registration.url.is_some()) {
-        let sender =
-            Sender { service: service.clone(), store: store.clone(), client: client.clone() };
+    let pushed: Vec<&Arc<Appservice>> =
+        appservices.iter().filter(|s| s.registration.url.is_some()).collect();
+    let consumers: Arc<[String]> = pushed.iter().map(|s| consumer_name(s)).collect();
+    for service in pushed {
+        let sender = Sender {
+            service: service.clone(),
+            store: store.clone(),
+            client: client.clone(),
+            consumers: consumers.clone(),
+        };
         let bus = bus.clone();
         tokio::spawn(async move { sender.run(bus).await });
     }
@@ -62,38 +72,100 @@ struct Sender {
     service: Arc<Appservice>,
     store: Store,
     client: AppserviceClient,
+    /// The consumers of every service pushed to: the stream keeps what one of them still needs.
+    consumers: Arc<[String]>,
+}
+
+/// The durable consumer that pushes the stream to `service`.
+fn consumer_name(service: &Appservice) -> String {
+    format!("appservice.{}", service.id())
+}
+
+/// The record of the batch in flight to `service`: the consumer acknowledgement of this name
+/// holds the batch's last sequence, so that after a restart the same batch is sent again, under
+/// the same transaction ID.
+fn in_flight_name(service: &Appservice) -> String {
+    format!("{}.in-flight", consumer_name(service))
 }
 
 impl Sender {
     async fn run(self, bus: Bus) {
-        let name = format!("appservice.{}", self.service.id());
-        let mut consumer = loop {
-            match bus.consumer(STREAM, &name).await {
-                Ok(consumer) => break consumer,
+        let mut consumer = self.consumer(&bus).await;
+        // The size of a batch the last run sent but did not see accepted; read again as it was.
+        let mut unfinished = self.unfinished_batch().await;
+        let mut batch = Vec::new();
+        loop {
+            if batch.is_empty() {
+                let limit = unfinished.take().unwrap_or(MAX_BATCH);
+                match consumer.next_batch(limit).await {
+                    Ok(read) => batch = read,
+                    Err(error) => {
+                        self.warn(&error);
+                        tokio::time::sleep(FIRST_RETRY_DELAY).await;
+                        continue;
+                    }
+                }
+            }
+            match self.send(&batch, &consumer).await {
+                Ok(()) => {
+                    batch.clear();
+                    self.trim(&bus).await;
+                }
+                Err(error) => {
+                    self.warn(&error);
+                    tokio::time::sleep(FIRST_RETRY_DELAY).await;
+                }
+            }
+        }
+    }
+
+    async fn consumer(&self, bus: &Bus) -> Consumer {
+        loop {
+            match bus.consumer(STREAM, &consumer_name(&self.service)).await {
+                Ok(consumer) => return consumer,
                 Err(error) => {
                     tracing::warn!(error = format!("{error:#}"), "cannot read the stream");
                     tokio::time::sleep(MAX_RETRY_DELAY).await;
                 }
             }
-        };
-        loop {
-            if let Err(error) = self.next_transaction(&mut consumer).await {
-                tracing::warn!(
-                    appservice = self.service.id(),
-                    error = format!("{error:#}"),
-                    "cannot push events to an application service"
-                );
-                tokio::time::sleep(FIRST_RETRY_DELAY).await;
-            }
         }
     }
 
-    /// Reads the next batch, pushes what interests the service and acknowledges the batch.
-    async fn next_transaction(&self, consumer: &mut Consumer) -> anyhow::Result<()> {
-        let batch = consumer.next_batch(MAX_BATCH).await?;
+    /// How many messages the batch in flight at the last stop held, if one was (sequences of a
+    /// stream follow each other, and only acknowledged ones are ever trimmed).
+    async fn unfinished_batch(&self) -> Option<usize> {
+        let acked = self.store.bus_acked(STREAM, &consumer_name(&self.service)).await.ok()?;
+        let in_flight = self.store.bus_acked(STREAM, &in_flight_name(&self.service)).await.ok()?;
+        usize::try_from(in_flight - acked).ok().filter(|&count| count > 0)
+    }
+
+    fn warn(&self, error: &anyhow::Error) {
+        tracing::warn!(
+            appservice = self.service.id(),
+            error = format!("{error:#}"),
+            "cannot push events to an application service"
+        );
+    }
+
+    /// Drops from the stream what every service has been sent. A failure only leaves the
+    /// messages for a later trim.
+    async fn trim(&self, bus: &Bus) {
+        if let Err(error) = bus.trim(STREAM, &self.consumers).await {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "cannot trim the application service stream"
+            );
+        }
+    }
+
+    /// Pushes what interests the service in a batch and acknowledges the batch. The transaction
+    /// ID is the batch's first and last sequence: a batch sent again, also after a restart, is
+    /// the same transaction.
+    async fn send(&self, batch: &[DurableMessage], consumer: &Consumer) -> anyhow::Result<()> {
         let (Some(first), Some(last)) = (batch.first(), batch.last()) else { return Ok(()) };
         let txn_id: OwnedTransactionId = format!("{}-{}", first.sequence, last.sequence).into();
-        let events = self.interesting_events(&batch).await?;
+        self.store.bus_ack(STREAM, &in_flight_name(&self.service), last.sequence).await?;
+        let events = self.interesting_events(batch).await?;
         if !events.is_empty() {
             self.push_until_accepted(txn_id, events).await;
         }

@@ -502,6 +502,10 @@ pub trait BusStore {
     ) -> StoreResult<Vec<BusMessage>>;
     async fn bus_ack(&self, stream: &str, consumer: &str, sequence: i64) -> StoreResult<()>;
     async fn bus_acked(&self, stream: &str, consumer: &str) -> StoreResult<i64>;
+    /// Deletes the stream's messages up to `through`, except its last message, whose sequence
+    /// the next message's follows (so that no sequence is ever given twice). Returns how many
+    /// were deleted.
+    async fn bus_trim(&self, stream: &str, through: i64) -> StoreResult<u64>;
 }
 
 /// A consistent, writable view of the rooms, used inside [`RoomStore::write_rooms`].

@@ -836,6 +836,11 @@ impl BusStore for SwitchableStore {
     async fn bus_acked(&self, stream: &str, consumer: &str) -> StoreResult<i64> {
         self.current().bus_acked(stream, consumer).await
     }
+
+    async fn bus_trim(&self, stream: &str, through: i64) -> StoreResult<u64> {
+        let stream = stream.to_owned();
+        self.write(|s| async move { s.bus_trim(&stream, through).await }).await
+    }
 }
 
 #[async_trait]

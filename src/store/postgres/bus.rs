@@ -79,4 +79,18 @@ impl BusStore for PostgresStore {
         .await?;
         Ok(row.map(|row| row.try_get(0)).transpose()?.unwrap_or(0))
     }
+
+    async fn bus_trim(&self, stream: &str, through: i64) -> StoreResult<u64> {
+        let stream = stream.to_owned();
+        self.write(move |w| {
+            let deleted = w.block_on(execute(
+                w.conn(),
+                "DELETE FROM bus_messages WHERE stream = $1 AND sequence <= $2
+                 AND sequence < (SELECT MAX(sequence) FROM bus_messages WHERE stream = $1)",
+                &[&stream, &through],
+            ))?;
+            Ok(deleted)
+        })
+        .await
+    }
 }

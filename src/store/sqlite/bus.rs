@@ -73,4 +73,17 @@ impl BusStore for SqliteStore {
         })
         .await
     }
+
+    async fn bus_trim(&self, stream: &str, through: i64) -> StoreResult<u64> {
+        let stream = stream.to_owned();
+        self.write(move |c| {
+            let deleted = c.execute(
+                "DELETE FROM bus_messages WHERE stream = ?1 AND sequence <= ?2
+                 AND sequence < (SELECT MAX(sequence) FROM bus_messages WHERE stream = ?1)",
+                params![stream, through],
+            )?;
+            Ok(deleted as u64)
+        })
+        .await
+    }
 }
