@@ -535,6 +535,33 @@ async fn an_unknown_alias_of_the_service_is_asked_of_it_and_then_resolves() {
     assert_eq!(asked, ["#bridge_lounge:localhost", "#bridge_nothing:localhost"]);
 }
 
+#[tokio::test]
+async fn aliases_of_the_service_namespace_are_the_service_s_alone() {
+    let (server, _dir) = server_with_services("http://127.0.0.1:9").await;
+    let alice = server.register("alice").await;
+    let room_id = server.create_room(&alice, json!({})).await;
+    let alias_path = |alias: &str| format!("{V3}/directory/room/{}", enc(alias));
+    let body = json!({"room_id": room_id});
+
+    let mine = alias_path("#bridge_mine:localhost");
+    let got = server.put(&mine, &alice.access_token, body.clone()).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "M_EXCLUSIVE");
+    let create = json!({"room_alias_name": "bridge_lounge"});
+    let got = server.post(&format!("{V3}/createRoom"), &alice.access_token, create).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "M_EXCLUSIVE");
+
+    // The service points an alias of its namespace at a room it is not in; not one of others.
+    let (status, json) =
+        as_call(&server, Method::PUT, &alias_path("#bridge_mine:localhost"), Some(body.clone()))
+            .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    let (status, json) =
+        server.get(&alias_path("#bridge_mine:localhost"), &alice.access_token).await;
+    assert_eq!((status, json["room_id"].as_str()), (StatusCode::OK, Some(room_id.as_str())));
+    let got = as_call(&server, Method::PUT, &alias_path("#elsewhere:localhost"), Some(body)).await;
+    assert_error(&got, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+}
+
 fn directory_path(network: &str, room_id: &str) -> String {
     format!("{V3}/directory/list/appservice/{network}/{}", enc(room_id))
 }

@@ -39,18 +39,21 @@ impl Rooms {
         Ok(())
     }
 
-    /// Points a new local alias at a room the user is joined to.
+    /// Points a new local alias at a room, which the user must be joined to if `require_joined`.
     pub async fn create_alias(
         &self,
         user_id: &UserId,
         alias: &RoomAliasId,
         room_id: &RoomId,
+        require_joined: bool,
     ) -> Result<()> {
         self.require_local_alias(alias)?;
         if !self.exists(room_id).await? {
             return Err(Error::not_found("Unknown room"));
         }
-        self.require_joined(room_id, user_id).await?;
+        if require_joined {
+            self.require_joined(room_id, user_id).await?;
+        }
         if !self.store().create_alias(alias, room_id, user_id).await? {
             return Err(Error::client(
                 http::StatusCode::CONFLICT,

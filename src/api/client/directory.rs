@@ -42,7 +42,12 @@ async fn create_alias(
     request: create_alias::v3::Request,
 ) -> Result<create_alias::v3::Response> {
     user.require_not_suspended()?;
-    services.rooms.create_alias(&user.user_id, &request.room_alias, &request.room_id).await?;
+    let alias = &request.room_alias;
+    let acting = user.appservice.as_ref();
+    services.appservices.require_alias_not_claimed(alias, acting.map(|service| service.id()))?;
+    // A bridge makes the aliases of its namespace point where it likes, joined or not.
+    let bridged = acting.is_some_and(|service| service.is_alias_interesting(alias));
+    services.rooms.create_alias(&user.user_id, alias, &request.room_id, !bridged).await?;
     Ok(create_alias::v3::Response::new())
 }
 

@@ -97,6 +97,10 @@ fn create_room_spec(
     };
     let alias =
         request.room_alias_name.as_deref().map(|name| local_alias(services, name)).transpose()?;
+    if let Some(alias) = &alias {
+        let acting = user.appservice.as_ref().map(|service| service.id());
+        services.appservices.require_alias_not_claimed(alias, acting)?;
+    }
     let mut creation_content = raw_object(request.creation_content.as_ref())?.unwrap_or_default();
     creation_content.remove("room_version");
     Ok(CreateRoomSpec {
