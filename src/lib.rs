@@ -17,6 +17,7 @@ pub mod keys;
 pub mod media;
 #[cfg(feature = "postgres")]
 pub mod migrate;
+pub mod outgoing;
 pub mod presence;
 pub mod push;
 pub mod rooms;

@@ -751,6 +751,16 @@ async fn answer(mut stream: TcpStream, requests: Arc<Mutex<Vec<(String, String, 
         .to_owned();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     requests.lock().unwrap().push((path.clone(), auth.clone(), body.clone()));
+    if auth == "Bearer huge-token" {
+        // Says 100 MB are coming, sends a little and then nothing: a server that read it all
+        // would wait out its timeout holding what came.
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                    content-length: 100000000\r\n\r\n";
+        let _ = stream.write_all(head.as_bytes()).await;
+        let _ = stream.write_all(&[b' '; 1024]).await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        return;
+    }
     let (status, reply) = match path.as_str() {
         "/_matrix/identity/v2/3pid/bind" if auth == "Bearer good-token" => (
             "200 OK",
@@ -785,6 +795,11 @@ async fn bind_and_unbind_go_through_the_identity_server() {
 
     let got = server.post(bind_path, &alice.access_token, bind("bad-token")).await;
     assert_error(&got, StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED");
+    let asked = std::time::Instant::now();
+    let got = server.post(bind_path, &alice.access_token, bind("huge-token")).await;
+    assert_error(&got, StatusCode::BAD_GATEWAY, "M_UNKNOWN");
+    assert!(got.1["error"].as_str().unwrap().contains("too large"), "{}", got.1);
+    assert!(asked.elapsed() < Duration::from_secs(5), "refused before reading it all");
     let (status, json) = server.post(bind_path, &alice.access_token, bind("good-token")).await;
     assert_eq!(status, StatusCode::OK, "{json}");
     {

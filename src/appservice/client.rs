@@ -130,13 +130,15 @@ impl AppserviceClient {
         let sent = tokio::time::timeout(timeout, async {
             let response = client.execute(request).await?;
             let status = response.status();
-            Ok::<_, reqwest::Error>((status, response.bytes().await?))
+            let body = crate::outgoing::body_within(response, crate::outgoing::MAX_ANSWER_BYTES);
+            // An answer too large to be a service's is read as an empty one.
+            Ok::<_, reqwest::Error>((status, body.await?.unwrap_or_default()))
         });
         match sent.await {
             Err(_) => Err(CallError::Timeout),
             Ok(Err(error)) if error.is_timeout() => Err(CallError::Timeout),
             Ok(Err(_)) => Err(CallError::Connection),
-            Ok(Ok((status, body))) if status.is_success() => Ok(body.to_vec()),
+            Ok(Ok((status, body))) if status.is_success() => Ok(body),
             Ok(Ok((status, body))) => {
                 Err(CallError::Status { status, body: String::from_utf8_lossy(&body).into_owned() })
             }

@@ -28,9 +28,6 @@ use crate::{Error, Result, config::IdentityServerConfig, federation::ServerKeys}
 /// The longest a call to an identity server may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The largest answer read from an identity server.
-const MAX_ANSWER_BYTES: usize = 64 * 1024;
-
 /// An identifier an identity server bound.
 pub struct Bound {
     pub medium: String,
@@ -126,10 +123,11 @@ impl IdentityClient {
             bad_gateway("Cannot reach the identity server")
         })?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|_| bad_gateway("The answer was cut off"))?;
-        if bytes.len() > MAX_ANSWER_BYTES {
+        let bytes = crate::outgoing::body_within(response, crate::outgoing::MAX_ANSWER_BYTES).await;
+        let bytes = bytes.map_err(|_| bad_gateway("The answer was cut off"))?;
+        let Some(bytes) = bytes else {
             return Err(bad_gateway("The identity server's answer is too large"));
-        }
+        };
         if !status.is_success() {
             return Err(passed_on(status, &bytes));
         }
