@@ -1,6 +1,6 @@
 //! Clients that send slowly, against the real server with `[limits] request_timeout_seconds = 1`:
 //! one that sends nothing or never finishes its headers is disconnected, one whose body stalls
-//! gets 408, and one that sends a body slowly but steadily is served. And the connection limits:
+//! or drips gets 408, and one that sends a body slowly but steadily is served. And the connection limits:
 //! past `connections_per_address` a connection is closed at once, past `max_connections` it
 //! waits until another closes.
 
@@ -54,6 +54,19 @@ async fn a_client_that_sends_nothing_is_disconnected() {
 }
 
 #[tokio::test]
+async fn an_http2_connection_is_refused_rather_than_kept_idle() {
+    let server = server().await;
+    let mut stream = connect(&server).await;
+    let started = Instant::now();
+    stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+    // An empty SETTINGS frame, as an HTTP/2 client sends next, and then nothing.
+    stream.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    let answer = read_to_close(&mut stream).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
+    assert!(!answer.contains("200"), "{answer}");
+}
+
+#[tokio::test]
 async fn an_idle_kept_alive_connection_is_closed() {
     let server = server().await;
     let mut stream = connect(&server).await;
@@ -65,15 +78,20 @@ async fn an_idle_kept_alive_connection_is_closed() {
     assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
 }
 
-#[tokio::test]
-async fn a_stalled_body_gets_408_and_a_slow_steady_one_is_served() {
-    let server = server().await;
-    let body = br#"{"username":"slowpoke","password":"a long enough password","auth":{"type":"m.login.dummy"}}"#;
-    let head = format!(
+/// The request head of a registration whose body is `body`.
+fn register_head(body: &[u8]) -> String {
+    format!(
         "POST /_matrix/client/v3/register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\n\r\n",
         body.len()
-    );
+    )
+}
+
+#[tokio::test]
+async fn a_stalled_or_dripped_body_gets_408_and_a_slow_steady_one_is_served() {
+    let server = server().await;
+    let body = br#"{"username":"slowpoke","password":"a long enough password","auth":{"type":"m.login.dummy"}}"#;
+    let head = register_head(body);
 
     let mut stalled = connect(&server).await;
     stalled.write_all(head.as_bytes()).await.unwrap();
@@ -82,9 +100,27 @@ async fn a_stalled_body_gets_408_and_a_slow_steady_one_is_served() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("M_UNKNOWN"), "{answer}");
 
+    // A byte every 200 ms never pauses for the 1 s timeout, but comes far slower than the
+    // 1,000 bytes a second a body may take on average: 408 after about a second.
+    let mut dripped = connect(&server).await;
+    dripped.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    for byte in body.iter().take(20) {
+        if dripped.write_all(&[*byte]).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let answer = read_to_close(&mut dripped).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(3), "refused after {:?}", started.elapsed());
+
+    // 4 kB in four pieces over 1.6 s (never 1 s idle, 2.5 kB a second) is served.
+    let mut padded = body.to_vec();
+    padded.splice(1..1, std::iter::repeat_n(b' ', 4_000));
     let mut steady = connect(&server).await;
-    steady.write_all(head.as_bytes()).await.unwrap();
-    for piece in body.chunks(body.len() / 4 + 1) {
+    steady.write_all(register_head(&padded).as_bytes()).await.unwrap();
+    for piece in padded.chunks(padded.len() / 4 + 1) {
         tokio::time::sleep(Duration::from_millis(400)).await;
         steady.write_all(piece).await.unwrap();
     }

@@ -166,7 +166,7 @@ impl Drop for AddressSlot {
     }
 }
 
-/// One connection, HTTP/1.1 or HTTP/2, with the timer hyper's timeouts need.
+/// One HTTP/1.1 connection, with the timer hyper's timeouts need.
 fn serve_connection<S>(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
@@ -187,10 +187,12 @@ where
         request.extensions_mut().insert(PeerAddr(peer));
         service.clone().call(request)
     });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only: Hearth speaks plain HTTP, where clients and TLS proxies use HTTP/1.1, and
+    // hyper closes no idle HTTP/2 connection (it only pings), which would let a client hold
+    // connections past every timeout here.
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
     builder.http1().timer(TokioTimer::new()).header_read_timeout(timeout);
-    builder.http2().timer(TokioTimer::new()).keep_alive_interval(timeout);
-    builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()
+    builder.serve_connection(TokioIo::new(stream), service).into_owned()
 }
 
 /// After a failed accept: a connection reset is nothing; running out of file descriptors

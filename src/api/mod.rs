@@ -166,21 +166,31 @@ fn error_response(error: &Error) -> http::Response<Vec<u8>> {
     error.to_http_response()
 }
 
-/// Reads the body, refusing with 413 once it exceeds `limit` bytes.
-/// Reads a request body of at most `limit` bytes; a client that sends nothing for `pause` gets
-/// 408 (an upload over a slow line is fine as long as it keeps going).
+/// The slowest a request body may come, on average, in bytes per second (see [`read_body`]).
+const MIN_BODY_RATE: u64 = 1_000;
+
+/// Reads a request body of at most `limit` bytes (413 past it). The client gets 408 when it sends
+/// nothing for `pause`, or when the body takes longer than `pause` plus a second per
+/// [`MIN_BODY_RATE`] bytes received: an upload over a slow line is fine, a body dripped a byte
+/// at a time to hold the connection is not.
 async fn read_body<S, B>(body: S, limit: u64, pause: std::time::Duration) -> crate::Result<Bytes>
 where
     S: futures::Stream<Item = Result<B, warp::Error>>,
     B: bytes::Buf,
 {
     futures::pin_mut!(body);
+    let started = tokio::time::Instant::now();
     let mut collected = BytesMut::new();
-    let stalled = || {
-        let message = format!("The request body stalled for {} seconds", pause.as_secs());
+    let too_slow = |why: &str| {
+        let message = format!("The request body {why}");
         Error::client(StatusCode::REQUEST_TIMEOUT, ruma::api::error::ErrorKind::Unknown, message)
     };
-    while let Some(chunk) = tokio::time::timeout(pause, body.next()).await.map_err(|_| stalled())? {
+    loop {
+        let allowance =
+            std::time::Duration::from_millis(collected.len() as u64 * 1_000 / MIN_BODY_RATE);
+        let deadline = (started + pause + allowance).min(tokio::time::Instant::now() + pause);
+        let next = tokio::time::timeout_at(deadline, body.next()).await;
+        let Some(chunk) = next.map_err(|_| too_slow("came too slowly or stalled"))? else { break };
         let mut chunk =
             chunk.map_err(|_| Error::bad_request("The request body could not be read"))?;
         if (collected.len() + chunk.remaining()) as u64 > limit {
