@@ -449,6 +449,20 @@ async fn bad_inputs_get_the_spec_errors() {
             "M_INVALID_PARAM",
         ),
         (
+            "outside ASCII (mail to it would need SMTPUTF8)",
+            ACCOUNT_TOKEN,
+            token_request("s", "δοκιμή@παράδειγμα.δοκιμή", 1),
+            StatusCode::BAD_REQUEST,
+            "M_INVALID_PARAM",
+        ),
+        (
+            "an upper-case letter outside ASCII",
+            ACCOUNT_TOKEN,
+            token_request("s", "ÄLICE@EXAMPLE.ORG", 1),
+            StatusCode::BAD_REQUEST,
+            "M_INVALID_PARAM",
+        ),
+        (
             "a display name",
             REGISTER_TOKEN,
             token_request("s", "A <a@example.org>", 1),
@@ -672,9 +686,18 @@ async fn token_requests_are_rate_limited_per_client() {
         let (status, _) = anonymous(&server, ACCOUNT_TOKEN, token_request("s", &email, 1)).await;
         assert_eq!(status, StatusCode::OK);
         sink.next_mail().await;
+        // Retries of the same attempt send nothing, as the spec says, and so cost nothing.
+        for _ in 0..3 {
+            let retry = anonymous(&server, ACCOUNT_TOKEN, token_request("s", &email, 1)).await;
+            assert_eq!(retry.0, StatusCode::OK, "{}", retry.1);
+        }
     }
     let got = anonymous(&server, ACCOUNT_TOKEN, token_request("s", "user3@example.org", 1)).await;
     assert_error(&got, StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED");
+    // The refused request left no session behind: its retry is refused too, not answered as if
+    // a mail had gone out.
+    let retry = anonymous(&server, ACCOUNT_TOKEN, token_request("s", "user3@example.org", 1)).await;
+    assert_error(&retry, StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED");
 }
 
 #[tokio::test]

@@ -132,10 +132,15 @@ impl Threepids {
     }
 
     /// Starts or continues a validation session and mails its token when due; the session ID.
+    ///
+    /// `limit` is asked (with the canonical address) only when a mail is to go out, so that a
+    /// client's retry of the same attempt, which sends nothing, costs nothing; when it refuses,
+    /// the session is forgotten as after a failed send.
     pub async fn request_email_token(
         &self,
         purpose: Purpose,
         request: EmailTokenRequest<'_>,
+        limit: impl FnOnce(&str) -> Result<()>,
     ) -> Result<String> {
         let mailer = self.mailer.as_ref().ok_or_else(email_not_supported)?;
         let address = canonical_email(request.email)?;
@@ -155,6 +160,10 @@ impl Threepids {
         };
         let requested = self.store.request_validation_session(session).await?;
         if requested.send {
+            if let Err(error) = limit(&address) {
+                self.store.delete_validation_session(&requested.sid).await?;
+                return Err(error);
+            }
             let mail = self.validation_mail(purpose, &address, &requested.sid, &request, &token);
             if let Err(error) = mailer.send(mail).await {
                 // Forgotten, so that the client's retry (with the same attempt) mails again.
@@ -272,7 +281,8 @@ impl Threepids {
 
     /// The account an identifier is on (an e-mail address in any case).
     pub async fn user_of(&self, medium: &str, address: &str) -> Result<Option<OwnedUserId>> {
-        let address = if medium == EMAIL { address.to_lowercase() } else { address.to_owned() };
+        let address =
+            if medium == EMAIL { address.to_ascii_lowercase() } else { address.to_owned() };
         Ok(self.store.threepid_user(medium, &address).await?)
     }
 
@@ -371,10 +381,15 @@ const QUERY_VALUE: &percent_encoding::AsciiSet =
 
 /// The form an e-mail address is kept in: trimmed and in lower case, as Synapse keeps them, so
 /// that `Alice@Example.org` and `alice@example.org` are one address. `M_INVALID_PARAM` unless it
-/// is one address (`local@domain`, no display name) of at most 254 bytes.
+/// is one ASCII address (`local@domain`, no display name) of at most 254 bytes.
 pub fn canonical_email(email: &str) -> Result<String> {
-    let email = email.trim().to_lowercase();
     let invalid = || Error::invalid_param("The e-mail address is not valid");
+    if !email.is_ascii() {
+        // Mail to them needs SMTPUTF8, which servers need not offer, and their lower case is
+        // not one address in every language: refused for good rather than failing at sending.
+        return Err(Error::invalid_param("E-mail addresses outside ASCII are not supported"));
+    }
+    let email = email.trim().to_ascii_lowercase();
     if email.is_empty() || email.len() > MAX_EMAIL_LENGTH || email.chars().any(char::is_control) {
         return Err(invalid());
     }
@@ -387,7 +402,7 @@ pub fn canonical_email(email: &str) -> Result<String> {
 
 /// An address in the form it is kept in (e-mail: lower case).
 fn canonical_address(medium: &str, address: &str) -> String {
-    if medium == EMAIL { address.trim().to_lowercase() } else { address.to_owned() }
+    if medium == EMAIL { address.trim().to_ascii_lowercase() } else { address.to_owned() }
 }
 
 /// 400 `M_THREEPID_MEDIUM_NOT_SUPPORTED`: no mail without `[email]`, never SMS.

@@ -129,11 +129,11 @@ fn millis_since_epoch(ts: i64) -> ruma::MilliSecondsSinceUnixEpoch {
     ruma::MilliSecondsSinceUnixEpoch(millis)
 }
 
-/// Checks the address and takes one validation mail from the client's and the address's limits.
-fn limit_token_requests(services: &Services, client: &Anonymous, email: &str) -> Result<()> {
-    let address = threepids::canonical_email(email)?;
+/// Takes one validation mail to `address` (canonical) from the client's and the address's
+/// limits.
+fn limit_token_requests(services: &Services, client: &Anonymous, address: &str) -> Result<()> {
     services.threepid_ip_limiter.check(client.origin)?;
-    services.threepid_address_limiter.check(address)
+    services.threepid_address_limiter.check(address.to_owned())
 }
 
 /// The session ID and `submit_url` of a `requestToken` answer.
@@ -152,8 +152,8 @@ async fn request_email_token(
     if !services.threepids.email_enabled() {
         return Err(threepids::email_not_supported());
     }
-    limit_token_requests(services, client, request.email)?;
-    let sid = services.threepids.request_email_token(purpose, request).await?;
+    let limit = |address: &str| limit_token_requests(services, client, address);
+    let sid = services.threepids.request_email_token(purpose, request, limit).await?;
     session_answer(services, sid)
 }
 
