@@ -791,6 +791,18 @@ async fn a_bad_registration_file_stops_the_server_naming_it() {
             "invalid regex",
             "a regex that does not compile",
         ),
+        (
+            "bad-sender.yaml",
+            bridge_registration("http://127.0.0.1:9").replace("bridgebot", "\"Bad Local!\""),
+            "sender_localpart may only contain",
+            "a sender localpart outside the grammar",
+        ),
+        (
+            "huge.yaml",
+            format!("# {}\n", "x".repeat(2 * 1024 * 1024)),
+            "larger than",
+            "a file far larger than any registration",
+        ),
         ("same-id.yaml", same_id, "id \"bridge\"", "a duplicate id"),
         ("same-token.yaml", same_token, "same as_token", "a duplicate token"),
     ];
@@ -799,6 +811,7 @@ async fn a_bad_registration_file_stops_the_server_naming_it() {
         let stderr = serve_with_registrations_fails(&[&good, &bad]).await;
         assert!(stderr.contains(bad.to_str().unwrap()), "names the file ({why}): {stderr}");
         assert!(stderr.contains(reason), "says why ({why}): {stderr}");
+        assert!(stderr.len() < 10_000, "the reason, not the file ({why})");
     }
     let missing = dir.path().join("missing.yaml");
     let stderr = serve_with_registrations_fails(&[&missing]).await;

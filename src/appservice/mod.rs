@@ -53,6 +53,10 @@ impl Appservice {
                 .map_err(|error| {
                     anyhow::anyhow!("sender_localpart is not a valid localpart: {error}")
                 })?;
+        // The server creates this user: it must be a user ID of today's grammar.
+        if sender.validate_strict().is_err() {
+            bail!("sender_localpart may only contain a-z, 0-9, and . _ = - / +");
+        }
         let namespaces = &registration.namespaces;
         Ok(Self {
             users: compile(&namespaces.users).context("namespaces.users")?,
@@ -220,8 +224,19 @@ pub fn exclusive(message: &str) -> Error {
     Error::client(http::StatusCode::BAD_REQUEST, ruma::api::error::ErrorKind::Exclusive, message)
 }
 
+/// The largest registration file read: a real one is a few hundred bytes.
+const MAX_REGISTRATION_BYTES: u64 = 1024 * 1024;
+
 fn load_file(path: &Path, server_name: &ServerName) -> anyhow::Result<Appservice> {
-    let text = std::fs::read_to_string(path).context("cannot read the file")?;
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).context("cannot read the file")?;
+    let mut text = String::new();
+    file.take(MAX_REGISTRATION_BYTES + 1)
+        .read_to_string(&mut text)
+        .context("cannot read the file as UTF-8 text")?;
+    if text.len() as u64 > MAX_REGISTRATION_BYTES {
+        bail!("the file is larger than {MAX_REGISTRATION_BYTES} bytes");
+    }
     let registration: Registration =
         serde_yaml_ng::from_str(&text).context("not a registration in the spec's format")?;
     check_registration(&registration)?;
