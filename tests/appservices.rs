@@ -454,8 +454,16 @@ async fn the_service_acts_as_the_users_and_devices_it_asserts() {
     assert_eq!(status, StatusCode::OK, "{json}");
     let (status, json) = whoami("?user_id=%40bridge_erin%3Alocalhost").await;
     assert_eq!((status, &json["user_id"]), (StatusCode::OK, &json!("@bridge_erin:localhost")));
+    assert_eq!(json.get("device_id"), None, "no device named, none acted on: {json}");
     let (status, json) = whoami("?user_id=%40bridge_erin%3Alocalhost&device_id=ERINPHONE").await;
     assert_eq!((status, &json["device_id"]), (StatusCode::OK, &json!("ERINPHONE")));
+
+    // Its users have no password: the bridge deletes their devices without one.
+    let path = format!("{V3}/devices/ERINPHONE?user_id=%40bridge_erin%3Alocalhost");
+    let (status, json) = as_call(&server, Method::DELETE, &path, Some(json!({}))).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    let got = whoami("?user_id=%40bridge_erin%3Alocalhost&device_id=ERINPHONE").await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "M_UNKNOWN_DEVICE");
 
     let got = whoami("?user_id=%40bridge_erin%3Alocalhost&device_id=NOSUCHDEVICE").await;
     assert_error(&got, StatusCode::BAD_REQUEST, "M_UNKNOWN_DEVICE");

@@ -18,7 +18,7 @@ use ruma::api::client::{
 
 use crate::{
     Error, Result,
-    api::router::{Anonymous, EvenIfLocked, Router, User},
+    api::router::{APPSERVICE_DEVICE, Anonymous, EvenIfLocked, Router, User},
     config::{EmailRegistration, RegistrationMode},
     services::Services,
     threepids::{EMAIL, Validated},
@@ -352,7 +352,9 @@ async fn whoami(
     _: whoami::v3::Request,
 ) -> Result<whoami::v3::Response> {
     let mut response = whoami::v3::Response::new(user.user_id, false);
-    response.device_id = Some(user.device_id);
+    // A bridge acting as a user without naming a device acts on none: the field is left out.
+    let no_device = user.appservice.is_some() && user.device_id == APPSERVICE_DEVICE;
+    response.device_id = (!no_device).then_some(user.device_id);
     Ok(response)
 }
 

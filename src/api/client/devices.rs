@@ -1,4 +1,5 @@
-//! Devices: list, get, rename, delete (with user-interactive authentication).
+//! Devices: list, get, rename, delete (with user-interactive authentication, which a bridge
+//! acting as one of its users skips, as the spec allows application services).
 
 use std::sync::Arc;
 
@@ -75,7 +76,7 @@ async fn delete_device(
     request: delete_device::v3::Request,
 ) -> Result<delete_device::v3::Response> {
     services.users.device(&user.user_id, request.device_id.as_str()).await?;
-    super::confirm_with_password(&services, &user, request.auth.as_ref()).await?;
+    confirm_unless_bridge(&services, &user, request.auth.as_ref()).await?;
     services.users.delete_devices(&user.user_id, &[request.device_id.to_string()]).await?;
     Ok(delete_device::v3::Response::new())
 }
@@ -85,8 +86,20 @@ async fn delete_devices(
     user: User,
     request: delete_devices::v3::Request,
 ) -> Result<delete_devices::v3::Response> {
-    super::confirm_with_password(&services, &user, request.auth.as_ref()).await?;
+    confirm_unless_bridge(&services, &user, request.auth.as_ref()).await?;
     let ids: Vec<String> = request.devices.iter().map(ToString::to_string).collect();
     services.users.delete_devices(&user.user_id, &ids).await?;
     Ok(delete_devices::v3::Response::new())
+}
+
+/// Asks for the password, except of a bridge acting as one of its users (they have none).
+async fn confirm_unless_bridge(
+    services: &Services,
+    user: &User,
+    auth: Option<&ruma::api::client::uiaa::AuthData>,
+) -> Result<()> {
+    if user.appservice.is_some() {
+        return Ok(());
+    }
+    super::confirm_with_password(services, user, auth).await
 }
