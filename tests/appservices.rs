@@ -10,7 +10,6 @@ mod common;
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::Stdio,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU16, AtomicU32, Ordering},
@@ -19,7 +18,7 @@ use std::{
 };
 
 use common::{
-    TestServer, TestUser, assert_error, binary, enc,
+    TestServer, TestUser, assert_error, enc, run_hearth,
     table::{row, run_table},
 };
 use reqwest::{Method, StatusCode};
@@ -759,21 +758,8 @@ async fn serve_with_registrations_fails(files: &[&Path]) -> String {
         list.join(", ")
     );
     std::fs::write(temp.path().join("hearth.toml"), config).unwrap();
-    let child = tokio::process::Command::new(binary())
-        .arg("--data-dir")
-        .arg(temp.path())
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("hearth stopped within a minute")
-        .unwrap();
+    let data_dir = temp.path().to_str().unwrap();
+    let output = run_hearth(&["--data-dir", data_dir, "serve", "--listen", "127.0.0.1:0"]).await;
     assert!(!output.status.success(), "hearth must stop");
     String::from_utf8_lossy(&output.stderr).into_owned()
 }

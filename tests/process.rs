@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use common::{TestServer, assert_error, binary, enc};
+use common::{TestServer, assert_error, binary, enc, run_hearth};
 use futures::future::join_all;
 use reqwest::{Method, StatusCode, header};
 use serde_json::{Value, json};
@@ -20,23 +20,6 @@ use tokio::{
 };
 
 const V3: &str = "/_matrix/client/v3";
-
-/// Runs `hearth` with `args` to completion (a hang fails the test after a minute).
-async fn run_hearth(args: &[&str]) -> Output {
-    let child = Command::new(binary())
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start hearth");
-    tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("hearth exited within a minute")
-        .expect("hearth output")
-}
 
 /// Runs `hearth --data-dir DIR serve --listen 127.0.0.1:0 ARGS` expecting it to stop with an
 /// error; returns its stderr.

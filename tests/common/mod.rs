@@ -77,6 +77,23 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_hearth")
 }
 
+/// Runs `hearth` with `args` to completion (a hang fails the test after a minute).
+pub async fn run_hearth(args: &[&str]) -> std::process::Output {
+    let child = Command::new(binary())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start hearth");
+    tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("hearth exited within a minute")
+        .expect("hearth output")
+}
+
 impl TestServer {
     /// A server with open registration.
     pub async fn start() -> Self {
